@@ -1,0 +1,109 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Every target: Swift 6 language mode (strict concurrency) and nonisolated async
+/// functions that run on the caller's executor, which keeps simulated jobs on the
+/// simulator thread and cuts executor hops.
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Cistern",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cistern", targets: ["cistern"]),
+        .library(name: "CisternCore", targets: ["CisternCore"]),
+        .library(name: "CisternSim", targets: ["CisternSim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // System libraries, linked through module maps; apt names the packages to install.
+        .systemLibrary(
+            name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(
+            name: "CURing", path: "Sources/CURing", pkgConfig: "liburing",
+            providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(
+            name: "CIBVerbs", path: "Sources/CIBVerbs",
+            providers: [.apt(["libibverbs-dev"])]),
+
+        // Wire encoding and checksums: no dependencies, used by everything.
+        .target(name: "CisternWire", swiftSettings: strict),
+        // The seams (protocols and shared value types).
+        .target(
+            name: "CisternCore",
+            dependencies: ["CisternWire", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        // The demo replicated register: gives scenarios meaning until the real services land.
+        .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
+
+        // Production implementations of the seams.
+        .target(
+            name: "CisternNIO",
+            dependencies: [
+                "CisternCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "CisternPOSIX",
+            dependencies: ["CisternCore", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict),
+        .target(name: "CisternSQLite", dependencies: ["CisternCore", "CSQLite"], swiftSettings: strict),
+        .target(name: "CisternURing", dependencies: ["CisternCore", "CURing"], swiftSettings: strict),
+        .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
+
+        // The deterministic simulator and the scenario runner.
+        .target(
+            name: "CisternSim",
+            dependencies: [
+                "CisternCore",
+                .product(name: "Collections", package: "swift-collections"),
+            ],
+            path: "Simulator/CisternSim",
+            swiftSettings: strict),
+        .target(
+            name: "CisternScenario",
+            dependencies: ["CisternSim", "CisternDemo", .product(name: "Yams", package: "Yams")],
+            path: "Simulator/CisternScenario",
+            swiftSettings: strict),
+
+        .executableTarget(
+            name: "cistern",
+            dependencies: [
+                "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
+                "CisternRDMA",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/cistern",
+            swiftSettings: strict),
+
+        // Seam conformance suites, shared by every implementation's tests.
+        .target(
+            name: "CisternConformance", dependencies: ["CisternCore"], path: "Tests/CisternConformance",
+            swiftSettings: strict),
+
+        .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
+        .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),
+        .testTarget(
+            name: "ConformanceTests",
+            dependencies: [
+                "CisternConformance", "CisternSim", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
+                "CisternRDMA",
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
+        .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario", "cistern"], swiftSettings: strict),
+    ]
+)
