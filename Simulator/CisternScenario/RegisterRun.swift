@@ -1,0 +1,229 @@
+import CisternCore
+import CisternDemo
+import CisternSim
+
+/// One run of the register workload: builds the world from the topology, boots
+/// replicas and clients, applies the fault plan, reads every key after the
+/// workload ends, and checks the history.
+final class RegisterRun: @unchecked Sendable {
+    let scenario: Scenario
+    let world: SimWorld
+    let seed: UInt64
+    let history = History()
+    let plan: [PlannedFault]
+    var replicaIDs: [NodeID] = []
+    var verifierDone = false
+    var verifierFailures: [String] = []
+    var bootFailures: [String] = []
+    var movedHosts = 0
+    let baseLoss: Double
+    let baseDiskErrors: Double
+
+    init(scenario: Scenario, world: SimWorld, seed: UInt64) {
+        self.scenario = scenario
+        self.world = world
+        self.seed = seed
+        self.plan = FaultPlan(scenario: scenario).plan(seed: seed)
+        self.baseLoss = world.network.config.lossProbability
+        self.baseDiskErrors = world.defaultDisk.errorProbability
+    }
+
+    var keys: Int { scenario.workload.keys ?? 4 }
+    var durationNanoseconds: UInt64 { scenario.duration.nanoseconds }
+
+    func execute() -> RunResult {
+        for (i, spec) in scenario.topology.nodes.enumerated() {
+            world.addNode(name: spec.name, host: spec.host ?? "10.0.\(i / 250).\(i % 250 + 1)")
+        }
+        let verifier = world.addNode(name: "_verifier", host: "10.255.255.1")
+        replicaIDs = scenario.topology.nodes.filter { $0.role == .register }.compactMap { try? world.node(named: $0.name).id }.sorted()
+        for spec in scenario.topology.nodes {
+            guard let node = try? world.node(named: spec.name) else { continue }
+            switch spec.role {
+            case .register: node.boot = { [unowned self] ctx in await self.bootReplica(ctx) }
+            case .client: node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
+            }
+            world.start(node)
+        }
+        verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
+        for fault in plan {
+            world.executor.schedule(at: fault.atNanoseconds) { [unowned self] in self.apply(fault) }
+        }
+        world.executor.schedule(at: durationNanoseconds) { [unowned self] in self.world.start(verifier) }
+        let limit = durationNanoseconds + scenario.liveness.nanoseconds + 1_000_000_000
+        let stop = world.run(untilNanoseconds: limit) { [unowned self] in self.verifierDone }
+
+        var violations: [String] = []
+        if case .tripwire(let reason) = stop { violations.append("determinism tripwire: \(reason)") }
+        let invariants = Set(scenario.invariants ?? ScenarioValidator.knownInvariants)
+        if invariants.contains("linearizable") || invariants.contains("no_lost_writes") {
+            violations += LinearizabilityChecker.check(history)
+        }
+        if invariants.contains("liveness") || invariants.contains("no_lost_writes") {
+            violations += livenessViolations()
+        }
+        violations += bootFailures
+        for v in violations { world.trace.note(.violation, at: world.nowNanoseconds, v) }
+
+        var r = RunResult(scenario: scenario.name, seed: seed)
+        r.digest = world.trace.digestHex
+        r.simulatedSeconds = Double(world.nowNanoseconds) / 1e9
+        r.events = world.trace.events
+        r.messages = world.network.messagesSent
+        r.operations = history.operations.count
+        r.operationsSucceeded = history.operations.filter { $0.succeeded == true }.count
+        r.faults = plan.count
+        r.violations = violations
+        return r
+    }
+
+    // MARK: Roles
+
+    func bootReplica(_ ctx: SimProcessContext) async {
+        let log = ctx.runtime.logger("register")
+        for attempt in 1...50 {
+            do {
+                let replica = try await RegisterReplica.boot(runtime: ctx.runtime, disk: ctx.disk, transport: ctx.transport)
+                ctx.retain(replica)
+                return
+            } catch {
+                log.warning("replica boot attempt \(attempt) failed: \(error)")
+                try? await ctx.runtime.sleep(nanoseconds: 100_000_000)
+            }
+        }
+        bootFailures.append("\(ctx.name) could not recover its register log after 50 attempts")
+    }
+
+    func clientLoop(_ ctx: SimProcessContext) async {
+        let incarnation = ctx.process.incarnation
+        let writer = (ctx.node.rawValue << 16) | UInt32(truncatingIfNeeded: incarnation & 0xFFFF)
+        let timeout = (scenario.workload.opTimeout ?? SimDuration(nanoseconds: 500_000_000)).nanoseconds
+        let client = RegisterClient(runtime: ctx.runtime, transport: ctx.transport, replicas: replicaIDs, writerID: writer, timeoutNanoseconds: timeout)
+        var rng = ctx.runtime.random("workload")
+        let readFraction = scenario.workload.readFraction ?? 0.5
+        let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 5_000_000)).nanoseconds)
+        var n = 0
+        while ctx.runtime.nowNanoseconds() < durationNanoseconds {
+            let key = "k\(Int.random(in: 0..<keys, using: &rng))"
+            let now = ctx.runtime.nowNanoseconds()
+            if rng.unit() < readFraction {
+                let i = history.invoke(client: ctx.name, incarnation: incarnation, key: key, kind: .read, value: nil, at: now)
+                do {
+                    let v = try await client.read(key)
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true, readValue: .some(v))
+                } catch {
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                }
+            } else {
+                n += 1
+                let value = "\(ctx.name).\(incarnation).\(n)"
+                let i = history.invoke(client: ctx.name, incarnation: incarnation, key: key, kind: .write, value: value, at: now)
+                do {
+                    try await client.write(key, value)
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true)
+                } catch {
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                }
+            }
+            let pause = UInt64(-think * log(max(rng.unit(), 1e-12)))
+            try? await ctx.runtime.sleep(nanoseconds: pause)
+        }
+    }
+
+    /// After the workload: read every key until it succeeds (these reads are checked
+    /// like any other, so a lost acknowledged write shows up as a stale read).
+    func verify(_ ctx: SimProcessContext) async {
+        let client = RegisterClient(runtime: ctx.runtime, transport: ctx.transport, replicas: replicaIDs, writerID: ctx.node.rawValue << 16, timeoutNanoseconds: 500_000_000)
+        for k in 0..<keys {
+            let key = "k\(k)"
+            while true {
+                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: ctx.runtime.nowNanoseconds())
+                do {
+                    let v = try await client.read(key)
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true, readValue: .some(v))
+                    break
+                } catch {
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    try? await ctx.runtime.sleep(nanoseconds: 100_000_000)
+                }
+            }
+        }
+        verifierDone = true
+    }
+
+    // MARK: Checks
+
+    func livenessViolations() -> [String] {
+        var out: [String] = []
+        let heal = scenario.healTime.nanoseconds
+        let bound = scenario.liveness.nanoseconds
+        let end = world.nowNanoseconds
+        if !verifierDone {
+            out.append("liveness: the final reads of every key did not all succeed within \(scenario.liveness) after the workload ended (\(keys) keys)")
+        }
+        for op in history.operations {
+            let from = max(op.invokedNanoseconds, heal)
+            if let done = op.completedNanoseconds {
+                if done > from, done - from > bound {
+                    out.append("liveness: \(op.client) \(op.kind) of \(op.key) invoked at \(formatSeconds(op.invokedNanoseconds)) took until \(formatSeconds(done)), over the \(scenario.liveness) bound after heal")
+                }
+            } else if let node = try? world.node(named: op.client), let p = node.process, p.incarnation == op.incarnation, p.isRunning, end > from, end - from > bound {
+                out.append("liveness: \(op.client) \(op.kind) of \(op.key) invoked at \(formatSeconds(op.invokedNanoseconds)) never completed (bound \(scenario.liveness) after heal)")
+            }
+            if out.count >= 20 { break }
+        }
+        return out
+    }
+
+    // MARK: Faults
+
+    func node(_ name: String) -> SimNode? { try? world.node(named: name) }
+
+    func ids(_ names: [String]) -> [NodeID] { names.compactMap { node($0)?.id } }
+
+    func apply(_ fault: PlannedFault) {
+        world.trace.note(.fault, at: world.nowNanoseconds, "\(fault.action)")
+        switch fault.action {
+        case .kill(let n, let lose, let wipe):
+            if let x = node(n) { world.kill(x, loseUnsyncedWrites: lose, wipeDisk: wipe) }
+        case .restart(let n):
+            if let x = node(n), x.process?.isDead ?? true { world.start(x) }
+        case .pause(let n): if let x = node(n) { world.pause(x) }
+        case .resume(let n): if let x = node(n) { world.resume(x) }
+        case .partition(let a, let b, let oneWay): world.network.partition(ids(a), ids(b), oneWay: oneWay)
+        case .unpartition(let a, let b, let oneWay): world.network.unpartition(ids(a), ids(b), oneWay: oneWay)
+        case .clog(let n, let ns): if let x = node(n) { world.network.clog(x.id, untilNanoseconds: world.nowNanoseconds + ns) }
+        case .ipChange(let n, let host):
+            if let x = node(n) {
+                movedHosts += 1
+                world.changeAddress(x, to: host ?? "10.128.\(movedHosts / 250).\(movedHosts % 250 + 1)")
+            }
+        case .slowDisk(let n, let factor): node(n)?.diskStore.config.slowFactor = factor
+        case .diskErrors(let n, let p): node(n)?.diskStore.config.errorProbability = p
+        case .bitFlip(let n): node(n)?.diskStore.flipBit()
+        case .loss(let p): world.network.config.lossProbability = p ?? baseLoss
+        case .kvOutage(let ns): world.kvStore.unavailableUntilNanoseconds = world.nowNanoseconds + ns
+        case .heal: heal()
+        }
+    }
+
+    func heal() {
+        world.network.healPartitions()
+        world.network.unclogAll()
+        world.network.config.lossProbability = baseLoss
+        world.kvStore.unavailableUntilNanoseconds = 0
+        for spec in scenario.topology.nodes {
+            guard let x = node(spec.name) else { continue }
+            x.diskStore.config.slowFactor = 1
+            x.diskStore.config.errorProbability = baseDiskErrors
+            if x.process?.status == .paused { world.resume(x) }
+            if x.process?.isDead ?? true { world.start(x) }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

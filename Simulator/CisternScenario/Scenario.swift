@@ -1,0 +1,277 @@
+/// A fault-injection scenario, as written in a YAML file under Scenarios/: a
+/// cluster topology, network/disk/KV parameters, a workload, timed faults, random
+/// fault generators, a heal time, and the invariants to check.
+public struct Scenario: Codable, Sendable {
+    public var name: String
+    public var description: String?
+    /// How long the workload runs.
+    public var duration: SimDuration
+    /// When every fault is healed (default: 70% of `duration`).
+    public var healAt: SimDuration?
+    /// After the heal, every operation must finish within this bound.
+    public var livenessBound: SimDuration?
+    public var topology: Topology
+    public var network: NetworkSpec?
+    public var disk: DiskSpec?
+    public var kv: KVSpec?
+    public var workload: Workload
+    public var faults: [FaultSpec]?
+    public var randomFaults: [RandomFaults]?
+    /// Checkers to run; default: all that apply to the workload.
+    public var invariants: [String]?
+    /// The scenario goes beyond what the protocol can repair on purpose: violations
+    /// are expected (the run succeeds only if one is detected).
+    public var expectViolations: Bool?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, description, duration, topology, network, disk, kv, workload, faults, invariants
+        case healAt = "heal_at", livenessBound = "liveness_bound", randomFaults = "random_faults", expectViolations = "expect_violations"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        duration = try c.decode(SimDuration.self, forKey: .duration)
+        healAt = try c.decodeIfPresent(SimDuration.self, forKey: .healAt)
+        livenessBound = try c.decodeIfPresent(SimDuration.self, forKey: .livenessBound)
+        topology = try c.decode(Topology.self, forKey: .topology)
+        network = try c.decodeIfPresent(NetworkSpec.self, forKey: .network)
+        disk = try c.decodeIfPresent(DiskSpec.self, forKey: .disk)
+        kv = try c.decodeIfPresent(KVSpec.self, forKey: .kv)
+        workload = try c.decode(Workload.self, forKey: .workload)
+        faults = try c.decodeIfPresent([FaultSpec].self, forKey: .faults)
+        randomFaults = try c.decodeIfPresent([RandomFaults].self, forKey: .randomFaults)
+        invariants = try c.decodeIfPresent([String].self, forKey: .invariants)
+        expectViolations = try c.decodeIfPresent(Bool.self, forKey: .expectViolations)
+    }
+
+    public var healTime: SimDuration { healAt ?? SimDuration(nanoseconds: duration.nanoseconds / 10 * 7) }
+    public var liveness: SimDuration { livenessBound ?? .seconds(10) }
+}
+
+public struct Topology: Codable, Sendable {
+    public var nodes: [NodeSpec]
+    enum CodingKeys: String, CodingKey, CaseIterable { case nodes }
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        nodes = try decoder.container(keyedBy: CodingKeys.self).decode([NodeSpec].self, forKey: .nodes)
+    }
+}
+
+/// Roles a simulated node can play.
+public enum NodeRole: String, Codable, Sendable, CaseIterable {
+    /// A replica of the demo register.
+    case register
+    /// Runs the workload's client loop.
+    case client
+}
+
+public struct NodeSpec: Codable, Sendable {
+    public var name: String
+    public var role: NodeRole
+    /// The node's simulated IP (default: assigned).
+    public var host: String?
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, role, host }
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        let roleText = try c.decode(String.self, forKey: .role)
+        guard let r = NodeRole(rawValue: roleText) else {
+            throw DecodingError.dataCorruptedError(forKey: .role, in: c, debugDescription: "unknown role '\(roleText)'; expected one of: \(NodeRole.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        role = r
+        host = try c.decodeIfPresent(String.self, forKey: .host)
+    }
+}
+
+public struct NetworkSpec: Codable, Sendable {
+    public var latencyMin: SimDuration?
+    public var latencyMeanExtra: SimDuration?
+    public var loss: Double?
+    public var duplicate: Double?
+    public var reorder: Double?
+    public var nameServiceDelay: SimDuration?
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case loss, duplicate, reorder
+        case latencyMin = "latency_min", latencyMeanExtra = "latency_mean_extra", nameServiceDelay = "name_service_delay"
+    }
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        latencyMin = try c.decodeIfPresent(SimDuration.self, forKey: .latencyMin)
+        latencyMeanExtra = try c.decodeIfPresent(SimDuration.self, forKey: .latencyMeanExtra)
+        loss = try c.decodeIfPresent(Double.self, forKey: .loss)
+        duplicate = try c.decodeIfPresent(Double.self, forKey: .duplicate)
+        reorder = try c.decodeIfPresent(Double.self, forKey: .reorder)
+        nameServiceDelay = try c.decodeIfPresent(SimDuration.self, forKey: .nameServiceDelay)
+    }
+}
+
+public struct DiskSpec: Codable, Sendable {
+    public var latencyMin: SimDuration?
+    public var latencyMeanExtra: SimDuration?
+    public var errorProbability: Double?
+    public var capacity: ByteSize?
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case capacity
+        case latencyMin = "latency_min", latencyMeanExtra = "latency_mean_extra", errorProbability = "error_probability"
+    }
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        latencyMin = try c.decodeIfPresent(SimDuration.self, forKey: .latencyMin)
+        latencyMeanExtra = try c.decodeIfPresent(SimDuration.self, forKey: .latencyMeanExtra)
+        errorProbability = try c.decodeIfPresent(Double.self, forKey: .errorProbability)
+        capacity = try c.decodeIfPresent(ByteSize.self, forKey: .capacity)
+    }
+}
+
+public struct KVSpec: Codable, Sendable {
+    public var latency: SimDuration?
+    public var conflictProbability: Double?
+    public var maybeCommittedProbability: Double?
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case latency
+        case conflictProbability = "conflict_probability", maybeCommittedProbability = "maybe_committed_probability"
+    }
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        latency = try c.decodeIfPresent(SimDuration.self, forKey: .latency)
+        conflictProbability = try c.decodeIfPresent(Double.self, forKey: .conflictProbability)
+        maybeCommittedProbability = try c.decodeIfPresent(Double.self, forKey: .maybeCommittedProbability)
+    }
+}
+
+/// The client load. `register`: clients read and write a few keys of the demo register.
+public struct Workload: Codable, Sendable {
+    public var kind: String
+    public var keys: Int?
+    public var readFraction: Double?
+    public var opTimeout: SimDuration?
+    public var thinkTime: SimDuration?
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case kind, keys
+        case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time"
+    }
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decode(String.self, forKey: .kind)
+        keys = try c.decodeIfPresent(Int.self, forKey: .keys)
+        readFraction = try c.decodeIfPresent(Double.self, forKey: .readFraction)
+        opTimeout = try c.decodeIfPresent(SimDuration.self, forKey: .opTimeout)
+        thinkTime = try c.decodeIfPresent(SimDuration.self, forKey: .thinkTime)
+    }
+}
+
+/// Fault kinds a scenario can schedule.
+public enum FaultKind: String, Codable, Sendable, CaseIterable {
+    /// Kill a node's process (page cache survives: nothing unsynced is lost).
+    case kill
+    /// Kill a node as a machine crash: unsynced writes may be lost or torn.
+    case crash
+    /// Start a killed node again from its disk.
+    case restart
+    /// Freeze a node (for `duration`, or until `resume`).
+    case pause
+    case resume
+    /// Cut the network between `groups` (symmetric), or from `from` to `to` (one way).
+    case partition
+    /// Delay every message of a node for `duration`.
+    case clog
+    /// Give a node a new IP (identity kept; peers find it through the name service).
+    case ipChange = "ip_change"
+    /// Make a node's disk `factor` times slower.
+    case slowDisk = "slow_disk"
+    /// Make a node's disk fail operations with `probability`.
+    case diskErrors = "disk_errors"
+    /// Flip one bit on a node's disk.
+    case bitFlip = "bit_flip"
+    /// Drop messages with `probability` everywhere.
+    case loss
+    /// Make the transactional KV store unavailable for `duration`.
+    case kvOutage = "kv_outage"
+    /// Undo every fault now.
+    case heal
+}
+
+public struct FaultSpec: Codable, Sendable {
+    public var at: SimDuration
+    public var kind: FaultKind
+    public var node: String?
+    public var groups: [[String]]?
+    public var from: [String]?
+    public var to: [String]?
+    public var duration: SimDuration?
+    public var factor: Double?
+    public var probability: Double?
+    public var host: String?
+    public var wipeDisk: Bool?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case at, kind, node, groups, from, to, duration, factor, probability, host
+        case wipeDisk = "wipe_disk"
+    }
+
+    public init(at: SimDuration, kind: FaultKind, node: String? = nil) {
+        self.at = at
+        self.kind = kind
+        self.node = node
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        at = try c.decode(SimDuration.self, forKey: .at)
+        let kindText = try c.decode(String.self, forKey: .kind)
+        guard let k = FaultKind(rawValue: kindText) else {
+            throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription: "unknown fault kind '\(kindText)'; expected one of: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        kind = k
+        node = try c.decodeIfPresent(String.self, forKey: .node)
+        groups = try c.decodeIfPresent([[String]].self, forKey: .groups)
+        from = try c.decodeIfPresent([String].self, forKey: .from)
+        to = try c.decodeIfPresent([String].self, forKey: .to)
+        duration = try c.decodeIfPresent(SimDuration.self, forKey: .duration)
+        factor = try c.decodeIfPresent(Double.self, forKey: .factor)
+        probability = try c.decodeIfPresent(Double.self, forKey: .probability)
+        host = try c.decodeIfPresent(String.self, forKey: .host)
+        wipeDisk = try c.decodeIfPresent(Bool.self, forKey: .wipeDisk)
+    }
+}
+
+/// A random fault generator: between `from` and `until`, faults of `kinds` arrive
+/// about every `mean_interval`, each lasting up to `max_duration`, never taking
+/// down more nodes at once than the topology survives.
+public struct RandomFaults: Codable, Sendable {
+    public var kinds: [FaultKind]
+    public var meanInterval: SimDuration
+    public var from: SimDuration?
+    public var until: SimDuration?
+    public var maxDuration: SimDuration?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case kinds, from, until
+        case meanInterval = "mean_interval", maxDuration = "max_duration"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let texts = try c.decode([String].self, forKey: .kinds)
+        kinds = try texts.map { t in
+            guard let k = FaultKind(rawValue: t) else {
+                throw DecodingError.dataCorruptedError(forKey: .kinds, in: c, debugDescription: "unknown fault kind '\(t)'; expected one of: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return k
+        }
+        meanInterval = try c.decode(SimDuration.self, forKey: .meanInterval)
+        from = try c.decodeIfPresent(SimDuration.self, forKey: .from)
+        until = try c.decodeIfPresent(SimDuration.self, forKey: .until)
+        maxDuration = try c.decodeIfPresent(SimDuration.self, forKey: .maxDuration)
+    }
+}

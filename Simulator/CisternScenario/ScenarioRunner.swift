@@ -1,0 +1,148 @@
+import CisternCore
+import CisternDemo
+import CisternSim
+import Foundation
+
+/// The outcome of one run of a scenario with one seed.
+public struct RunResult: Codable, Sendable {
+    public var scenario: String
+    public var seed: UInt64
+    public var digest: String
+    public var simulatedSeconds: Double
+    public var wallSeconds: Double
+    public var events: UInt64
+    public var messages: UInt64
+    public var operations: Int
+    public var operationsSucceeded: Int
+    public var faults: Int
+    public var violations: [String]
+    /// Violations were expected (`expect_violations: true`): the run passes only if some were found.
+    public var expectedViolations: Bool
+    public var replay: String
+    public var build: String
+
+    /// Whether the run met its expectation.
+    public var passed: Bool { expectedViolations ? !violations.isEmpty : violations.isEmpty }
+
+    enum CodingKeys: String, CodingKey {
+        case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed
+        case simulatedSeconds = "simulated_seconds", wallSeconds = "wall_seconds"
+        case operationsSucceeded = "operations_succeeded", expectedViolations = "expected_violations"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(scenario, forKey: .scenario)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(digest, forKey: .digest)
+        try c.encode(simulatedSeconds, forKey: .simulatedSeconds)
+        try c.encode(wallSeconds, forKey: .wallSeconds)
+        try c.encode(events, forKey: .events)
+        try c.encode(messages, forKey: .messages)
+        try c.encode(operations, forKey: .operations)
+        try c.encode(operationsSucceeded, forKey: .operationsSucceeded)
+        try c.encode(faults, forKey: .faults)
+        try c.encode(violations, forKey: .violations)
+        try c.encode(expectedViolations, forKey: .expectedViolations)
+        try c.encode(passed, forKey: .passed)
+        try c.encode(replay, forKey: .replay)
+        try c.encode(build, forKey: .build)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        scenario = try c.decode(String.self, forKey: .scenario)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        digest = try c.decode(String.self, forKey: .digest)
+        simulatedSeconds = try c.decode(Double.self, forKey: .simulatedSeconds)
+        wallSeconds = try c.decode(Double.self, forKey: .wallSeconds)
+        events = try c.decode(UInt64.self, forKey: .events)
+        messages = try c.decode(UInt64.self, forKey: .messages)
+        operations = try c.decode(Int.self, forKey: .operations)
+        operationsSucceeded = try c.decode(Int.self, forKey: .operationsSucceeded)
+        faults = try c.decode(Int.self, forKey: .faults)
+        violations = try c.decode([String].self, forKey: .violations)
+        expectedViolations = try c.decode(Bool.self, forKey: .expectedViolations)
+        replay = try c.decode(String.self, forKey: .replay)
+        build = try c.decode(String.self, forKey: .build)
+    }
+
+    init(scenario: String, seed: UInt64) {
+        self.scenario = scenario
+        self.seed = seed
+        digest = ""
+        simulatedSeconds = 0
+        wallSeconds = 0
+        events = 0
+        messages = 0
+        operations = 0
+        operationsSucceeded = 0
+        faults = 0
+        violations = []
+        expectedViolations = false
+        replay = ""
+        build = CisternBuild.version
+    }
+}
+
+/// Identifies the build in run records: digests are reproducible for the same
+/// scenario, seed and build.
+public enum CisternBuild {
+    public static let version = "cistern 0.1.0"
+}
+
+/// Runs a scenario in a simulated world for one seed and checks its invariants.
+public enum ScenarioRunner {
+    public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false) -> RunResult {
+        let wallStart = DispatchTime.now().uptimeNanoseconds
+        var result = SimWorld.simulate(
+            seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario)
+        ) { world in
+            if verbose {
+                world.logLevel = .info
+                world.logSink = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            }
+            return RegisterRun(scenario: scenario, world: world, seed: seed).execute()
+        }
+        result.scenario = scenario.name
+        result.seed = seed
+        result.wallSeconds = Double(DispatchTime.now().uptimeNanoseconds - wallStart) / 1e9
+        result.expectedViolations = scenario.expectViolations ?? false
+        result.replay = "cistern sim \(path) --seed \(seed)"
+        return result
+    }
+
+    static func networkConfig(_ s: Scenario) -> NetworkConfig {
+        var c = NetworkConfig()
+        if let n = s.network {
+            if let v = n.latencyMin { c.latencyMinNanoseconds = v.nanoseconds }
+            if let v = n.latencyMeanExtra { c.latencyMeanExtraNanoseconds = v.nanoseconds }
+            if let v = n.loss { c.lossProbability = v }
+            if let v = n.duplicate { c.duplicateProbability = v }
+            if let v = n.reorder { c.reorderProbability = v }
+            if let v = n.nameServiceDelay { c.nameServiceDelayNanoseconds = v.nanoseconds }
+        }
+        return c
+    }
+
+    static func diskConfig(_ s: Scenario) -> DiskConfig {
+        var c = DiskConfig()
+        if let d = s.disk {
+            if let v = d.latencyMin { c.latencyMinNanoseconds = v.nanoseconds }
+            if let v = d.latencyMeanExtra { c.latencyMeanExtraNanoseconds = v.nanoseconds }
+            if let v = d.errorProbability { c.errorProbability = v }
+            if let v = d.capacity { c.capacityBytes = v.bytes }
+        }
+        return c
+    }
+
+    static func kvConfig(_ s: Scenario) -> KVConfig {
+        var c = KVConfig()
+        if let k = s.kv {
+            if let v = k.latency { c.operationNanoseconds = v.nanoseconds }
+            if let v = k.conflictProbability { c.conflictProbability = v }
+            if let v = k.maybeCommittedProbability { c.maybeCommittedProbability = v }
+        }
+        return c
+    }
+}

@@ -1,0 +1,122 @@
+/// Checks a decoded scenario for mistakes a YAML schema cannot see: unknown node
+/// names, missing fields per fault kind, values out of range, and faults beyond
+/// what the topology survives.
+public enum ScenarioValidator {
+    public static let knownInvariants = ["linearizable", "liveness", "no_lost_writes"]
+    public static let knownWorkloads = ["register"]
+
+    public static func problems(in s: Scenario) -> [String] {
+        var out: [String] = []
+        var names: [String: NodeRole] = [:]
+        var hosts: Set<String> = []
+        for (i, n) in s.topology.nodes.enumerated() {
+            if n.name.isEmpty || n.name.hasPrefix("_") { out.append("topology.nodes[\(i)].name: '\(n.name)' is not allowed (empty or starting with '_')") }
+            if names[n.name] != nil { out.append("topology.nodes[\(i)].name: '\(n.name)' is used twice; node names must be unique") }
+            names[n.name] = n.role
+            if let h = n.host {
+                if !hosts.insert(h).inserted { out.append("topology.nodes[\(i)].host: \(h) is used twice") }
+            }
+        }
+        let replicas = s.topology.nodes.filter { $0.role == .register }.count
+        let clients = s.topology.nodes.filter { $0.role == .client }.count
+        if !knownWorkloads.contains(s.workload.kind) {
+            out.append("workload.kind: unknown workload '\(s.workload.kind)'; expected one of: \(knownWorkloads.joined(separator: ", "))")
+        }
+        if s.workload.kind == "register" {
+            if replicas == 0 { out.append("topology: the register workload needs at least one node with role: register") }
+            if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
+        }
+        if let k = s.workload.keys, !(1...10_000).contains(k) { out.append("workload.keys: \(k) is out of range 1...10000") }
+        if let r = s.workload.readFraction, !(0...1).contains(r) { out.append("workload.read_fraction: \(r) is not a probability (0...1)") }
+        if s.duration.nanoseconds == 0 { out.append("duration: must be positive") }
+        if s.duration > .seconds(24 * 3600) { out.append("duration: \(s.duration) is over the 24h limit") }
+        if s.healTime > s.duration { out.append("heal_at: \(s.healTime) is after the end of the workload (\(s.duration))") }
+        for inv in s.invariants ?? [] where !knownInvariants.contains(inv) {
+            out.append("invariants: unknown invariant '\(inv)'; expected one of: \(knownInvariants.joined(separator: ", "))")
+        }
+        func probability(_ v: Double?, _ where_: String) {
+            if let v, !(0...1).contains(v) { out.append("\(where_): \(v) is not a probability (0...1)") }
+        }
+        probability(s.network?.loss, "network.loss")
+        probability(s.network?.duplicate, "network.duplicate")
+        probability(s.network?.reorder, "network.reorder")
+        probability(s.disk?.errorProbability, "disk.error_probability")
+        probability(s.kv?.conflictProbability, "kv.conflict_probability")
+        probability(s.kv?.maybeCommittedProbability, "kv.maybe_committed_probability")
+
+        for (i, f) in (s.faults ?? []).enumerated() {
+            out += faultProblems(f, at: "faults[\(i)]", names: names, duration: s.duration)
+        }
+        for (i, g) in (s.randomFaults ?? []).enumerated() {
+            if g.kinds.isEmpty { out.append("random_faults[\(i)].kinds: list at least one fault kind") }
+            if g.meanInterval.nanoseconds < 1_000_000 { out.append("random_faults[\(i)].mean_interval: \(g.meanInterval) is under the 1ms minimum") }
+            if let u = g.until, u > s.duration { out.append("random_faults[\(i)].until: \(u) is after the end of the workload") }
+            for k in g.kinds where !FaultPlan.randomKinds.contains(k) {
+                out.append("random_faults[\(i)].kinds: '\(k.rawValue)' cannot be generated at random; use one of: \(FaultPlan.randomKinds.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        guard out.isEmpty else { return out }
+        // Faults beyond what the topology survives (timed faults; random ones are
+        // generated within the budget).
+        if s.expectViolations != true {
+            let plan = FaultPlan(scenario: s)
+            if let problem = plan.survivabilityProblem(plan.timed) { out.append(problem) }
+        }
+        return out
+    }
+
+    static func faultProblems(_ f: FaultSpec, at path: String, names: [String: NodeRole], duration: SimDuration) -> [String] {
+        var out: [String] = []
+        func node(_ n: String?, required: Bool = true) {
+            guard let n else {
+                if required { out.append("\(path): '\(f.kind.rawValue)' needs a 'node'") }
+                return
+            }
+            if names[n] == nil { out.append("\(path).node: unknown node '\(n)'; nodes are: \(names.keys.sorted().joined(separator: ", "))") }
+        }
+        func list(_ ns: [String], _ field: String) {
+            for n in ns where names[n] == nil {
+                out.append("\(path).\(field): unknown node '\(n)'; nodes are: \(names.keys.sorted().joined(separator: ", "))")
+            }
+        }
+        if f.at > duration { out.append("\(path).at: \(f.at) is after the end of the workload (\(duration))") }
+        switch f.kind {
+        case .kill, .crash, .restart, .resume, .bitFlip:
+            node(f.node)
+        case .pause:
+            node(f.node)
+        case .clog:
+            node(f.node)
+            if f.duration == nil { out.append("\(path): 'clog' needs a 'duration'") }
+        case .ipChange:
+            node(f.node)
+        case .slowDisk:
+            node(f.node)
+            if (f.factor ?? 0) < 1 { out.append("\(path): 'slow_disk' needs a 'factor' of at least 1 (for example 50)") }
+        case .diskErrors:
+            node(f.node)
+            if f.probability == nil { out.append("\(path): 'disk_errors' needs a 'probability'") }
+        case .loss:
+            if f.probability == nil { out.append("\(path): 'loss' needs a 'probability'") }
+        case .kvOutage:
+            if f.duration == nil { out.append("\(path): 'kv_outage' needs a 'duration'") }
+        case .partition:
+            if let groups = f.groups {
+                if groups.count < 2 { out.append("\(path).groups: a partition needs at least two groups") }
+                let all = groups.flatMap { $0 }
+                list(all, "groups")
+                if Set(all).count != all.count { out.append("\(path).groups: a node appears in more than one group") }
+            } else if let from = f.from, let to = f.to {
+                list(from, "from")
+                list(to, "to")
+                if !Set(from).isDisjoint(with: to) { out.append("\(path): 'from' and 'to' share a node") }
+            } else {
+                out.append("\(path): 'partition' needs 'groups' (symmetric) or 'from' and 'to' (one way)")
+            }
+        case .heal:
+            break
+        }
+        if let p = f.probability, !(0...1).contains(p) { out.append("\(path).probability: \(p) is not a probability (0...1)") }
+        return out
+    }
+}

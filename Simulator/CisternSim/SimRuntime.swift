@@ -1,0 +1,48 @@
+import CisternCore
+import Logging
+
+/// The `Runtime` of a simulated process: virtual time, timers owned by the
+/// process, tasks on the simulator thread, random streams derived from the world's
+/// seed, node name and incarnation.
+public final class SimRuntime: Runtime, @unchecked Sendable {
+    unowned let process: SimProcess
+    public let nodeName: String
+
+    init(process: SimProcess) {
+        self.process = process
+        self.nodeName = process.node.name
+    }
+
+    public func nowNanoseconds() -> UInt64 { process.world.executor.nowNanoseconds }
+
+    public func sleep(nanoseconds: UInt64) async throws {
+        try Task.checkCancellation()
+        await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+            process.schedule(after: nanoseconds) { c.resume() }
+        }
+        try Task.checkCancellation()
+    }
+
+    public func spawn(_ name: String, _ operation: sending @escaping () async -> Void) {
+        process.spawn(operation)
+    }
+
+    public func random(_ stream: String) -> DeterministicRandom {
+        DeterministicRandom(seed: process.world.seed).fork("\(nodeName)#\(process.incarnation)/\(stream)")
+    }
+
+    public func logger(_ label: String) -> Logger {
+        let world = process.world
+        let node = nodeName
+        return Logger(label: label) { label in
+            ClockLogHandler(
+                label: label, node: node, level: world.logLevel,
+                now: { [unowned world] in world.executor.nowNanoseconds },
+                sink: { [unowned world] line, _ in world.log(line) })
+        }
+    }
+
+    public func makeActorExecutor() -> UnownedSerialExecutor {
+        process.world.executor.asUnownedSerialExecutor()
+    }
+}
