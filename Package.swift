@@ -104,6 +104,6 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
-        .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario", "cistern"], swiftSettings: strict),
+        .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario"], swiftSettings: strict),
     ]
 )

@@ -28,6 +28,9 @@ public enum LinearizabilityChecker {
         var out: [String] = []
         let infinity = UInt64.max
         // Clusters keyed by value; nil is the initial (empty) value, written at time 0.
+        // Real operations are shifted one nanosecond later so that the initial write
+        // strictly precedes even an operation invoked at time 0.
+        func shift(_ t: UInt64) -> UInt64 { t == infinity ? t : t + 1 }
         var writes: [String: Op] = [:]
         var reads: [String?: [Op]] = [:]
         for op in ops {
@@ -36,10 +39,10 @@ public enum LinearizabilityChecker {
                 guard let v = op.value else { continue }
                 if writes[v] != nil { out.append("key \(key): value '\(v)' written twice; the workload must write unique values"); continue }
                 let end = op.succeeded == true ? (op.completedNanoseconds ?? infinity) : infinity
-                writes[v] = Op(start: op.invokedNanoseconds, end: end)
+                writes[v] = Op(start: shift(op.invokedNanoseconds), end: shift(end))
             case .read:
                 guard op.succeeded == true, let end = op.completedNanoseconds else { continue }
-                reads[op.value, default: []].append(Op(start: op.invokedNanoseconds, end: end))
+                reads[op.value, default: []].append(Op(start: shift(op.invokedNanoseconds), end: shift(end)))
             }
         }
         struct Zone {
@@ -59,7 +62,7 @@ public enum LinearizabilityChecker {
                 write = Op(start: 0, end: 0)
             }
             let rs = reads[value] ?? []
-            if let v = value, rs.isEmpty, write.end == infinity { _ = v; continue }
+            if value != nil, rs.isEmpty, write.end == infinity { continue }
             for r in rs where r.end < write.start {
                 out.append("key \(key): a read returned '\(value ?? "<empty>")' at \(fmt(r.end)), before its write began at \(fmt(write.start))")
             }
@@ -91,7 +94,7 @@ public enum LinearizabilityChecker {
         return out
     }
 
-    static func fmt(_ ns: UInt64) -> String { ns == UInt64.max ? "∞" : String(format: "%.6fs", Double(ns) / 1e9) }
+    static func fmt(_ ns: UInt64) -> String { ns == UInt64.max ? "∞" : String(format: "%.6fs", Double(ns &- 1) / 1e9) }
 }
 
 import Foundation

@@ -98,7 +98,7 @@ final class RegisterRun: @unchecked Sendable {
         let incarnation = ctx.process.incarnation
         let writer = (ctx.node.rawValue << 16) | UInt32(truncatingIfNeeded: incarnation & 0xFFFF)
         let timeout = (scenario.workload.opTimeout ?? SimDuration(nanoseconds: 500_000_000)).nanoseconds
-        let client = RegisterClient(runtime: ctx.runtime, transport: ctx.transport, replicas: replicaIDs, writerID: writer, timeoutNanoseconds: timeout)
+        let client = RegisterClient(runtime: ctx.runtime, transport: ctx.transport, replicas: replicaIDs, writerID: writer, timeoutNanoseconds: timeout, plantedStaleReads: scenario.workload.plantedBug == "stale_reads")
         var rng = ctx.runtime.random("workload")
         let readFraction = scenario.workload.readFraction ?? 0.5
         let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 5_000_000)).nanoseconds)

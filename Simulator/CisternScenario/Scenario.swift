@@ -153,9 +153,12 @@ public struct Workload: Codable, Sendable {
     public var readFraction: Double?
     public var opTimeout: SimDuration?
     public var thinkTime: SimDuration?
+    /// A deliberate bug, to prove the checkers catch it: `stale_reads` (reads ask one
+    /// replica). Only for scenarios with `expect_violations: true`.
+    public var plantedBug: String?
     enum CodingKeys: String, CodingKey, CaseIterable {
         case kind, keys
-        case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time"
+        case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time", plantedBug = "planted_bug"
     }
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -165,6 +168,7 @@ public struct Workload: Codable, Sendable {
         readFraction = try c.decodeIfPresent(Double.self, forKey: .readFraction)
         opTimeout = try c.decodeIfPresent(SimDuration.self, forKey: .opTimeout)
         thinkTime = try c.decodeIfPresent(SimDuration.self, forKey: .thinkTime)
+        plantedBug = try c.decodeIfPresent(String.self, forKey: .plantedBug)
     }
 }
 

@@ -26,6 +26,10 @@ public enum ScenarioValidator {
             if replicas == 0 { out.append("topology: the register workload needs at least one node with role: register") }
             if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
         }
+        if let bug = s.workload.plantedBug {
+            if bug != "stale_reads" { out.append("workload.planted_bug: unknown bug '\(bug)'; the only planted bug is stale_reads") }
+            if s.expectViolations != true { out.append("workload.planted_bug: a planted bug needs expect_violations: true") }
+        }
         if let k = s.workload.keys, !(1...10_000).contains(k) { out.append("workload.keys: \(k) is out of range 1...10000") }
         if let r = s.workload.readFraction, !(0...1).contains(r) { out.append("workload.read_fraction: \(r) is not a probability (0...1)") }
         if s.duration.nanoseconds == 0 { out.append("duration: must be positive") }

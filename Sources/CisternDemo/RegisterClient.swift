@@ -23,8 +23,12 @@ public actor RegisterClient {
     let replicas: [NodeID]
     let writerID: UInt32
     public let timeoutNanoseconds: UInt64
+    /// A deliberately broken mode for checker self-tests: reads ask one replica and
+    /// skip the write-back, so they can return stale values.
+    public let plantedStaleReads: Bool
 
-    public init(runtime: any Runtime, transport: any Transport, replicas: [NodeID], writerID: UInt32, timeoutNanoseconds: UInt64) {
+    public init(runtime: any Runtime, transport: any Transport, replicas: [NodeID], writerID: UInt32, timeoutNanoseconds: UInt64, plantedStaleReads: Bool = false) {
+        self.plantedStaleReads = plantedStaleReads
         self.runtime = runtime
         self.transport = transport
         self.replicas = replicas
@@ -42,7 +46,8 @@ public actor RegisterClient {
     }
 
     public func read(_ key: String) async throws(RegisterError) -> String? {
-        let seen = try await quorum(key, .read(key: key))
+        let seen = try await quorum(key, .read(key: key), needed: plantedStaleReads ? 1 : majority)
+        if plantedStaleReads { return seen.first?.value }
         let newest = seen.max { $0.stamp < $1.stamp } ?? RegisterReply(stamp: .zero, value: nil)
         if seen.contains(where: { $0.stamp != newest.stamp }) {
             // Write back so no later read can return an older value.
@@ -52,8 +57,8 @@ public actor RegisterClient {
     }
 
     /// Sends `request` to every replica and returns as soon as a majority answered.
-    private func quorum(_ key: String, _ request: RegisterRequest) async throws(RegisterError) -> [RegisterReply] {
-        let gather = QuorumGather(needed: majority, total: replicas.count)
+    private func quorum(_ key: String, _ request: RegisterRequest, needed: Int? = nil) async throws(RegisterError) -> [RegisterReply] {
+        let gather = QuorumGather(needed: needed ?? majority, total: replicas.count)
         let message = request.message()
         let timeout = timeoutNanoseconds
         let outcome = await withUnsafeContinuation { (c: UnsafeContinuation<QuorumGather.Outcome, Never>) in
