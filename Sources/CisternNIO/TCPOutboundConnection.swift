@@ -1,0 +1,120 @@
+import CisternCore
+import NIOCore
+import Synchronization
+
+/// One TCP connection from this node to a remote node, carrying many concurrent
+/// calls told apart by request id. Calls wait for their response, their deadline or
+/// the connection's end, whichever comes first; a response that arrives after its
+/// call timed out finds no waiter and is dropped.
+final class TCPOutboundConnection: Sendable {
+    let node: NodeID
+    let address: NodeAddress
+    private let onClose: @Sendable (TCPOutboundConnection) -> Void
+    private let state = Mutex(State())
+
+    private struct Pending {
+        let continuation: CheckedContinuation<Result<Message, TransportError>, Never>
+        var timer: Scheduled<Void>?
+    }
+
+    private struct State {
+        var channel: (any Channel)?
+        var pending: [UInt64: Pending] = [:]
+        /// Set once the connection is closed: why, as calls on it will be told.
+        var closed: TransportError?
+    }
+
+    /// `onClose` runs once, when the connection closes for any reason.
+    init(node: NodeID, address: NodeAddress, onClose: @escaping @Sendable (TCPOutboundConnection) -> Void) {
+        self.node = node
+        self.address = address
+        self.onClose = onClose
+    }
+
+    /// Whether new calls may use this connection.
+    var isOpen: Bool { state.withLock { $0.channel != nil && $0.closed == nil } }
+
+    /// Binds the connected channel; false (and the channel closed) when the
+    /// connection already ended.
+    func attach(_ channel: any Channel) -> Bool {
+        let ok = state.withLock { s in
+            guard s.closed == nil else { return false }
+            s.channel = channel
+            return true
+        }
+        if !ok { channel.close(promise: nil) }
+        return ok
+    }
+
+    /// Sends `frame` and waits for the response with its request id until `deadline`.
+    func call(_ frame: TCPFrame, deadline: NIODeadline, timeoutNanoseconds: UInt64) async -> Result<Message, TransportError> {
+        let id = frame.requestID
+        return await withCheckedContinuation { continuation in
+            let admitted: Result<any Channel, TransportError> = state.withLock { s in
+                if let reason = s.closed { return .failure(reason) }
+                guard let channel = s.channel else {
+                    return .failure(.unreachable(node: self.node, reason: "connection to \(self.address) is not established"))
+                }
+                guard s.pending.count < TCPTransportLimits.inFlightCallsPerConnectionMax else {
+                    return .failure(
+                        .unreachable(
+                            node: self.node,
+                            reason: "\(TCPTransportLimits.inFlightCallsPerConnectionMax) calls already in flight to \(self.address); the node is overloaded or the caller must limit its concurrency"
+                        ))
+                }
+                s.pending[id] = Pending(continuation: continuation, timer: nil)
+                return .success(channel)
+            }
+            let channel: any Channel
+            switch admitted {
+            case .failure(let error):
+                continuation.resume(returning: .failure(error))
+                return
+            case .success(let c):
+                channel = c
+            }
+            let node = self.node
+            let timer = channel.eventLoop.scheduleTask(deadline: deadline) { [self] in
+                _ = complete(id, .failure(.timeout(node: node, nanoseconds: timeoutNanoseconds)))
+            }
+            let keep = state.withLock { s in
+                guard s.pending[id] != nil else { return false }
+                s.pending[id]!.timer = timer
+                return true
+            }
+            if !keep { timer.cancel() }
+            let address = self.address
+            channel.writeAndFlush(frame.encodedBuffer()).whenFailure { [self] error in
+                _ = complete(id, .failure(.unreachable(node: node, reason: "cannot send to \(address): \(error)")))
+            }
+        }
+    }
+
+    /// Ends call `id` with `result`; false when no such call waits (it timed out or failed).
+    @discardableResult
+    func complete(_ id: UInt64, _ result: Result<Message, TransportError>) -> Bool {
+        guard let entry = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return false }
+        entry.timer?.cancel()
+        entry.continuation.resume(returning: result)
+        return true
+    }
+
+    /// Closes the connection, failing every call on it with `reason`. Later calls
+    /// see `reason` too. Only the first close counts.
+    func close(_ reason: TransportError) {
+        let taken: (channel: (any Channel)?, pending: [Pending])? = state.withLock { s in
+            guard s.closed == nil else { return nil }
+            s.closed = reason
+            let pending = Array(s.pending.values)
+            s.pending = [:]
+            return (s.channel, pending)
+        }
+        guard let taken else { return }
+        taken.channel?.close(promise: nil)
+        for entry in taken.pending {
+            entry.timer?.cancel()
+            entry.continuation.resume(returning: .failure(reason))
+        }
+        onClose(self)
+    }
+}

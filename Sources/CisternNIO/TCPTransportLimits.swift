@@ -1,0 +1,17 @@
+/// The limits `TCPTransport` enforces beyond `TransportLimits`, with their units in
+/// their names.
+public enum TCPTransportLimits {
+    /// Most calls waiting for a response on one outbound connection, and most requests
+    /// one inbound connection runs at once. A call beyond it fails at once with
+    /// `.unreachable` (the node is overloaded); a request beyond it gets an error response.
+    public static let inFlightCallsPerConnectionMax = 4096
+    /// The wait after the first failed connection attempt to a node; it doubles with
+    /// each further failure, up to `reconnectBackoffNanosecondsMax`.
+    public static let reconnectBackoffNanosecondsMin: UInt64 = 10_000_000
+    /// The longest wait between connection attempts to a node.
+    public static let reconnectBackoffNanosecondsMax: UInt64 = 1_000_000_000
+    /// How long one TCP connect to one address may take.
+    public static let connectTimeoutNanosecondsMax: UInt64 = 5_000_000_000
+    /// The longest error text an error response carries (longer texts are cut).
+    public static let errorTextBytesMax = 64 << 10
+}

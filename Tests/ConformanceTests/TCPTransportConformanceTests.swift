@@ -1,0 +1,198 @@
+import CisternConformance
+import CisternCore
+import CisternNIO
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@Suite("TCP transport")
+struct TCPTransportConformanceTests {
+    @Test("passes the Transport conformance suite")
+    func conformance() async throws {
+        try await TransportConformance.run(TCPHarness())
+    }
+
+    @Test("garbage on a connection closes it and the node keeps serving")
+    func garbageClosesConnection() async throws {
+        let harness = TCPHarness()
+        let client = try await harness.start(NodeID(1))
+        let server = try await harness.start(NodeID(2))
+        await server.serve(ServiceID(1)) { $0.message }
+        let port = try #require(harness.transport(NodeID(2))?.boundAddress?.port)
+
+        var random = DeterministicRandom(seed: 42)
+        var valid = TCPFrame(
+            kind: .request, requestID: 1, source: NodeID(1), destination: NodeID(2), service: ServiceID(1),
+            method: 1, header: [1, 2, 3], bulk: [4, 5]
+        ).encoded()
+        valid[valid.count - 1] ^= 0xFF  // bad checksum
+        var oversized = TCPFrame(
+            kind: .request, requestID: 1, source: NodeID(1), destination: NodeID(2), service: ServiceID(1), method: 1,
+            header: []
+        ).encoded()
+        oversized.replaceSubrange(30..<34, with: [0xFF, 0xFF, 0xFF, 0xFF])  // bulk length 4 GiB
+        var payloads: [[UInt8]] = [valid, oversized, Array("GET / HTTP/1.1\r\n\r\n".utf8)]
+        for _ in 0..<20 {
+            payloads.append((0..<Int(random.next() % 300 + 4)).map { _ in UInt8(truncatingIfNeeded: random.next()) })
+        }
+        for payload in payloads {
+            #expect(try await sendAndWaitForClose(port: port, payload), "the server kept a connection open after garbage")
+        }
+        let reply = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 9, header: [9]), timeoutNanoseconds: 10_000_000_000)
+        #expect(reply == Message(method: 9, header: [9]))
+        await harness.finish()
+    }
+
+    @Test("a response from a different node at the address fails the call as unreachable")
+    func wrongNodeAtAddress() async throws {
+        let harness = TCPHarness()
+        let client = try await harness.start(NodeID(1))
+        let other = try await harness.start(NodeID(3))
+        await other.serve(ServiceID(1)) { $0.message }
+        // Point node#2 at node#3's address (as if node#3 took over node#2's old IP).
+        harness.resolver.set(NodeID(2), harness.resolver.addresses(of: NodeID(3)))
+        await #expect(throws: TransportError.self) {
+            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 5_000_000_000)
+        }
+        do {
+            _ = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 5_000_000_000)
+            Issue.record("the call reached the wrong node")
+        } catch {
+            guard case .unreachable(let node, _) = error else {
+                Issue.record("expected .unreachable, got \(error)")
+                return
+            }
+            #expect(node == NodeID(2))
+        }
+        await harness.finish()
+    }
+
+    @Test("every resolved address is tried in order")
+    func triesEveryAddress() async throws {
+        let harness = TCPHarness()
+        let client = try await harness.start(NodeID(1))
+        let server = try await harness.start(NodeID(2))
+        await server.serve(ServiceID(1)) { $0.message }
+        let live = harness.resolver.addresses(of: NodeID(2))
+        // Port 1 on the loopback refuses connections.
+        harness.resolver.set(NodeID(2), [NodeAddress(host: "127.0.0.1", port: 1)] + live)
+        let reply = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 3, header: [3]), timeoutNanoseconds: 10_000_000_000)
+        #expect(reply == Message(method: 3, header: [3]))
+        harness.resolver.set(NodeID(2), [NodeAddress(host: "127.0.0.1", port: 1)])
+        try await harness.stop(NodeID(2))
+        // The first call may still find the closing connection; once it is gone the
+        // transport re-resolves and reports the refused address.
+        var reasons: [String] = []
+        for _ in 0..<5 {
+            do {
+                _ = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 3, header: [3]), timeoutNanoseconds: 10_000_000_000)
+                Issue.record("a call to a refused address succeeded")
+            } catch {
+                guard case .unreachable(let node, let reason) = error else {
+                    Issue.record("expected .unreachable, got \(error)")
+                    break
+                }
+                #expect(node == NodeID(2))
+                reasons.append(reason)
+                if reason.contains("127.0.0.1:1") { break }
+            }
+        }
+        #expect(reasons.last?.contains("127.0.0.1:1") == true, "the reason names the refused address: \(reasons)")
+        await harness.finish()
+    }
+
+    @Test("calls after shutdown fail with .shutdown")
+    func callsAfterShutdown() async throws {
+        let harness = TCPHarness()
+        let client = try await harness.start(NodeID(1))
+        let server = try await harness.start(NodeID(2))
+        let runtime = harness.runtime
+        await server.serve(ServiceID(1)) { request in
+            try await runtime.sleep(nanoseconds: 5_000_000_000)
+            return request.message
+        }
+        let inFlight = Task {
+            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 30_000_000_000)
+        }
+        try await runtime.sleep(nanoseconds: 200_000_000)
+        await client.shutdown()
+        await #expect(throws: TransportError.shutdown) { try await inFlight.value }
+        await #expect(throws: TransportError.shutdown) {
+            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 1_000_000_000)
+        }
+        await harness.finish()
+    }
+
+    @Test("the resolvers report unknown nodes as unreachable")
+    func resolvers() async throws {
+        let staticResolver = StaticResolver()
+        await #expect(throws: TransportError.unreachable(node: NodeID(5), reason: "no address known for node#5; add it to the config")) {
+            try await staticResolver.resolve(NodeID(5))
+        }
+        staticResolver.set(NodeID(5), [NodeAddress(host: "10.0.0.1", port: 7), NodeAddress(host: "10.0.0.2", port: 7)])
+        #expect(try await staticResolver.resolve(NodeID(5)).map(\.host) == ["10.0.0.1", "10.0.0.2"])
+
+        let dns = DNSResolver([NodeID(1): [DNSResolver.Name(host: "localhost", port: 9000)]])
+        let resolved = try await dns.resolve(NodeID(1))
+        #expect(!resolved.isEmpty)
+        #expect(resolved.allSatisfy { $0.port == 9000 && ($0.host == "127.0.0.1" || $0.host == "::1") })
+        dns.set(NodeID(2), [DNSResolver.Name(host: "no-such-host.invalid", port: 1)])
+        await #expect(throws: TransportError.self) { try await dns.resolve(NodeID(2)) }
+        await #expect(throws: TransportError.self) { try await dns.resolve(NodeID(3)) }
+    }
+
+    @Test("the production runtime's actor executor is a long-lived event loop")
+    func actorExecutor() async throws {
+        let runtime = ProductionRuntime(nodeName: "n1", baseSeed: 7)
+        let counter = LoopCounter(runtime: runtime)
+        for _ in 0..<100 { await counter.increment() }
+        #expect(await counter.value == 100)
+        var a = runtime.random("x")
+        var b = ProductionRuntime(nodeName: "n1", baseSeed: 7).random("x")
+        #expect(a.next() == b.next())
+        let t0 = runtime.nowNanoseconds()
+        try await runtime.sleep(nanoseconds: 10_000_000)
+        #expect(runtime.nowNanoseconds() - t0 >= 10_000_000)
+    }
+
+    /// Connects to 127.0.0.1:`port`, sends `payload`, and reports whether the server
+    /// closes the connection within 5 s (reading nothing back).
+    private func sendAndWaitForClose(port: UInt16, _ payload: [UInt8]) async throws -> Bool {
+        #if os(Linux)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return false }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = payload.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+}
+
+/// An actor on `ProductionRuntime.makeActorExecutor()`.
+private actor LoopCounter {
+    nonisolated let unownedExecutor: UnownedSerialExecutor
+    private(set) var value = 0
+    init(runtime: ProductionRuntime) { unownedExecutor = runtime.makeActorExecutor() }
+    func increment() { value += 1 }
+}
