@@ -10,10 +10,19 @@ public final class SimNetwork: @unchecked Sendable {
         let to: NodeID
     }
 
+    /// One address on the network. Transports cache endpoints instead of addresses,
+    /// so routing a message is a pointer dereference; when a node moves, its old
+    /// endpoint is emptied and messages to it are lost.
+    final class Endpoint: @unchecked Sendable {
+        let address: NodeAddress
+        var node: SimNode?
+        init(address: NodeAddress) { self.address = address }
+    }
+
     public var config: NetworkConfig
-    unowned let world: SimWorld
+    unowned(unsafe) let world: SimWorld
     var rng: DeterministicRandom
-    private var byAddress: [NodeAddress: SimNode] = [:]
+    private var endpoints: [NodeAddress: Endpoint] = [:]
     private var blocked: Set<Link> = []
     private var clogUntil: [NodeID: UInt64] = [:]
     public private(set) var messagesSent: UInt64 = 0
@@ -25,9 +34,17 @@ public final class SimNetwork: @unchecked Sendable {
         self.rng = rng
     }
 
-    func bind(_ address: NodeAddress, to node: SimNode) { byAddress[address] = node }
-    func unbind(_ address: NodeAddress) { byAddress[address] = nil }
-    func node(at address: NodeAddress) -> SimNode? { byAddress[address] }
+    /// The endpoint for `address` (created empty if nobody ever held it).
+    func endpoint(_ address: NodeAddress) -> Endpoint {
+        if let e = endpoints[address] { return e }
+        let e = Endpoint(address: address)
+        endpoints[address] = e
+        return e
+    }
+
+    func bind(_ address: NodeAddress, to node: SimNode) { endpoint(address).node = node }
+    func unbind(_ address: NodeAddress) { endpoints[address]?.node = nil }
+    func node(at address: NodeAddress) -> SimNode? { endpoints[address]?.node }
 
     // MARK: Faults
 
@@ -56,7 +73,7 @@ public final class SimNetwork: @unchecked Sendable {
     /// Removes every partition.
     public func healPartitions() { blocked.removeAll() }
 
-    public func isBlocked(from: NodeID, to: NodeID) -> Bool { blocked.contains(Link(from: from, to: to)) }
+    public func isBlocked(from: NodeID, to: NodeID) -> Bool { !blocked.isEmpty && blocked.contains(Link(from: from, to: to)) }
 
     /// Delays every message from or to `node` until `untilNanoseconds`.
     public func clog(_ node: NodeID, untilNanoseconds: UInt64) {
@@ -83,7 +100,7 @@ public final class SimNetwork: @unchecked Sendable {
     /// `deliver` runs on arrival at a running process; `refused` runs (after a
     /// round trip) when the address belongs to a node whose process is dead.
     func transmit(
-        from sender: SimProcess, to address: NodeAddress, tag: UInt64, bytes: Int,
+        from sender: SimProcess, to endpoint: Endpoint, tag: UInt64, bytes: Int,
         deliver: @escaping (SimProcess) -> Void, refused: (() -> Void)? = nil
     ) {
         guard sender.status == .running else { return }
@@ -100,26 +117,28 @@ public final class SimNetwork: @unchecked Sendable {
         let copies = (config.duplicateProbability > 0 && rng.chance(config.duplicateProbability)) ? 2 : 1
         for copy in 0..<copies {
             var at = now &+ sampleLatency()
-            if let c = clogUntil[fromID], c > at { at = c }
-            if let dest = byAddress[address], let c = clogUntil[dest.id], c > at { at = c }
+            if !clogUntil.isEmpty {
+                if let c = clogUntil[fromID], c > at { at = c }
+                if let dest = endpoint.node, let c = clogUntil[dest.id], c > at { at = c }
+            }
             if copy == 1 { world.trace.record(.duplicate, at: now, tag) }
-            executor.schedule(at: at) { [unowned self] in
-                self.arrive(from: fromID, sender: sender, to: address, tag: tag, deliver: deliver, refused: refused)
+            executor.schedule(at: at) { [unowned(unsafe) self] in
+                self.arrive(from: fromID, sender: sender, to: endpoint, tag: tag, deliver: deliver, refused: refused)
             }
         }
     }
 
     private func arrive(
-        from fromID: NodeID, sender: SimProcess, to address: NodeAddress, tag: UInt64,
+        from fromID: NodeID, sender: SimProcess, to endpoint: Endpoint, tag: UInt64,
         deliver: @escaping (SimProcess) -> Void, refused: (() -> Void)?
     ) {
         let now = world.executor.nowNanoseconds
-        guard let dest = byAddress[address] else {
+        guard let dest = endpoint.node else {
             messagesDropped &+= 1
             world.trace.record(.drop, at: now, UInt64(fromID.rawValue), tag, 1)
             return
         }
-        if blocked.contains(Link(from: fromID, to: dest.id)) {
+        if !blocked.isEmpty, blocked.contains(Link(from: fromID, to: dest.id)) {
             messagesDropped &+= 1
             world.trace.record(.drop, at: now, UInt64(fromID.rawValue), tag, 2)
             return
@@ -127,13 +146,17 @@ public final class SimNetwork: @unchecked Sendable {
         guard let process = dest.process, process.status != .dead else {
             world.trace.record(.drop, at: now, UInt64(fromID.rawValue), tag, 3)
             // Connection refused: the sender learns after the way back, if that way is open.
-            if let refused, !blocked.contains(Link(from: dest.id, to: fromID)) {
+            if let refused, !isBlocked(from: dest.id, to: fromID) {
                 sender.schedule(after: sampleLatency(), refused)
             }
             return
         }
         world.trace.record(.deliver, at: now, UInt64(fromID.rawValue), UInt64(dest.id.rawValue), tag)
-        process.fire { deliver(process) }
+        if process.status == .running {
+            deliver(process)
+        } else {
+            process.fire { deliver(process) }
+        }
     }
 }
 

@@ -36,5 +36,7 @@ public final class SimNode: @unchecked Sendable {
     }
 
     public var address: NodeAddress { NodeAddress(host: host, port: port) }
+    /// The network endpoint this node holds now (set when it is added or moves).
+    var endpoint: SimNetwork.Endpoint?
     public var isUp: Bool { process?.status == .running }
 }

@@ -7,10 +7,10 @@ import CisternCore
 public final class SimProcess: @unchecked Sendable {
     public enum Status: Sendable, Equatable { case running, paused, dead }
 
-    public unowned let node: SimNode
+    public unowned(unsafe) let node: SimNode
     public let incarnation: UInt64
     public internal(set) var status: Status = .running
-    unowned let world: SimWorld
+    unowned(unsafe) let world: SimWorld
     private var held: [() -> Void] = []
 
     public private(set) var runtime: SimRuntime!
@@ -37,6 +37,10 @@ public final class SimProcess: @unchecked Sendable {
     /// if it is paused, the action waits for resume.
     func schedule(after nanoseconds: UInt64, _ action: @escaping () -> Void) {
         world.executor.schedule(after: nanoseconds) { [self] in fire(action) }
+    }
+
+    func schedule(at deadline: UInt64, _ action: @escaping () -> Void) {
+        world.executor.schedule(at: deadline) { [self] in fire(action) }
     }
 
     func fire(_ action: @escaping () -> Void) {

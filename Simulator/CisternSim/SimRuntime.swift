@@ -5,7 +5,7 @@ import Logging
 /// process, tasks on the simulator thread, random streams derived from the world's
 /// seed, node name and incarnation.
 public final class SimRuntime: Runtime, @unchecked Sendable {
-    unowned let process: SimProcess
+    unowned(unsafe) let process: SimProcess
     public let nodeName: String
 
     init(process: SimProcess) {

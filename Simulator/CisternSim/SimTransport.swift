@@ -1,4 +1,5 @@
 import CisternCore
+import DequeModule
 
 /// The `Transport` of a simulated process. Requests and responses cross the
 /// simulated network as messages; a response travels back to the address the
@@ -8,14 +9,29 @@ import CisternCore
 public final class SimTransport: Transport, @unchecked Sendable {
     typealias Pending = UnsafeContinuation<Result<Message, TransportError>, Never>
 
-    unowned let process: SimProcess
+    unowned(unsafe) let process: SimProcess
     public let localNode: NodeID
     let resolver: SimResolver
     private var handlers: [ServiceID: RequestHandler] = [:]
     private var pending: [UInt64: Pending] = [:]
     private var nextRequestID: UInt64 = 0
-    private var addressCache: [NodeID: NodeAddress] = [:]
+    private var addressCache: [NodeID: SimNetwork.Endpoint] = [:]
     private var isShutdown = false
+    /// Call deadlines, one FIFO per distinct timeout value (deadlines in a FIFO only
+    /// grow), each swept by a single timer. This keeps the executor's timer heap as
+    /// small as the number of messages in flight, instead of one stale entry per call.
+    private var timeoutQueues: [UInt64: TimeoutQueue] = [:]
+
+    struct TimeoutQueue {
+        struct Entry {
+            let deadline: UInt64
+            let id: UInt64
+            let node: NodeID
+            let tag: UInt64
+        }
+        var entries = Deque<Entry>()
+        var armed = false
+    }
     /// Calls answered, for reports.
     public private(set) var callsCompleted: UInt64 = 0
 
@@ -35,35 +51,30 @@ public final class SimTransport: Transport, @unchecked Sendable {
         }
         if isShutdown { throw .shutdown }
         if process.status == .dead { await strand() }
-        let address: NodeAddress
+        let endpoint: SimNetwork.Endpoint
         if let cached = addressCache[node] {
-            address = cached
+            endpoint = cached
         } else {
             let found = try await resolver.resolve(node)
-            address = found[0]
-            addressCache[node] = address
+            endpoint = world.network.endpoint(found[0])
+            addressCache[node] = endpoint
         }
         nextRequestID &+= 1
         let id = nextRequestID
         let timeout = min(timeoutNanoseconds, TransportLimits.timeoutNanosecondsMax)
         let tag = (UInt64(service.rawValue) << 16) | UInt64(message.method)
-        let replyAddress = process.node.address
+        let replyTo = process.node.endpoint!
         let result = await withUnsafeContinuation { (c: Pending) in
             pending[id] = c
             world.network.transmit(
-                from: process, to: address, tag: tag, bytes: message.byteCount,
-                deliver: { [unowned self] dest in
-                    dest.transport.receive(from: self, replyTo: replyAddress, id: id, service: service, message: message)
+                from: process, to: endpoint, tag: tag, bytes: message.byteCount,
+                deliver: { [unowned(unsafe) self] dest in
+                    dest.transport.receive(from: self, replyTo: replyTo, id: id, service: service, message: message)
                 },
-                refused: { [unowned self] in
-                    self.complete(id, .failure(.unreachable(node: node, reason: "connection refused at \(address)")))
+                refused: { [unowned(unsafe) self] in
+                    self.complete(id, .failure(.unreachable(node: node, reason: "connection refused at \(endpoint.address)")))
                 })
-            process.schedule(after: timeout) { [unowned self] in
-                if self.pending[id] != nil {
-                    world.trace.record(.timeout, at: world.executor.nowNanoseconds, UInt64(node.rawValue), tag)
-                    self.complete(id, .failure(.timeout(node: node, nanoseconds: timeout)))
-                }
-            }
+            armTimeout(id: id, node: node, tag: tag, timeout: timeout)
         }
         if case .failure(let error) = result {
             switch error {
@@ -72,6 +83,39 @@ public final class SimTransport: Transport, @unchecked Sendable {
             }
         }
         return try result.get()
+    }
+
+    private func armTimeout(id: UInt64, node: NodeID, tag: UInt64, timeout: UInt64) {
+        let deadline = world.executor.nowNanoseconds &+ timeout
+        var queue = timeoutQueues.removeValue(forKey: timeout) ?? TimeoutQueue()
+        queue.entries.append(.init(deadline: deadline, id: id, node: node, tag: tag))
+        if !queue.armed {
+            queue.armed = true
+            process.schedule(at: deadline) { [unowned self] in self.sweep(timeout) }
+        }
+        timeoutQueues[timeout] = queue
+    }
+
+    /// Fails the calls whose deadline passed, forgets answered ones, and re-arms at
+    /// the next pending deadline.
+    private func sweep(_ timeout: UInt64) {
+        guard var queue = timeoutQueues.removeValue(forKey: timeout) else { return }
+        queue.armed = false
+        let now = world.executor.nowNanoseconds
+        while let first = queue.entries.first {
+            if pending[first.id] == nil {
+                queue.entries.removeFirst()
+            } else if first.deadline <= now {
+                queue.entries.removeFirst()
+                world.trace.record(.timeout, at: now, UInt64(first.node.rawValue), first.tag)
+                complete(first.id, .failure(.timeout(node: first.node, nanoseconds: timeout)))
+            } else {
+                queue.armed = true
+                process.schedule(at: first.deadline) { [unowned self] in self.sweep(timeout) }
+                break
+            }
+        }
+        timeoutQueues[timeout] = queue
     }
 
     public func serve(_ service: ServiceID, handler: @escaping RequestHandler) async {
@@ -102,14 +146,14 @@ public final class SimTransport: Transport, @unchecked Sendable {
         handlers.removeAll()
     }
 
-    func receive(from caller: SimTransport, replyTo callerAddress: NodeAddress, id: UInt64, service: ServiceID, message: Message) {
+    func receive(from caller: SimTransport, replyTo callerAddress: SimNetwork.Endpoint, id: UInt64, service: ServiceID, message: Message) {
         guard let handler = handlers[service] else {
             reply(to: caller, at: callerAddress, id: id, .failure(.noSuchService(node: localNode, service: service)))
             return
         }
         let request = IncomingRequest(from: caller.localNode, service: service, message: message)
         let local = localNode
-        process.spawn { [unowned self] in
+        process.spawn { [unowned(unsafe) self] in
             let result: Result<Message, TransportError>
             do {
                 result = .success(try await handler(request))
@@ -120,7 +164,7 @@ public final class SimTransport: Transport, @unchecked Sendable {
         }
     }
 
-    private func reply(to caller: SimTransport, at address: NodeAddress, id: UInt64, _ result: Result<Message, TransportError>) {
+    private func reply(to caller: SimTransport, at address: SimNetwork.Endpoint, id: UInt64, _ result: Result<Message, TransportError>) {
         guard process.status != .dead else { return }
         var bytes = 0
         if case .success(let m) = result { bytes = m.byteCount }

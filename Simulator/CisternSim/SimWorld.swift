@@ -44,16 +44,19 @@ public final class SimWorld: @unchecked Sendable {
     // MARK: Topology
 
     /// Adds a node (not yet started) at `host` and registers it with the name service.
+    /// Identities are assigned in order unless `id` is given.
     @discardableResult
-    public func addNode(name: String, host: String, port: UInt16 = 9000, disk: DiskConfig? = nil) -> SimNode {
+    public func addNode(name: String, host: String, port: UInt16 = 9000, disk: DiskConfig? = nil, id: NodeID? = nil) -> SimNode {
         precondition(byName[name] == nil, "duplicate node name \(name)")
-        let id = NodeID(UInt32(nodes.count + 1))
+        let id = id ?? NodeID((nodes.map(\.id.rawValue).max() ?? 0) + 1)
+        precondition(byID[id] == nil, "duplicate node id \(id)")
         let store = SimDiskStore(world: self, config: disk ?? defaultDisk, rng: DeterministicRandom(seed: seed).fork("disk/\(name)"))
         let node = SimNode(id: id, name: name, host: host, port: port, diskStore: store)
         nodes.append(node)
         byName[name] = node
         byID[id] = node
         network.bind(node.address, to: node)
+        node.endpoint = network.endpoint(node.address)
         nameService.register(id, [node.address], now: nowNanoseconds)
         return node
     }
@@ -120,6 +123,7 @@ public final class SimWorld: @unchecked Sendable {
         network.unbind(node.address)
         node.host = host
         network.bind(node.address, to: node)
+        node.endpoint = network.endpoint(node.address)
         nameService.register(node.id, [node.address], now: nowNanoseconds)
         trace.note(.ipChange, at: nowNanoseconds, "\(node.name) now at \(node.address)")
     }
