@@ -96,7 +96,8 @@ public enum ScenarioRunner {
     public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false) -> RunResult {
         let wallStart = DispatchTime.now().uptimeNanoseconds
         var result = SimWorld.simulate(
-            seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario)
+            seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario),
+            tripwire: .report
         ) { world in
             if verbose {
                 world.logLevel = .info

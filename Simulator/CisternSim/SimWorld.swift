@@ -145,12 +145,28 @@ public final class SimWorld: @unchecked Sendable {
         executor.run(untilNanoseconds: untilNanoseconds, shouldStop: shouldStop)
     }
 
+    /// What `simulate` does when the tripwire fired during the run.
+    public enum TripwirePolicy: Sendable {
+        /// Stop the process with the reason: nondeterminism is a bug, never a warning.
+        case crash
+        /// Leave it to the caller (tests of the tripwire itself; the scenario runner,
+        /// which reports it as a violation).
+        case report
+    }
+
     /// Creates a world on a fresh simulator thread, hands it to `body`, and returns
-    /// what `body` returns. The world and its tasks are torn down afterwards.
-    public static func simulate<T>(seed: UInt64, network: NetworkConfig = NetworkConfig(), disk: DiskConfig = DiskConfig(), kv: KVConfig = KVConfig(), _ body: @escaping (SimWorld) -> T) -> T {
+    /// what `body` returns. The world and its tasks are torn down afterwards. If any
+    /// job or timer was enqueued from another thread, the tripwire policy applies.
+    public static func simulate<T>(
+        seed: UInt64, network: NetworkConfig = NetworkConfig(), disk: DiskConfig = DiskConfig(), kv: KVConfig = KVConfig(),
+        tripwire: TripwirePolicy = .crash, _ body: @escaping (SimWorld) -> T
+    ) -> T {
         SimThread.run {
             let world = SimWorld(seed: seed, network: network, disk: disk, kv: kv)
             let result = body(world)
+            if tripwire == .crash, let reason = world.executor.tripped {
+                fatalError("determinism tripwire (seed \(seed)): \(reason)")
+            }
             world.tearDown()
             return result
         }

@@ -5,7 +5,7 @@ import Testing
 
 @Suite struct SimFaultTests {
     @Test func tripwireFiresWhenWorkEscapesTheSimulatorThread() {
-        let stop = SimWorld.simulate(seed: 1) { world -> SimExecutor.Stop in
+        let stop = SimWorld.simulate(seed: 1, tripwire: .report) { world -> SimExecutor.Stop in
             let done = DispatchSemaphore(value: 0)
             world.spawn {
                 await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
@@ -27,7 +27,7 @@ import Testing
     }
 
     @Test func timersFromAnotherThreadTrip() {
-        let tripped = SimWorld.simulate(seed: 1) { world -> String? in
+        let tripped = SimWorld.simulate(seed: 1, tripwire: .report) { world -> String? in
             let t = Thread { world.executor.schedule(after: 5) {} }
             t.start()
             while !t.isFinished { usleep(1000) }

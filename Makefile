@@ -1,0 +1,36 @@
+# The two commands a new user needs, each installing what it needs first:
+#   make run    runs the fault-injection scenarios in the deterministic simulator
+#   make test   runs every test, then the cross-process determinism check
+SWIFT ?= swift
+SEEDS ?= 1...20
+BIN := .build/debug/cistern
+
+.PHONY: run test deps build bench release doctor clean
+
+run: build
+	$(BIN) sim Scenarios/ --seeds $(SEEDS)
+
+test: deps
+	$(SWIFT) build --build-tests 2>&1 | tee .build-test.log | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+	@if grep -q 'error:' .build-test.log; then echo "build failed"; exit 1; fi
+	@if grep -E '^/.*/(Sources|Simulator|Tools|Tests)/.*warning:' .build-test.log; then echo "warnings are errors in this project: fix the lines above"; exit 1; fi
+	$(SWIFT) test --skip-build
+	scripts/determinism.sh $(BIN) $(SEEDS)
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(SWIFT) build --product cistern
+
+release: deps
+	$(SWIFT) build -c release --product cistern --scratch-path .build-release
+
+bench: release
+	.build-release/release/cistern bench sim
+
+doctor: build
+	$(BIN) doctor
+
+clean:
+	rm -rf .build .build-release .build-test.log

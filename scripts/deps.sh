@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what building Cistern needs, if it is missing: the system libraries the
+# package links (SQLite, liburing, libibverbs) and pkg-config. Idempotent and quick
+# when everything is present. Swift itself must already be installed (swift.org).
+set -euo pipefail
+
+packages=(libsqlite3-dev liburing-dev libibverbs-dev pkg-config)
+
+if ! command -v swift >/dev/null 2>&1; then
+    echo "error: swift is not on PATH. Install Swift 6.1 or newer (https://www.swift.org/install/) and run this again." >&2
+    exit 1
+fi
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+    for p in "${packages[@]}"; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        [[ "$status" == "install ok installed" ]] || missing+=("$p")
+    done
+else
+    # Not Debian-like: check for the headers and tools directly.
+    [[ -f /usr/include/sqlite3.h ]] || missing+=(libsqlite3-dev)
+    [[ -f /usr/include/liburing.h ]] || missing+=(liburing-dev)
+    [[ -f /usr/include/infiniband/verbs.h ]] || missing+=(libibverbs-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+fi
+
+if (( ${#missing[@]} == 0 )); then
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing system packages: ${missing[*]}; install them with your package manager (Debian/Ubuntu names given) and run this again." >&2
+    exit 1
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+        echo "error: missing system packages (${missing[*]}) and not root; run: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+echo "installing system packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >&2
+$sudo apt-get install -y -qq "${missing[@]}" >&2
