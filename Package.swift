@@ -33,6 +33,10 @@ let package = Package(
         .systemLibrary(
             name: "CURing", path: "Sources/CURing", pkgConfig: "liburing",
             providers: [.apt(["liburing-dev"])]),
+        // liburing's header compiled apart from Swift (see Sources/CURing/shim.h).
+        .target(
+            name: "CURingShim", dependencies: ["CURing"], path: "Sources/CURingShim",
+            linkerSettings: [.linkedLibrary("uring")]),
         .systemLibrary(
             name: "CIBVerbs", path: "Sources/CIBVerbs",
             providers: [.apt(["libibverbs-dev"])]),
@@ -61,7 +65,7 @@ let package = Package(
             dependencies: ["CisternCore", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
         .target(name: "CisternSQLite", dependencies: ["CisternCore", "CSQLite"], swiftSettings: strict),
-        .target(name: "CisternURing", dependencies: ["CisternCore", "CURing"], swiftSettings: strict),
+        .target(name: "CisternURing", dependencies: ["CisternCore", "CURing", "CURingShim"], swiftSettings: strict),
         .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
 
         // The deterministic simulator and the scenario runner.

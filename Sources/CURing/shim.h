@@ -1,12 +1,8 @@
 #ifndef CISTERN_CURING_SHIM_H
 #define CISTERN_CURING_SHIM_H
-// Glibc is imported without _GNU_SOURCE, which hides O_DIRECT from Swift: define it
-// here and expose the value through a function (it differs between architectures).
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <fcntl.h>
-#include <liburing.h>
-
-static inline int cistern_o_direct(void) { return O_DIRECT; }
+// This module only links liburing (and names the apt package that provides it).
+// liburing.h itself is compiled in the CURingShim C target and never shown to
+// Swift: it defines _XOPEN_SOURCE and _GNU_SOURCE before including glibc headers,
+// which gives fd_set and friends a different layout than Swift's Glibc module has,
+// and Clang then refuses to merge the two definitions.
 #endif

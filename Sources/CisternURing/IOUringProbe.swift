@@ -1,4 +1,5 @@
 import CURing
+import CURingShim
 
 #if canImport(Glibc)
 import Glibc
@@ -15,14 +16,12 @@ import Musl
 public enum IOUringProbe {
     /// Sets up and tears down a small ring.
     public static func probe() -> IOUringSupport {
-        var ring = io_uring()
-        let rc = io_uring_queue_init(8, &ring, 0)
+        let rc = cistern_uring_probe(8)
         guard rc == 0 else {
             // liburing returns -errno.
             let code = rc < 0 ? -rc : rc
             return .unavailable(reason: reason(for: code))
         }
-        io_uring_queue_exit(&ring)
         return .available
     }
 
