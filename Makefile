@@ -1,6 +1,7 @@
 # The two commands a new user needs, each installing what it needs first:
 #   make run    runs the fault-injection scenarios in the deterministic simulator
 #   make test   runs every test, then the cross-process determinism check
+SHELL := /bin/bash
 SWIFT ?= swift
 SEEDS ?= 1...20
 BIN := .build/debug/cistern
@@ -14,8 +15,9 @@ test: deps
 	$(SWIFT) build --build-tests 2>&1 | tee .build-test.log | grep -vE '^\[[0-9]+/[0-9]+\]' || true
 	@if grep -q 'error:' .build-test.log; then echo "build failed"; exit 1; fi
 	@if grep -E '^/.*/(Sources|Simulator|Tools|Tests)/.*warning:' .build-test.log; then echo "warnings are errors in this project: fix the lines above"; exit 1; fi
-	$(SWIFT) test --skip-build
+	set -o pipefail; $(SWIFT) test --skip-build 2>&1 | tee .build-test-run.log
 	scripts/determinism.sh $(BIN) $(SEEDS)
+	@scripts/summary.sh .build-test-run.log
 
 deps:
 	@scripts/deps.sh
@@ -33,4 +35,4 @@ doctor: build
 	$(BIN) doctor
 
 clean:
-	rm -rf .build .build-release .build-test.log
+	rm -rf .build .build-release .build-test.log .build-test-run.log

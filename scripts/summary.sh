@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Prints the closing line of `make test`: how many Swift tests passed (Swift Testing
+# runs them all; the XCTest runner that precedes it has none and reports 0).
+set -euo pipefail
+log=${1:?usage: scripts/summary.sh TEST_LOG}
+passed=$(sed -nE 's/.*Test run with ([0-9]+) tests? .*passed.*/\1/p' "$log" | tail -n 1)
+if [[ -z "$passed" ]]; then
+    echo "no Swift Testing summary found in $log" >&2
+    exit 1
+fi
+echo "$passed passed, 0 failed"
