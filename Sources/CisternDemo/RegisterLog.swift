@@ -9,6 +9,11 @@ public enum RegisterLog {
         public var key: String
         public var stamp: Stamp
         public var value: String?
+        public init(key: String, stamp: Stamp, value: String?) {
+            self.key = key
+            self.stamp = stamp
+            self.value = value
+        }
     }
 
     /// Largest record accepted, in bytes.
