@@ -49,6 +49,11 @@ let package = Package(
             dependencies: ["CisternWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         // The demo replicated register: gives scenarios meaning until the real services land.
+        // Routing: nodes, targets, chains, chain tables; the chain state machine and
+        // chain-table builder (pure, shared by every service and the client).
+        .target(name: "CisternRouting", dependencies: ["CisternCore"], swiftSettings: strict),
+        // The cluster manager service and its client.
+        .target(name: "CisternMgmtd", dependencies: ["CisternRouting"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
 
         // Production implementations of the seams.
@@ -79,7 +84,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "CisternScenario",
-            dependencies: ["CisternSim", "CisternDemo", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", .product(name: "Yams", package: "Yams")],
             path: "Simulator/CisternScenario",
             swiftSettings: strict),
 
@@ -98,6 +103,8 @@ let package = Package(
             name: "CisternConformance", dependencies: ["CisternCore"], path: "Tests/CisternConformance",
             swiftSettings: strict),
 
+        .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
+        .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),
         .testTarget(
