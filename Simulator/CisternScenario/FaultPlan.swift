@@ -30,20 +30,49 @@ public struct FaultPlan: Sendable {
     /// Kinds the random generators may draw.
     public static let randomKinds: [FaultKind] = [.kill, .crash, .pause, .partition, .clog, .ipChange, .slowDisk, .diskErrors, .loss, .kvOutage]
 
+    /// Nodes that share a failure budget: at most `tolerated` of them may be
+    /// unavailable at once, and (where `dataLossMatters`) at most `tolerated` may
+    /// lose their data over the whole run.
+    struct Group {
+        let label: String
+        let members: Set<String>
+        let tolerated: Int
+        let dataLossMatters: Bool
+        /// Also counts `@mgmtd-primary` fault tokens as members.
+        let includesPrimaryTokens: Bool
+
+        func contains(_ name: String) -> Bool {
+            members.contains(name) || (includesPrimaryTokens && name.hasPrefix("@mgmtd-primary"))
+        }
+    }
+
     public let scenario: Scenario
     public let timed: [PlannedFault]
-    let replicas: [String]
+    let groups: [Group]
     let allNodes: [String]
-    /// Replicas that may be unavailable at once (a majority must stay).
-    public let failuresTolerated: Int
+    /// Nodes random faults may take down (not clients).
+    let faultable: [String]
 
     public init(scenario s: Scenario) {
         scenario = s
-        replicas = s.topology.nodes.filter { $0.role == .register }.map(\.name)
+        func names(_ role: NodeRole) -> [String] { s.topology.nodes.filter { $0.role == role }.map(\.name) }
+        let register = names(.register), mgmtd = names(.mgmtd), storage = names(.storage)
+        var groups: [Group] = []
+        if !register.isEmpty {
+            groups.append(Group(label: "register replicas", members: Set(register), tolerated: (register.count - 1) / 2, dataLossMatters: true, includesPrimaryTokens: false))
+        }
+        if !mgmtd.isEmpty {
+            groups.append(Group(label: "mgmtd replicas", members: Set(mgmtd), tolerated: mgmtd.count - 1, dataLossMatters: false, includesPrimaryTokens: true))
+        }
+        if !storage.isEmpty {
+            let replicas = s.workload.replicas ?? 3
+            groups.append(Group(label: "storage nodes (chains of \(replicas))", members: Set(storage), tolerated: max(0, replicas - 1), dataLossMatters: false, includesPrimaryTokens: false))
+        }
+        self.groups = groups
         allNodes = s.topology.nodes.map(\.name)
-        failuresTolerated = max(0, (replicas.count - 1) / 2)
+        faultable = register + mgmtd + storage
         var events: [PlannedFault] = []
-        for f in s.faults ?? [] { events += Self.expand(f, nodes: allNodes, replicas: replicas) }
+        for (i, f) in (s.faults ?? []).enumerated() { events += Self.expand(f, token: i, allNodes: allNodes) }
         events.append(PlannedFault(atNanoseconds: s.healTime.nanoseconds, action: .heal))
         timed = Self.sorted(events)
     }
@@ -53,7 +82,24 @@ public struct FaultPlan: Sendable {
     }
 
     /// The concrete actions of one scenario fault (with its undo, if it has a duration).
-    static func expand(_ f: FaultSpec, nodes: [String], replicas: [String]) -> [PlannedFault] {
+    /// `@mgmtd-primary` becomes `@mgmtd-primary#token`, so the undo reaches the node
+    /// the fault hit even after another replica became primary.
+    /// In partitions, `*` stands for every node not named in the other groups, and the KV.
+    static func expand(_ spec: FaultSpec, token: Int, allNodes: [String]) -> [PlannedFault] {
+        var f = spec
+        let primaryToken = "@mgmtd-primary#\(token)"
+        func swap(_ names: [String]) -> [String] { names.map { $0 == "@mgmtd-primary" ? primaryToken : $0 } }
+        if f.node == "@mgmtd-primary" { f.node = primaryToken }
+        if let groups = f.groups {
+            var swapped = groups.map(swap)
+            for i in swapped.indices where swapped[i].contains("*") {
+                let others = Set(swapped.enumerated().filter { $0.offset != i }.flatMap(\.element))
+                swapped[i] = swapped[i].filter { $0 != "*" } + allNodes.filter { !others.contains($0) } + ["kv"]
+            }
+            f.groups = swapped
+        }
+        f.from = f.from.map(swap)
+        f.to = f.to.map(swap)
         let t = f.at.nanoseconds
         let end = f.duration.map { t &+ $0.nanoseconds }
         var out: [PlannedFault] = []
@@ -103,6 +149,7 @@ public struct FaultPlan: Sendable {
     public func plan(seed: UInt64) -> [PlannedFault] {
         var events = timed
         var rng = DeterministicRandom(seed: seed).fork("scenario.random-faults")
+        var token = 10_000
         for g in scenario.randomFaults ?? [] {
             let until = (g.until ?? scenario.healTime).nanoseconds
             var t = (g.from ?? SimDuration(nanoseconds: 0)).nanoseconds
@@ -112,7 +159,8 @@ public struct FaultPlan: Sendable {
                 guard t < until else { break }
                 let kind = g.kinds[Int.random(in: 0..<g.kinds.count, using: &rng)]
                 let length = UInt64.random(in: min(100_000_000, maxDuration)...maxDuration, using: &rng)
-                let candidate = randomFault(kind, at: t, length: min(length, until - t), rng: &rng)
+                token += 1
+                let candidate = randomFault(kind, at: t, length: min(length, until - t), token: token, rng: &rng)
                 let trial = Self.sorted(events + candidate)
                 if survivabilityProblem(trial) == nil { events = trial }
             }
@@ -120,8 +168,8 @@ public struct FaultPlan: Sendable {
         return events
     }
 
-    func randomFault(_ kind: FaultKind, at t: UInt64, length: UInt64, rng: inout DeterministicRandom) -> [PlannedFault] {
-        let pickFrom = [.ipChange, .clog].contains(kind) ? allNodes : (replicas.isEmpty ? allNodes : replicas)
+    func randomFault(_ kind: FaultKind, at t: UInt64, length: UInt64, token: Int, rng: inout DeterministicRandom) -> [PlannedFault] {
+        let pickFrom = [.ipChange, .clog].contains(kind) || faultable.isEmpty ? allNodes : faultable
         let node = pickFrom[Int.random(in: 0..<pickFrom.count, using: &rng)]
         var f = FaultSpec(at: SimDuration(nanoseconds: t), kind: kind, node: node)
         f.duration = SimDuration(nanoseconds: max(length, 1_000_000))
@@ -139,28 +187,27 @@ public struct FaultPlan: Sendable {
         case .ipChange: f.duration = nil
         default: break
         }
-        return Self.expand(f, nodes: allNodes, replicas: replicas)
+        return Self.expand(f, token: token, allNodes: allNodes)
     }
 
-    /// Walks `events` and reports the first moment more replicas are unavailable
-    /// (killed, paused, failing their disk, cut off by a partition) than a majority
-    /// quorum tolerates, or more replicas lost their data than it tolerates.
+    /// Walks `events` and reports the first moment a group has more members
+    /// unavailable (killed, paused, failing their disk, or cut off by a partition)
+    /// than it tolerates, or more members that lost their data than it tolerates.
     public func survivabilityProblem(_ events: [PlannedFault]) -> String? {
-        guard !replicas.isEmpty else { return nil }
+        guard !groups.isEmpty else { return nil }
         var killed: Set<String> = [], paused: Set<String> = [], failing: Set<String> = []
         var partitions: [(from: [String], to: [String], oneWay: Bool)] = []
         var amnesia: Set<String> = []
-        let replicaSet = Set(replicas)
         for e in events {
             switch e.action {
             case .kill(let n, _, let wipe):
                 killed.insert(n)
-                if wipe && replicaSet.contains(n) { amnesia.insert(n) }
+                if wipe { amnesia.insert(n) }
             case .restart(let n): killed.remove(n)
             case .pause(let n): paused.insert(n)
             case .resume(let n): paused.remove(n)
             case .diskErrors(let n, let p): if p > 0 { failing.insert(n) } else { failing.remove(n) }
-            case .bitFlip(let n): if replicaSet.contains(n) { amnesia.insert(n) }
+            case .bitFlip(let n): amnesia.insert(n)
             case .partition(let a, let b, let oneWay): partitions.append((a, b, oneWay))
             case .unpartition(let a, let b, let oneWay):
                 if let i = partitions.firstIndex(where: { $0.from == a && $0.to == b && $0.oneWay == oneWay }) { partitions.remove(at: i) }
@@ -168,19 +215,25 @@ public struct FaultPlan: Sendable {
                 killed.removeAll(); paused.removeAll(); failing.removeAll(); partitions.removeAll()
             default: break
             }
-            var cutOff: Set<String> = []
-            for p in partitions {
-                let fromReplicas = p.from.filter(replicaSet.contains).count
-                let toReplicas = p.to.filter(replicaSet.contains).count
-                let minority = fromReplicas <= toReplicas ? p.from : p.to
-                cutOff.formUnion(minority.filter(replicaSet.contains))
-            }
-            let down = killed.union(paused).union(failing).union(cutOff).intersection(replicaSet)
-            if down.count > failuresTolerated {
-                return "faults beyond what the topology survives: at \(SimDuration(nanoseconds: e.atNanoseconds)) replicas \(down.sorted().joined(separator: ", ")) are unavailable together, but \(replicas.count) register replicas tolerate \(failuresTolerated); spread the faults out, add replicas, or set expect_violations: true if the failure is intended"
-            }
-            if amnesia.count > failuresTolerated {
-                return "faults beyond what the topology survives: by \(SimDuration(nanoseconds: e.atNanoseconds)) replicas \(amnesia.sorted().joined(separator: ", ")) lost data (wiped disk or bit flip), but \(replicas.count) register replicas tolerate \(failuresTolerated); set expect_violations: true if data loss is intended"
+            for g in groups {
+                var cutOff: Set<String> = []
+                for p in partitions {
+                    let from = p.from.filter(g.contains), to = p.to.filter(g.contains)
+                    if g.label.hasPrefix("mgmtd") && (p.from.contains("kv") || p.to.contains("kv")) {
+                        // A replica cut off from the KV store cannot hold the lease.
+                        cutOff.formUnion(p.from.contains("kv") ? to : from)
+                    } else {
+                        cutOff.formUnion(from.count <= to.count ? from : to)
+                    }
+                }
+                let down = killed.union(paused).union(failing).union(cutOff).filter(g.contains)
+                if down.count > g.tolerated {
+                    return "faults beyond what the topology survives: at \(SimDuration(nanoseconds: e.atNanoseconds)) \(g.label) \(down.sorted().joined(separator: ", ")) are unavailable together, but the \(g.members.count) \(g.label) tolerate \(g.tolerated); spread the faults out, add nodes, or set expect_violations: true if the failure is intended"
+                }
+                let lost = amnesia.filter(g.contains)
+                if g.dataLossMatters && lost.count > g.tolerated {
+                    return "faults beyond what the topology survives: by \(SimDuration(nanoseconds: e.atNanoseconds)) \(g.label) \(lost.sorted().joined(separator: ", ")) lost data (wiped disk or bit flip), but the \(g.members.count) \(g.label) tolerate \(g.tolerated); set expect_violations: true if data loss is intended"
+                }
             }
         }
         return nil

@@ -42,6 +42,7 @@ final class RegisterRun: @unchecked Sendable {
             switch spec.role {
             case .register: node.boot = { [unowned self] ctx in await self.bootReplica(ctx) }
             case .client: node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
+            case .mgmtd, .storage: break
             }
             world.start(node)
         }
@@ -55,7 +56,7 @@ final class RegisterRun: @unchecked Sendable {
 
         var violations: [String] = []
         if case .tripwire(let reason) = stop { violations.append("determinism tripwire: \(reason)") }
-        let invariants = Set(scenario.invariants ?? ScenarioValidator.knownInvariants)
+        let invariants = Set(scenario.invariants ?? ScenarioValidator.registerInvariants)
         if invariants.contains("linearizable") || invariants.contains("no_lost_writes") {
             violations += LinearizabilityChecker.check(history)
         }
@@ -179,7 +180,7 @@ final class RegisterRun: @unchecked Sendable {
 
     func node(_ name: String) -> SimNode? { try? world.node(named: name) }
 
-    func ids(_ names: [String]) -> [NodeID] { names.compactMap { node($0)?.id } }
+    func ids(_ names: [String]) -> [NodeID] { names.compactMap { $0 == "kv" ? SimWorld.kvNodeID : node($0)?.id } }
 
     func apply(_ fault: PlannedFault) {
         world.trace.note(.fault, at: world.nowNanoseconds, "\(fault.action)")

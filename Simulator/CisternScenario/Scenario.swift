@@ -66,6 +66,11 @@ public enum NodeRole: String, Codable, Sendable, CaseIterable {
     case register
     /// Runs the workload's client loop.
     case client
+    /// A cluster manager replica.
+    case mgmtd
+    /// A storage node with `targets` targets (heartbeats and target states; the data
+    /// path arrives with the storage service).
+    case storage
 }
 
 public struct NodeSpec: Codable, Sendable {
@@ -73,7 +78,9 @@ public struct NodeSpec: Codable, Sendable {
     public var role: NodeRole
     /// The node's simulated IP (default: assigned).
     public var host: String?
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, role, host }
+    /// Storage targets on this node (storage nodes only; default 2).
+    public var targets: Int?
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, role, host, targets }
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -84,6 +91,7 @@ public struct NodeSpec: Codable, Sendable {
         }
         role = r
         host = try c.decodeIfPresent(String.self, forKey: .host)
+        targets = try c.decodeIfPresent(Int.self, forKey: .targets)
     }
 }
 
@@ -156,9 +164,18 @@ public struct Workload: Codable, Sendable {
     /// A deliberate bug, to prove the checkers catch it: `stale_reads` (reads ask one
     /// replica). Only for scenarios with `expect_violations: true`.
     public var plantedBug: String?
+    /// Cluster workload: replicas per chain (default 3).
+    public var replicas: Int?
+    /// Cluster workload: heartbeat interval and failure timeout of the cluster manager.
+    public var heartbeatInterval: SimDuration?
+    public var failureTimeout: SimDuration?
+    /// Cluster workload: a killed storage node's targets must be offline in routing
+    /// within this bound (default: failure timeout + 2 s).
+    public var failureDetectionBound: SimDuration?
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kind, keys
+        case kind, keys, replicas
         case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time", plantedBug = "planted_bug"
+        case heartbeatInterval = "heartbeat_interval", failureTimeout = "failure_timeout", failureDetectionBound = "failure_detection_bound"
     }
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -169,6 +186,10 @@ public struct Workload: Codable, Sendable {
         opTimeout = try c.decodeIfPresent(SimDuration.self, forKey: .opTimeout)
         thinkTime = try c.decodeIfPresent(SimDuration.self, forKey: .thinkTime)
         plantedBug = try c.decodeIfPresent(String.self, forKey: .plantedBug)
+        replicas = try c.decodeIfPresent(Int.self, forKey: .replicas)
+        heartbeatInterval = try c.decodeIfPresent(SimDuration.self, forKey: .heartbeatInterval)
+        failureTimeout = try c.decodeIfPresent(SimDuration.self, forKey: .failureTimeout)
+        failureDetectionBound = try c.decodeIfPresent(SimDuration.self, forKey: .failureDetectionBound)
     }
 }
 

@@ -20,12 +20,14 @@ public struct RunResult: Codable, Sendable {
     public var expectedViolations: Bool
     public var replay: String
     public var build: String
+    /// Figures a run measured (for example `detection_max_seconds`), printed in the summary.
+    public var metrics: [String: Double] = [:]
 
     /// Whether the run met its expectation.
     public var passed: Bool { expectedViolations ? !violations.isEmpty : violations.isEmpty }
 
     enum CodingKeys: String, CodingKey {
-        case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed
+        case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed, metrics
         case simulatedSeconds = "simulated_seconds", wallSeconds = "wall_seconds"
         case operationsSucceeded = "operations_succeeded", expectedViolations = "expected_violations"
     }
@@ -47,6 +49,7 @@ public struct RunResult: Codable, Sendable {
         try c.encode(passed, forKey: .passed)
         try c.encode(replay, forKey: .replay)
         try c.encode(build, forKey: .build)
+        try c.encode(metrics, forKey: .metrics)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -65,6 +68,7 @@ public struct RunResult: Codable, Sendable {
         expectedViolations = try c.decode(Bool.self, forKey: .expectedViolations)
         replay = try c.decode(String.self, forKey: .replay)
         build = try c.decode(String.self, forKey: .build)
+        metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
     }
 
     init(scenario: String, seed: UInt64) {
@@ -103,7 +107,10 @@ public enum ScenarioRunner {
                 world.logLevel = .info
                 world.logSink = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }
-            return RegisterRun(scenario: scenario, world: world, seed: seed).execute()
+            switch scenario.workload.kind {
+            case "cluster": return ClusterRun(scenario: scenario, world: world, seed: seed).execute()
+            default: return RegisterRun(scenario: scenario, world: world, seed: seed).execute()
+            }
         }
         result.scenario = scenario.name
         result.seed = seed

@@ -2,15 +2,23 @@
 /// names, missing fields per fault kind, values out of range, and faults beyond
 /// what the topology survives.
 public enum ScenarioValidator {
-    public static let knownInvariants = ["linearizable", "liveness", "no_lost_writes"]
-    public static let knownWorkloads = ["register"]
+    public static let registerInvariants = ["linearizable", "liveness", "no_lost_writes"]
+    public static let clusterInvariants = ["single_primary", "single_head", "routing_monotonic", "failure_detection", "no_false_failures", "liveness"]
+    public static var knownInvariants: [String] { registerInvariants + clusterInvariants.filter { !registerInvariants.contains($0) } }
+    public static let knownWorkloads = ["register", "cluster"]
+    /// Node names faults may use besides the topology's: `kv` is the transactional KV
+    /// store (for partitions), `@mgmtd-primary` is whichever replica holds the lease
+    /// when the fault fires.
+    public static let pseudoNodes = ["kv", "@mgmtd-primary", "*"]
 
     public static func problems(in s: Scenario) -> [String] {
         var out: [String] = []
         var names: [String: NodeRole] = [:]
         var hosts: Set<String> = []
         for (i, n) in s.topology.nodes.enumerated() {
-            if n.name.isEmpty || n.name.hasPrefix("_") { out.append("topology.nodes[\(i)].name: '\(n.name)' is not allowed (empty or starting with '_')") }
+            if n.name.isEmpty || n.name.hasPrefix("_") || n.name.hasPrefix("@") || n.name == "kv" {
+                out.append("topology.nodes[\(i)].name: '\(n.name)' is not allowed (empty, starting with '_' or '@', or the reserved name 'kv')")
+            }
             if names[n.name] != nil { out.append("topology.nodes[\(i)].name: '\(n.name)' is used twice; node names must be unique") }
             names[n.name] = n.role
             if let h = n.host {
@@ -25,6 +33,23 @@ public enum ScenarioValidator {
         if s.workload.kind == "register" {
             if replicas == 0 { out.append("topology: the register workload needs at least one node with role: register") }
             if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
+        }
+        if s.workload.kind == "cluster" {
+            let mgmtds = s.topology.nodes.filter { $0.role == .mgmtd }.count
+            let storage = s.topology.nodes.filter { $0.role == .storage }.count
+            let chainReplicas = s.workload.replicas ?? 3
+            if mgmtds == 0 { out.append("topology: the cluster workload needs at least one node with role: mgmtd") }
+            if chainReplicas < 1 || chainReplicas > 8 { out.append("workload.replicas: \(chainReplicas) is out of range 1...8") }
+            if storage < chainReplicas { out.append("topology: \(chainReplicas) replicas per chain need at least \(chainReplicas) storage nodes; there are \(storage)") }
+            if let hb = s.workload.heartbeatInterval, let ft = s.workload.failureTimeout, ft.nanoseconds < 2 * hb.nanoseconds {
+                out.append("workload.failure_timeout: \(ft) is under two heartbeat intervals (\(hb)); one lost heartbeat would fail a healthy node")
+            }
+        }
+        for (i, n) in s.topology.nodes.enumerated() {
+            if let t = n.targets {
+                if n.role != .storage { out.append("topology.nodes[\(i)].targets: only storage nodes have targets") }
+                if !(1...64).contains(t) { out.append("topology.nodes[\(i)].targets: \(t) is out of range 1...64") }
+            }
         }
         if let bug = s.workload.plantedBug {
             if bug != "stale_reads" { out.append("workload.planted_bug: unknown bug '\(bug)'; the only planted bug is stale_reads") }
@@ -76,10 +101,14 @@ public enum ScenarioValidator {
                 if required { out.append("\(path): '\(f.kind.rawValue)' needs a 'node'") }
                 return
             }
+            if n == "@mgmtd-primary" {
+                if !names.values.contains(.mgmtd) { out.append("\(path).node: '@mgmtd-primary' needs nodes with role: mgmtd") }
+                return
+            }
             if names[n] == nil { out.append("\(path).node: unknown node '\(n)'; nodes are: \(names.keys.sorted().joined(separator: ", "))") }
         }
         func list(_ ns: [String], _ field: String) {
-            for n in ns where names[n] == nil {
+            for n in ns where names[n] == nil && !pseudoNodes.contains(n) {
                 out.append("\(path).\(field): unknown node '\(n)'; nodes are: \(names.keys.sorted().joined(separator: ", "))")
             }
         }

@@ -87,6 +87,11 @@ public final class SimKV: TransactionalKV, @unchecked Sendable {
             await withUnsafeContinuation { (_: UnsafeContinuation<Void, Never>) in }
         }
         if store.isUnavailable { throw .unavailable(reason: "simulated outage of the KV store") }
+        let network = process.world.network!
+        let me = process.node.id
+        if network.isBlocked(from: me, to: SimWorld.kvNodeID) || network.isBlocked(from: SimWorld.kvNodeID, to: me) {
+            throw .unavailable(reason: "cannot reach the KV store: network partition")
+        }
     }
 
     public func attempt<T: Sendable>(_ body: (any KVTransaction) async throws -> T) async throws -> T {

@@ -9,6 +9,10 @@ import Logging
 /// A world lives on one thread: create it, start work and run it inside
 /// `SimThread.run` (or `SimWorld.simulate`).
 public final class SimWorld: @unchecked Sendable {
+    /// The identity of the transactional KV store on the simulated network: partition
+    /// a node from it and that node's KV operations fail with `unavailable`.
+    public static let kvNodeID = NodeID(UInt32.max - 1)
+
     public let seed: UInt64
     public let executor: SimExecutor
     public var trace: SimTrace

@@ -15,14 +15,32 @@ func scenario(_ name: String) throws -> (String, Scenario) {
 }
 
 @Suite struct ScenarioRunTests {
-    @Test(arguments: ["register-kill-partition-ipchange.yaml"])
+    @Test(arguments: [
+        "register-kill-partition-ipchange.yaml", "storage-node-loss.yaml", "mgmtd-primary-kill.yaml",
+        "mgmtd-primary-partition.yaml", "mgmtd-ip-drift.yaml",
+    ])
     func scenarioPassesOverSeeds(_ file: String) throws {
         let (path, s) = try scenario(file)
         for seed in UInt64(1)...5 {
             let r = ScenarioRunner.run(s, path: path, seed: seed)
             #expect(r.violations.isEmpty, "seed \(seed): \(r.violations) — replay: \(r.replay)")
-            #expect(r.operationsSucceeded > 100)
+            #expect(r.operationsSucceeded > 10)
         }
+    }
+
+    @Test func storageNodeLossIsDetectedWithinTheBoundAndReported() throws {
+        let (path, s) = try scenario("storage-node-loss.yaml")
+        let r = ScenarioRunner.run(s, path: path, seed: 1)
+        let detected = try #require(r.metrics["detection_max_seconds"])
+        #expect(detected > 0)
+        #expect(detected <= 5)
+    }
+
+    @Test func primaryKillElectsANewPrimary() throws {
+        let (path, s) = try scenario("mgmtd-primary-kill.yaml")
+        let r = ScenarioRunner.run(s, path: path, seed: 2)
+        #expect(r.violations.isEmpty)
+        #expect((r.metrics["primaries"] ?? 0) >= 3, "two kills of the primary mean at least three lease epochs")
     }
 
     @Test func everyScenarioFileLoads() throws {

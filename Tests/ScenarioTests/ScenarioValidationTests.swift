@@ -74,6 +74,31 @@ func problems(_ text: String) -> String {
         #expect(problems(base + wipes).contains("lost data"))
     }
 
+    @Test func clusterTopologiesAreChecked() {
+        let cluster = """
+        name: c
+        duration: 10s
+        topology:
+          nodes:
+            - { name: m1, role: mgmtd }
+            - { name: s1, role: storage, targets: 2 }
+            - { name: s2, role: storage }
+        workload: { kind: cluster, replicas: 3 }
+
+        """
+        #expect(problems(cluster).contains("need at least 3 storage nodes"))
+        #expect(problems(cluster.replacingOccurrences(of: "replicas: 3", with: "replicas: 2")) == "")
+        let twoDown = cluster.replacingOccurrences(of: "replicas: 3", with: "replicas: 2")
+            + "faults:\n  - { at: 1s, kind: kill, node: s1 }\n  - { at: 2s, kind: kill, node: s2 }\n"
+        #expect(problems(twoDown).contains("storage nodes"))
+        let reserved = cluster.replacingOccurrences(of: "name: s2", with: "name: kv")
+        #expect(problems(reserved).contains("reserved name 'kv'"))
+        let primary = cluster.replacingOccurrences(of: "replicas: 3", with: "replicas: 2")
+            + "faults:\n  - { at: 1s, kind: partition, groups: [[\"@mgmtd-primary\"], [\"*\"]] }\n"
+        #expect(problems(primary).contains("beyond what the topology survives"), "cutting off the only mgmtd replica leaves no primary")
+        #expect(problems(base + "faults:\n  - { at: 1s, kind: kill, node: \"@mgmtd-primary\" }\n").contains("needs nodes with role: mgmtd"))
+    }
+
     @Test func notYAMLIsAPreciseError() {
         #expect(problems("name: [unclosed").contains("test.yaml"))
         #expect(problems("name: x\n").contains("required key is missing"))

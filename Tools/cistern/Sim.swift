@@ -68,7 +68,7 @@ struct Sim: ParsableCommand {
                     print(line)
                 } else {
                     let status = result.passed ? "ok  " : "FAIL"
-                    print("\(status) \(scenario.name) seed=\(s) digest=\(result.digest) sim=\(String(format: "%.1f", result.simulatedSeconds))s wall=\(String(format: "%.2f", result.wallSeconds))s ops=\(result.operationsSucceeded)/\(result.operations) faults=\(result.faults) msgs=\(result.messages)")
+                    print("\(status) \(scenario.name) seed=\(s) digest=\(result.digest) sim=\(String(format: "%.1f", result.simulatedSeconds))s wall=\(String(format: "%.2f", result.wallSeconds))s ops=\(result.operationsSucceeded)/\(result.operations) faults=\(result.faults) msgs=\(result.messages)\(result.metrics.keys.sorted().map { " \($0)=\(String(format: "%.3g", result.metrics[$0]!))" }.joined())")
                     if !result.passed {
                         if result.expectedViolations {
                             print("     expected a violation, none was detected")
