@@ -21,12 +21,9 @@ final class ClusterRun: @unchecked Sendable {
     var resolvedTokens: [String: String] = [:]
     var storageKills: [(node: String, at: UInt64)] = []
     var storageRestarts: [(node: String, at: UInt64)] = []
-    var movedHosts = 0
     /// Nodes a fault could take away from the manager (killed, paused, cut off,
     /// clogged, failing their disk). Any other node declared failed is a false alarm.
     var faulted: Set<String> = []
-    let baseLoss: Double
-    let baseDiskErrors: Double
     var targetCounter: UInt64 = 0
 
     init(scenario: Scenario, world: SimWorld, seed: UInt64) {
@@ -39,8 +36,6 @@ final class ClusterRun: @unchecked Sendable {
         if let v = scenario.workload.heartbeatInterval { c.heartbeatIntervalNanoseconds = v.nanoseconds }
         if let v = scenario.workload.failureTimeout { c.failureTimeoutNanoseconds = v.nanoseconds }
         self.config = c
-        self.baseLoss = world.network.config.lossProbability
-        self.baseDiskErrors = world.defaultDisk.errorProbability
     }
 
     var replicas: Int { scenario.workload.replicas ?? 3 }
@@ -50,7 +45,7 @@ final class ClusterRun: @unchecked Sendable {
 
     func execute() -> RunResult {
         for (i, spec) in scenario.topology.nodes.enumerated() {
-            world.addNode(name: spec.name, host: spec.host ?? "10.0.\(i / 250).\(i % 250 + 1)")
+            world.addNode(name: spec.name, host: spec.host ?? "10.0.\(i / 250).\(i % 250 + 1)", secondaryHosts: spec.secondaryHosts ?? [])
         }
         let admin = world.addNode(name: "_admin", host: "10.255.255.2")
         mgmtdIDs = scenario.topology.nodes.filter { $0.role == .mgmtd }.compactMap { try? world.node(named: $0.name).id }.sorted()
@@ -86,9 +81,16 @@ final class ClusterRun: @unchecked Sendable {
         }
         admin.boot = { [unowned self] ctx in await self.bootstrap(ctx, storageNodes: storageCount) }
         world.start(admin)
-        for fault in plan {
-            world.executor.schedule(at: fault.atNanoseconds) { [unowned self] in self.apply(fault) }
+        let driver = FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name))
+        driver.resolve = { [unowned self] name in self.node(name) }
+        driver.onFault = { [unowned self] fault in self.noteFaulted(fault) }
+        driver.onKill = { [unowned self] x in
+            if self.isStorage(x) { self.storageKills.append((x.name, self.world.nowNanoseconds)) }
         }
+        driver.onStart = { [unowned self] x in
+            if self.isStorage(x) { self.storageRestarts.append((x.name, self.world.nowNanoseconds)) }
+        }
+        driver.schedule(plan)
         let limit = scenario.duration.nanoseconds + scenario.liveness.nanoseconds
         let stop = world.run(untilNanoseconds: limit)
 
@@ -237,16 +239,10 @@ final class ClusterRun: @unchecked Sendable {
         return try? world.node(named: name)
     }
 
-    func ids(_ names: [String]) -> [NodeID] { names.compactMap { $0 == "kv" ? SimWorld.kvNodeID : node($0)?.id } }
-
-    func isStorage(_ n: SimNode) -> Bool {
-        scenario.topology.nodes.contains { $0.name == n.name && $0.role == .storage }
-    }
-
-    func apply(_ fault: PlannedFault) {
-        world.trace.note(.fault, at: world.nowNanoseconds, "\(fault.action)")
+    /// Remembers the nodes a fault could take away from the manager.
+    func noteFaulted(_ fault: PlannedFault) {
         switch fault.action {
-        case .kill(let n, _, _), .pause(let n), .clog(let n, _), .diskErrors(let n, _):
+        case .kill(let n, _, _), .pause(let n), .clog(let n, _), .diskErrors(let n, _), .addressDown(let n, false):
             if let x = node(n) { faulted.insert(x.name) }
         case .partition(let a, let b, _):
             for name in a + b { if let x = node(name) { faulted.insert(x.name) } }
@@ -256,50 +252,10 @@ final class ClusterRun: @unchecked Sendable {
         default:
             break
         }
-        switch fault.action {
-        case .kill(let n, let lose, let wipe):
-            if let x = node(n), x.process?.isDead == false {
-                world.kill(x, loseUnsyncedWrites: lose, wipeDisk: wipe)
-                if isStorage(x) { storageKills.append((x.name, world.nowNanoseconds)) }
-            }
-        case .restart(let n):
-            if let x = node(n), x.process?.isDead ?? true {
-                world.start(x)
-                if isStorage(x) { storageRestarts.append((x.name, world.nowNanoseconds)) }
-            }
-        case .pause(let n): if let x = node(n) { world.pause(x) }
-        case .resume(let n): if let x = node(n) { world.resume(x) }
-        case .partition(let a, let b, let oneWay): world.network.partition(ids(a), ids(b), oneWay: oneWay)
-        case .unpartition(let a, let b, let oneWay): world.network.unpartition(ids(a), ids(b), oneWay: oneWay)
-        case .clog(let n, let ns): if let x = node(n) { world.network.clog(x.id, untilNanoseconds: world.nowNanoseconds + ns) }
-        case .ipChange(let n, let host):
-            if let x = node(n) {
-                movedHosts += 1
-                world.changeAddress(x, to: host ?? "10.128.\(movedHosts / 250).\(movedHosts % 250 + 1)")
-            }
-        case .slowDisk(let n, let factor): node(n)?.diskStore.config.slowFactor = factor
-        case .diskErrors(let n, let p): node(n)?.diskStore.config.errorProbability = p
-        case .bitFlip(let n): node(n)?.diskStore.flipBit()
-        case .loss(let p): world.network.config.lossProbability = p ?? baseLoss
-        case .kvOutage(let ns): world.kvStore.unavailableUntilNanoseconds = world.nowNanoseconds + ns
-        case .heal: heal()
-        }
     }
 
-    func heal() {
-        world.network.healPartitions()
-        world.network.unclogAll()
-        world.network.config.lossProbability = baseLoss
-        world.kvStore.unavailableUntilNanoseconds = 0
-        for spec in scenario.topology.nodes {
-            guard let x = try? world.node(named: spec.name) else { continue }
-            x.diskStore.config.slowFactor = 1
-            x.diskStore.config.errorProbability = baseDiskErrors
-            if x.process?.status == .paused { world.resume(x) }
-            if x.process?.isDead ?? true {
-                world.start(x)
-                if isStorage(x) { storageRestarts.append((x.name, world.nowNanoseconds)) }
-            }
-        }
+    func isStorage(_ n: SimNode) -> Bool {
+        scenario.topology.nodes.contains { $0.name == n.name && $0.role == .storage }
     }
+
 }

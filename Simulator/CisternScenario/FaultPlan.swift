@@ -11,6 +11,8 @@ public struct PlannedFault: Sendable, Equatable {
         case unpartition(from: [String], to: [String], oneWay: Bool)
         case clog(String, nanoseconds: UInt64)
         case ipChange(String, host: String?)
+        /// The node's primary address goes off the network (`up`: comes back).
+        case addressDown(String, up: Bool)
         case slowDisk(String, factor: Double)
         case diskErrors(String, probability: Double)
         case bitFlip(String)
@@ -52,6 +54,8 @@ public struct FaultPlan: Sendable {
     let allNodes: [String]
     /// Nodes random faults may take down (not clients).
     let faultable: [String]
+    /// Nodes with one address: losing it takes them off the network.
+    let singleHomed: Set<String>
 
     public init(scenario s: Scenario) {
         scenario = s
@@ -71,6 +75,8 @@ public struct FaultPlan: Sendable {
         self.groups = groups
         allNodes = s.topology.nodes.map(\.name)
         faultable = register + mgmtd + storage
+        singleHomed = Set(s.topology.nodes.filter { ($0.secondaryHosts ?? []).isEmpty }.map(\.name))
+            .union(mgmtd.allSatisfy { n in !(s.topology.nodes.first { $0.name == n }?.secondaryHosts ?? []).isEmpty } ? [] : ["@mgmtd-primary"])
         var events: [PlannedFault] = []
         for (i, f) in (s.faults ?? []).enumerated() { events += Self.expand(f, token: i, allNodes: allNodes) }
         events.append(PlannedFault(atNanoseconds: s.healTime.nanoseconds, action: .heal))
@@ -128,6 +134,9 @@ public struct FaultPlan: Sendable {
             }
         case .clog: add(.clog(f.node!, nanoseconds: f.duration?.nanoseconds ?? 0))
         case .ipChange: add(.ipChange(f.node!, host: f.host))
+        case .addressDown:
+            add(.addressDown(f.node!, up: false))
+            if let end { add(.addressDown(f.node!, up: true), at: end) }
         case .slowDisk:
             add(.slowDisk(f.node!, factor: f.factor ?? 1))
             if let end { add(.slowDisk(f.node!, factor: 1), at: end) }
@@ -206,6 +215,10 @@ public struct FaultPlan: Sendable {
             case .restart(let n): killed.remove(n)
             case .pause(let n): paused.insert(n)
             case .resume(let n): paused.remove(n)
+            case .addressDown(let n, let up):
+                if singleHomed.contains(n) || (n.hasPrefix("@mgmtd-primary") && singleHomed.contains("@mgmtd-primary")) {
+                    if up { paused.remove(n) } else { paused.insert(n) }
+                }
             case .diskErrors(let n, let p): if p > 0 { failing.insert(n) } else { failing.remove(n) }
             case .bitFlip(let n): amnesia.insert(n)
             case .partition(let a, let b, let oneWay): partitions.append((a, b, oneWay))

@@ -15,17 +15,12 @@ final class RegisterRun: @unchecked Sendable {
     var verifierDone = false
     var verifierFailures: [String] = []
     var bootFailures: [String] = []
-    var movedHosts = 0
-    let baseLoss: Double
-    let baseDiskErrors: Double
 
     init(scenario: Scenario, world: SimWorld, seed: UInt64) {
         self.scenario = scenario
         self.world = world
         self.seed = seed
         self.plan = FaultPlan(scenario: scenario).plan(seed: seed)
-        self.baseLoss = world.network.config.lossProbability
-        self.baseDiskErrors = world.defaultDisk.errorProbability
     }
 
     var keys: Int { scenario.workload.keys ?? 4 }
@@ -33,7 +28,7 @@ final class RegisterRun: @unchecked Sendable {
 
     func execute() -> RunResult {
         for (i, spec) in scenario.topology.nodes.enumerated() {
-            world.addNode(name: spec.name, host: spec.host ?? "10.0.\(i / 250).\(i % 250 + 1)")
+            world.addNode(name: spec.name, host: spec.host ?? "10.0.\(i / 250).\(i % 250 + 1)", secondaryHosts: spec.secondaryHosts ?? [])
         }
         let verifier = world.addNode(name: "_verifier", host: "10.255.255.1")
         replicaIDs = scenario.topology.nodes.filter { $0.role == .register }.compactMap { try? world.node(named: $0.name).id }.sorted()
@@ -47,9 +42,7 @@ final class RegisterRun: @unchecked Sendable {
             world.start(node)
         }
         verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
-        for fault in plan {
-            world.executor.schedule(at: fault.atNanoseconds) { [unowned self] in self.apply(fault) }
-        }
+        FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name)).schedule(plan)
         world.executor.schedule(at: durationNanoseconds) { [unowned self] in self.world.start(verifier) }
         let limit = durationNanoseconds + scenario.liveness.nanoseconds + 1_000_000_000
         let stop = world.run(untilNanoseconds: limit) { [unowned self] in self.verifierDone }
@@ -176,51 +169,6 @@ final class RegisterRun: @unchecked Sendable {
         return out
     }
 
-    // MARK: Faults
-
-    func node(_ name: String) -> SimNode? { try? world.node(named: name) }
-
-    func ids(_ names: [String]) -> [NodeID] { names.compactMap { $0 == "kv" ? SimWorld.kvNodeID : node($0)?.id } }
-
-    func apply(_ fault: PlannedFault) {
-        world.trace.note(.fault, at: world.nowNanoseconds, "\(fault.action)")
-        switch fault.action {
-        case .kill(let n, let lose, let wipe):
-            if let x = node(n) { world.kill(x, loseUnsyncedWrites: lose, wipeDisk: wipe) }
-        case .restart(let n):
-            if let x = node(n), x.process?.isDead ?? true { world.start(x) }
-        case .pause(let n): if let x = node(n) { world.pause(x) }
-        case .resume(let n): if let x = node(n) { world.resume(x) }
-        case .partition(let a, let b, let oneWay): world.network.partition(ids(a), ids(b), oneWay: oneWay)
-        case .unpartition(let a, let b, let oneWay): world.network.unpartition(ids(a), ids(b), oneWay: oneWay)
-        case .clog(let n, let ns): if let x = node(n) { world.network.clog(x.id, untilNanoseconds: world.nowNanoseconds + ns) }
-        case .ipChange(let n, let host):
-            if let x = node(n) {
-                movedHosts += 1
-                world.changeAddress(x, to: host ?? "10.128.\(movedHosts / 250).\(movedHosts % 250 + 1)")
-            }
-        case .slowDisk(let n, let factor): node(n)?.diskStore.config.slowFactor = factor
-        case .diskErrors(let n, let p): node(n)?.diskStore.config.errorProbability = p
-        case .bitFlip(let n): node(n)?.diskStore.flipBit()
-        case .loss(let p): world.network.config.lossProbability = p ?? baseLoss
-        case .kvOutage(let ns): world.kvStore.unavailableUntilNanoseconds = world.nowNanoseconds + ns
-        case .heal: heal()
-        }
-    }
-
-    func heal() {
-        world.network.healPartitions()
-        world.network.unclogAll()
-        world.network.config.lossProbability = baseLoss
-        world.kvStore.unavailableUntilNanoseconds = 0
-        for spec in scenario.topology.nodes {
-            guard let x = node(spec.name) else { continue }
-            x.diskStore.config.slowFactor = 1
-            x.diskStore.config.errorProbability = baseDiskErrors
-            if x.process?.status == .paused { world.resume(x) }
-            if x.process?.isDead ?? true { world.start(x) }
-        }
-    }
 }
 
 #if canImport(Glibc)

@@ -80,7 +80,12 @@ public struct NodeSpec: Codable, Sendable {
     public var host: String?
     /// Storage targets on this node (storage nodes only; default 2).
     public var targets: Int?
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, role, host, targets }
+    /// Addresses on other networks, tried after `host` fails.
+    public var secondaryHosts: [String]?
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, role, host, targets
+        case secondaryHosts = "secondary_hosts"
+    }
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -92,6 +97,7 @@ public struct NodeSpec: Codable, Sendable {
         role = r
         host = try c.decodeIfPresent(String.self, forKey: .host)
         targets = try c.decodeIfPresent(Int.self, forKey: .targets)
+        secondaryHosts = try c.decodeIfPresent([String].self, forKey: .secondaryHosts)
     }
 }
 
@@ -210,6 +216,9 @@ public enum FaultKind: String, Codable, Sendable, CaseIterable {
     case clog
     /// Give a node a new IP (identity kept; peers find it through the name service).
     case ipChange = "ip_change"
+    /// Take a node's primary address off the network (a failed NIC); peers must fail
+    /// over to its `secondary_hosts`.
+    case addressDown = "address_down"
     /// Make a node's disk `factor` times slower.
     case slowDisk = "slow_disk"
     /// Make a node's disk fail operations with `probability`.

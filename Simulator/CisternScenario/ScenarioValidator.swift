@@ -21,8 +21,8 @@ public enum ScenarioValidator {
             }
             if names[n.name] != nil { out.append("topology.nodes[\(i)].name: '\(n.name)' is used twice; node names must be unique") }
             names[n.name] = n.role
-            if let h = n.host {
-                if !hosts.insert(h).inserted { out.append("topology.nodes[\(i)].host: \(h) is used twice") }
+            for h in [n.host].compactMap({ $0 }) + (n.secondaryHosts ?? []) {
+                if !hosts.insert(h).inserted { out.append("topology.nodes[\(i)]: address \(h) is used twice") }
             }
         }
         let replicas = s.topology.nodes.filter { $0.role == .register }.count
@@ -122,6 +122,8 @@ public enum ScenarioValidator {
             node(f.node)
             if f.duration == nil { out.append("\(path): 'clog' needs a 'duration'") }
         case .ipChange:
+            node(f.node)
+        case .addressDown:
             node(f.node)
         case .slowDisk:
             node(f.node)

@@ -36,6 +36,10 @@ public final class SimNode: @unchecked Sendable {
     }
 
     public var address: NodeAddress { NodeAddress(host: host, port: port) }
+    /// Addresses on other networks (multi-homed nodes); the name service lists them
+    /// after the primary address, and callers fail over to them.
+    public internal(set) var secondaryHosts: [String] = []
+    public var addresses: [NodeAddress] { [address] + secondaryHosts.map { NodeAddress(host: $0, port: port) } }
     /// The network endpoint this node holds now (set when it is added or moves).
     var endpoint: SimNetwork.Endpoint?
     public var isUp: Bool { process?.status == .running }

@@ -49,6 +49,9 @@ public enum SimThread {
 }
 
 private func simThreadEntry(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    // Note: the thread inherits its creator's name (often a dispatch worker's,
+    // "…root.default-qos"), so in a crash report the simulator thread can look like
+    // Swift's global pool. (pthread_setname_np is hidden from Swift's Glibc.)
     let thunk = Unmanaged<SimThread.Thunk>.fromOpaque(raw!).takeUnretainedValue()
     thunk.body()
     return nil

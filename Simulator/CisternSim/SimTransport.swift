@@ -16,6 +16,9 @@ public final class SimTransport: Transport, @unchecked Sendable {
     private var pending: [UInt64: Pending] = [:]
     private var nextRequestID: UInt64 = 0
     private var addressCache: [NodeID: SimNetwork.Endpoint] = [:]
+    /// Failed calls per node: after a failure the next address in the resolved list is
+    /// tried (multi-network failover).
+    private var failures: [NodeID: Int] = [:]
     private var isShutdown = false
     /// Call deadlines, one FIFO per distinct timeout value (deadlines in a FIFO only
     /// grow), each swept by a single timer. This keeps the executor's timer heap as
@@ -56,7 +59,7 @@ public final class SimTransport: Transport, @unchecked Sendable {
             endpoint = cached
         } else {
             let found = try await resolver.resolve(node)
-            endpoint = world.network.endpoint(found[0])
+            endpoint = world.network.endpoint(found[(failures[node] ?? 0) % found.count])
             addressCache[node] = endpoint
         }
         nextRequestID &+= 1
@@ -78,7 +81,9 @@ public final class SimTransport: Transport, @unchecked Sendable {
         }
         if case .failure(let error) = result {
             switch error {
-            case .timeout, .unreachable: addressCache[node] = nil
+            case .timeout, .unreachable:
+                addressCache[node] = nil
+                failures[node, default: 0] += 1
             default: break
             }
         }

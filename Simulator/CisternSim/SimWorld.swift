@@ -50,7 +50,7 @@ public final class SimWorld: @unchecked Sendable {
     /// Adds a node (not yet started) at `host` and registers it with the name service.
     /// Identities are assigned in order unless `id` is given.
     @discardableResult
-    public func addNode(name: String, host: String, port: UInt16 = 9000, disk: DiskConfig? = nil, id: NodeID? = nil) -> SimNode {
+    public func addNode(name: String, host: String, secondaryHosts: [String] = [], port: UInt16 = 9000, disk: DiskConfig? = nil, id: NodeID? = nil) -> SimNode {
         precondition(byName[name] == nil, "duplicate node name \(name)")
         let id = id ?? NodeID((nodes.map(\.id.rawValue).max() ?? 0) + 1)
         precondition(byID[id] == nil, "duplicate node id \(id)")
@@ -59,9 +59,10 @@ public final class SimWorld: @unchecked Sendable {
         nodes.append(node)
         byName[name] = node
         byID[id] = node
-        network.bind(node.address, to: node)
+        node.secondaryHosts = secondaryHosts
+        for a in node.addresses { network.bind(a, to: node) }
         node.endpoint = network.endpoint(node.address)
-        nameService.register(id, [node.address], now: nowNanoseconds)
+        nameService.register(id, node.addresses, now: nowNanoseconds)
         return node
     }
 
@@ -128,8 +129,21 @@ public final class SimWorld: @unchecked Sendable {
         node.host = host
         network.bind(node.address, to: node)
         node.endpoint = network.endpoint(node.address)
-        nameService.register(node.id, [node.address], now: nowNanoseconds)
+        nameService.register(node.id, node.addresses, now: nowNanoseconds)
         trace.note(.ipChange, at: nowNanoseconds, "\(node.name) now at \(node.address)")
+    }
+
+    /// Takes one of `node`'s addresses off the network (a failed NIC or network):
+    /// messages to it are lost until `restoreAddress`. Replies to the node's calls
+    /// still reach it through the address it sends from.
+    public func dropAddress(_ node: SimNode, host: String) {
+        network.unbind(NodeAddress(host: host, port: node.port))
+        trace.note(.fault, at: nowNanoseconds, "\(node.name) loses \(host)")
+    }
+
+    public func restoreAddress(_ node: SimNode, host: String) {
+        network.bind(NodeAddress(host: host, port: node.port), to: node)
+        trace.note(.heal, at: nowNanoseconds, "\(node.name) regains \(host)")
     }
 
     // MARK: Running

@@ -2,7 +2,7 @@ import CisternCore
 import CisternWire
 
 /// What a node does in the cluster.
-public enum NodeRole: UInt8, Sendable, CaseIterable, WireCodable, CustomStringConvertible {
+public enum NodeRole: UInt8, Sendable, CaseIterable, WireEnum, CustomStringConvertible {
     case mgmtd = 1, meta = 2, storage = 3, client = 4
     public var description: String {
         switch self {
@@ -12,16 +12,10 @@ public enum NodeRole: UInt8, Sendable, CaseIterable, WireCodable, CustomStringCo
         case .client: return "client"
         }
     }
-    public func encode(to writer: inout WireWriter) { writer.writeVarint(UInt64(rawValue)) }
-    public init(from reader: inout WireReader) throws(WireError) {
-        let v = try reader.readVarint("NodeRole")
-        guard v < 256, let r = NodeRole(rawValue: UInt8(v)) else { throw .unknownTag(type: "NodeRole", tag: v) }
-        self = r
-    }
 }
 
 /// A node's standing with the cluster manager.
-public enum NodeStatus: UInt8, Sendable, CaseIterable, WireCodable, CustomStringConvertible {
+public enum NodeStatus: UInt8, Sendable, CaseIterable, WireEnum, CustomStringConvertible {
     /// Heartbeats arrive.
     case active = 1
     /// Heartbeats stopped for longer than the failure timeout.
@@ -34,12 +28,6 @@ public enum NodeStatus: UInt8, Sendable, CaseIterable, WireCodable, CustomString
         case .failed: return "FAILED"
         case .disabled: return "DISABLED"
         }
-    }
-    public func encode(to writer: inout WireWriter) { writer.writeVarint(UInt64(rawValue)) }
-    public init(from reader: inout WireReader) throws(WireError) {
-        let v = try reader.readVarint("NodeStatus")
-        guard v < 256, let s = NodeStatus(rawValue: UInt8(v)) else { throw .unknownTag(type: "NodeStatus", tag: v) }
-        self = s
     }
 }
 

@@ -22,7 +22,7 @@ public struct ChainID: Hashable, Comparable, Sendable, WireCodable, CustomString
 }
 
 /// A target's state as published to everyone with the chain (3FS's public states).
-public enum PublicState: UInt8, Sendable, CaseIterable, WireCodable, CustomStringConvertible {
+public enum PublicState: UInt8, Sendable, CaseIterable, WireEnum, CustomStringConvertible {
     /// Alive and serving: reads and writes.
     case serving = 1
     /// Alive, data recovery in progress: receives writes, serves no reads.
@@ -49,18 +49,10 @@ public enum PublicState: UInt8, Sendable, CaseIterable, WireCodable, CustomStrin
     /// Whether writes are forwarded to a target in this state.
     public var receivesWrites: Bool { self == .serving || self == .syncing }
 
-    public func encode(to writer: inout WireWriter) { writer.writeVarint(UInt64(rawValue)) }
-    public init(from reader: inout WireReader) throws(WireError) {
-        let v = try reader.readVarint("PublicState")
-        guard let s = PublicState(rawValue: UInt8(truncatingIfNeeded: v)), v < 256 else {
-            throw .unknownTag(type: "PublicState", tag: v)
-        }
-        self = s
-    }
 }
 
 /// A target's state as its storage node reports it in heartbeats (3FS's local states).
-public enum LocalState: UInt8, Sendable, CaseIterable, WireCodable, CustomStringConvertible {
+public enum LocalState: UInt8, Sendable, CaseIterable, WireEnum, CustomStringConvertible {
     /// Alive and holding every committed write.
     case upToDate = 1
     /// Alive but not (yet) up to date: syncing or waiting.
@@ -76,14 +68,6 @@ public enum LocalState: UInt8, Sendable, CaseIterable, WireCodable, CustomString
         }
     }
 
-    public func encode(to writer: inout WireWriter) { writer.writeVarint(UInt64(rawValue)) }
-    public init(from reader: inout WireReader) throws(WireError) {
-        let v = try reader.readVarint("LocalState")
-        guard let s = LocalState(rawValue: UInt8(truncatingIfNeeded: v)), v < 256 else {
-            throw .unknownTag(type: "LocalState", tag: v)
-        }
-        self = s
-    }
 }
 
 /// One member of a chain, in chain order.

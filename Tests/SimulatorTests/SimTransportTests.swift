@@ -103,3 +103,28 @@ func bootEcho(_ node: SimNode) {
         #expect(digests.count == 20)
     }
 }
+
+@Suite struct MultiAddressTests {
+    @Test func callsFailOverToANodesOtherNetwork() {
+        let outcomes = SimWorld.simulate(seed: 5) { world -> [Bool] in
+            let a = world.addNode(name: "a", host: "10.0.0.1")
+            let b = world.addNode(name: "b", host: "10.0.0.2", secondaryHosts: ["192.168.7.2"])
+            bootEcho(b)
+            world.start(b)
+            let pa = world.start(a)
+            var outcomes: [Bool] = []
+            world.spawn {
+                for i in 0..<6 {
+                    if i == 2 { world.dropAddress(b, host: "10.0.0.2") }
+                    let ok = (try? await pa.transport.call(b.id, service: echo, Message(method: 1, header: []), timeoutNanoseconds: 100_000_000)) != nil
+                    outcomes.append(ok)
+                }
+            }
+            world.run(untilNanoseconds: 10_000_000_000)
+            return outcomes
+        }
+        // The first call after the primary network fails times out; the caller then
+        // resolves again and uses the second address.
+        #expect(outcomes == [true, true, false, true, true, true])
+    }
+}
