@@ -35,6 +35,7 @@ final class ClusterRun: @unchecked Sendable {
         var c = MgmtdConfig()
         if let v = scenario.workload.heartbeatInterval { c.heartbeatIntervalNanoseconds = v.nanoseconds }
         if let v = scenario.workload.failureTimeout { c.failureTimeoutNanoseconds = v.nanoseconds }
+        c.plantedEarlyTakeover = scenario.workload.plantedBug == "early_takeover"
         self.config = c
     }
 

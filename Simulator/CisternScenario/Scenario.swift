@@ -167,8 +167,9 @@ public struct Workload: Codable, Sendable {
     public var readFraction: Double?
     public var opTimeout: SimDuration?
     public var thinkTime: SimDuration?
-    /// A deliberate bug, to prove the checkers catch it: `stale_reads` (reads ask one
-    /// replica). Only for scenarios with `expect_violations: true`.
+    /// A deliberate bug, to prove the checkers catch it: `stale_reads` (register:
+    /// reads ask one replica) or `early_takeover` (cluster: replicas ignore a live
+    /// lease). Only for scenarios with `expect_violations: true`.
     public var plantedBug: String?
     /// Cluster workload: replicas per chain (default 3).
     public var replicas: Int?

@@ -52,7 +52,10 @@ public enum ScenarioValidator {
             }
         }
         if let bug = s.workload.plantedBug {
-            if bug != "stale_reads" { out.append("workload.planted_bug: unknown bug '\(bug)'; the only planted bug is stale_reads") }
+            let bugs = ["register": "stale_reads", "cluster": "early_takeover"]
+            if let known = bugs[s.workload.kind], bug != known {
+                out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; the planted bug there is \(known)")
+            }
             if s.expectViolations != true { out.append("workload.planted_bug: a planted bug needs expect_violations: true") }
         }
         if let k = s.workload.keys, !(1...10_000).contains(k) { out.append("workload.keys: \(k) is out of range 1...10000") }

@@ -15,15 +15,20 @@ public struct LeaseTracker: Sendable {
     public let me: NodeID
     public let durationNanoseconds: UInt64
     public let marginNanoseconds: UInt64
+    /// How long another holder's record must stay unchanged before a takeover.
+    public let takeoverAfterNanoseconds: UInt64
     private var observed: LeaseRecord?
     private var observedSince: UInt64 = 0
     private var everObserved = false
 
-    public init(me: NodeID, durationNanoseconds: UInt64, marginNanoseconds: UInt64) {
+    /// `takeoverAfterNanoseconds` is for checker self-tests only: anything below
+    /// duration + margin breaks the single-primary guarantee on purpose.
+    public init(me: NodeID, durationNanoseconds: UInt64, marginNanoseconds: UInt64, takeoverAfterNanoseconds: UInt64? = nil) {
         precondition(durationNanoseconds > 2 * marginNanoseconds, "the lease must outlast twice its safety margin")
         self.me = me
         self.durationNanoseconds = durationNanoseconds
         self.marginNanoseconds = marginNanoseconds
+        self.takeoverAfterNanoseconds = takeoverAfterNanoseconds ?? (durationNanoseconds + marginNanoseconds)
     }
 
     /// What to write, given the record read in the current transaction.
@@ -51,7 +56,9 @@ public struct LeaseTracker: Sendable {
             next.durationNanoseconds = durationNanoseconds
             return .write(next, acquired: false)
         }
-        let expiresAt = observedSince &+ current.durationNanoseconds &+ marginNanoseconds
+        let wait = takeoverAfterNanoseconds == durationNanoseconds + marginNanoseconds
+            ? current.durationNanoseconds &+ marginNanoseconds : takeoverAfterNanoseconds
+        let expiresAt = observedSince &+ wait
         if now >= expiresAt {
             return .write(LeaseRecord(holder: me, epoch: current.epoch &+ 1, renewal: 0, durationNanoseconds: durationNanoseconds), acquired: true)
         }

@@ -45,7 +45,9 @@ public actor Mgmtd {
         self.config = config
         self.observer = observer
         self.log = runtime.logger("mgmtd")
-        self.lease = LeaseTracker(me: id, durationNanoseconds: config.leaseDurationNanoseconds, marginNanoseconds: config.leaseMarginNanoseconds)
+        self.lease = LeaseTracker(
+            me: id, durationNanoseconds: config.leaseDurationNanoseconds, marginNanoseconds: config.leaseMarginNanoseconds,
+            takeoverAfterNanoseconds: config.plantedEarlyTakeover ? 0 : nil)
         self.unownedExecutor = runtime.makeActorExecutor()
     }
 

@@ -14,6 +14,11 @@ public struct MgmtdConfig: Sendable, Equatable {
     /// Timeout of the primary's calls (hints) and of its KV transactions' retries.
     public var callTimeoutNanoseconds: UInt64 = 500_000_000
 
+    /// A deliberate bug for checker self-tests: replicas take the lease over as soon as
+    /// they see another holder, so two may act as primary at once. Never set it in a
+    /// deployment.
+    public var plantedEarlyTakeover = false
+
     public init() {}
 
     /// Checks the settings against each other; returns problems with their fixes.

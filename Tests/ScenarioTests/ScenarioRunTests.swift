@@ -62,6 +62,14 @@ func scenario(_ name: String) throws -> (String, Scenario) {
         }
     }
 
+    @Test func plantedSplitBrainIsCaught() throws {
+        let (path, s) = try scenario("selftest-planted-split-brain.yaml")
+        for seed in UInt64(1)...5 {
+            let r = ScenarioRunner.run(s, path: path, seed: seed)
+            #expect(r.violations.contains { $0.hasPrefix("single_primary:") }, "seed \(seed): two primaries went unnoticed")
+        }
+    }
+
     @Test func replayCommandNamesTheFileAndSeed() throws {
         let (path, s) = try scenario("register-kill-partition-ipchange.yaml")
         let r = ScenarioRunner.run(s, path: path, seed: 17)
