@@ -110,6 +110,12 @@ final class ClusterRecorder: MgmtdObserver, RoutingObserver, @unchecked Sendable
         return out
     }
 
+    /// When the primary in charge at `time` took over (a new primary waits a full
+    /// failure timeout before judging any node).
+    func primarySince(at time: UInt64) -> UInt64? {
+        leases.filter { $0.from <= time }.max { ($0.epoch, $0.from) < ($1.epoch, $1.from) }?.from
+    }
+
     /// The first commit at or after `time` in which `node` is not active and each of
     /// its chain members is offline or LASTSRV.
     func detection(of node: NodeID, after time: UInt64) -> UInt64? {

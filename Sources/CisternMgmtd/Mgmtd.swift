@@ -90,6 +90,7 @@ public actor Mgmtd {
     private func leaseTick() async {
         let started = runtime.nowNanoseconds()
         var tracker = lease
+        let myEpoch = epoch
         do {
             let outcome = try await kv.transact(runtime: runtime, attemptsMax: 2) { tx -> LeaseOutcome in
                 let current = try await tx.get(MgmtdKeys.lease).map { try LeaseRecord(wireBytes: $0) }
@@ -98,8 +99,10 @@ public actor Mgmtd {
                     return .other(holder)
                 case .write(let record, let acquired):
                     try await tx.set(MgmtdKeys.lease, record.wireBytes())
+                    // Starting to act in this epoch (a takeover, or a restarted holder
+                    // renewing its predecessor's record): the KV has the routing.
                     var stored: RoutingInfo?
-                    if acquired {
+                    if acquired || myEpoch != record.epoch {
                         stored = try await tx.get(MgmtdKeys.routing).map { try RoutingInfo(wireBytes: $0) } ?? RoutingInfo()
                     }
                     return .held(record, acquired: acquired, routing: stored)
@@ -110,10 +113,10 @@ public actor Mgmtd {
             case .other(let holder):
                 knownHolder = holder
                 if epoch != nil { stepDown("lease held by \(holder)") }
-            case .held(let record, let acquired, let stored):
+            case .held(let record, _, let stored):
                 knownHolder = id
-                if acquired || epoch != record.epoch {
-                    becomePrimary(record.epoch, routing: stored ?? routing)
+                if let stored, epoch != record.epoch {
+                    becomePrimary(record.epoch, routing: stored)
                 }
                 validUntil = lease.validUntil(renewalStart: started)
                 observer?.primaryLease(node: id, epoch: record.epoch, from: runtime.nowNanoseconds(), until: validUntil)
@@ -174,40 +177,46 @@ public actor Mgmtd {
     }
 
     /// Applies `change` to the routing and commits it, fenced by the lease, with a
-    /// version bump. Commits run one at a time. Returns the routing version after.
+    /// version bump. The transaction reads the stored routing too: if it differs from
+    /// ours (an earlier commit whose outcome was unknown did apply), the change is made
+    /// on top of the stored one, so no version is ever written twice. Commits run one
+    /// at a time. Returns the routing version after.
     @discardableResult
     private func mutate(_ change: (inout RoutingInfo) throws(CommitError) -> Void) async throws(CommitError) -> UInt64 {
         await lockCommits()
         defer { unlockCommits() }
         guard isPrimary, let myEpoch = epoch else { throw .notPrimary }
-        var next = routing
-        try change(&next)
-        next.version = routing.version
-        guard next != routing else { return routing.version }
-        next.version = routing.version + 1
         let me = id
-        let bytes = next.wireBytes()
+        let known = routing
+        let committed: RoutingInfo?
         do {
-            try await kv.transact(runtime: runtime, attemptsMax: 3) { tx in
+            committed = try await kv.transact(runtime: runtime, attemptsMax: 3) { tx -> RoutingInfo? in
                 let current = try await tx.get(MgmtdKeys.lease).map { try LeaseRecord(wireBytes: $0) }
                 guard let current, current.holder == me, current.epoch == myEpoch else { throw CommitError.notPrimary }
-                try await tx.set(MgmtdKeys.routing, bytes)
+                let stored = try await tx.get(MgmtdKeys.routing).map { try RoutingInfo(wireBytes: $0) } ?? RoutingInfo()
+                let base = stored.version == known.version ? known : stored
+                var next = base
+                try change(&next)
+                next.version = base.version
+                guard next != base else { return base == known ? nil : base }
+                next.version = base.version + 1
+                try await tx.set(MgmtdKeys.routing, next.wireBytes())
+                return next
             }
         } catch let e as CommitError {
-            stepDown("fenced: another replica holds the lease")
+            if case .notPrimary = e { stepDown("fenced: another replica holds the lease") }
             throw e
         } catch {
-            // The KV may or may not have applied it: reload on the next takeover; here,
-            // keep serving the last routing we know committed.
+            // The KV may or may not have applied it; the next commit reads the stored
+            // routing and builds on whichever it finds.
             log.warning("routing commit failed: \(error)")
             throw .refused("routing commit failed: \(error); retry")
         }
-        // The lease may have lapsed while we waited for the KV: the write was fenced
-        // in the transaction, so it is valid, but stop here if we are no longer primary.
-        routing = next
-        observer?.routingCommitted(next, node: id, at: runtime.nowNanoseconds())
-        pushHints(next)
-        return next.version
+        guard let committed else { return routing.version }
+        routing = committed
+        observer?.routingCommitted(committed, node: id, at: runtime.nowNanoseconds())
+        pushHints(committed)
+        return committed.version
     }
 
     private func pushHints(_ r: RoutingInfo) {
