@@ -1,0 +1,48 @@
+import CisternCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Maps error numbers (from `errno` or from a negated io_uring completion result) to
+/// `DiskError`s exactly as `POSIXDisk` does: missing files are `notFound`, full devices
+/// and quotas are `noSpace` with the file system's free bytes, and everything else is
+/// `ioError` naming the call, the `strerror` text and the number.
+enum URingErrno {
+    /// The current thread's `errno`.
+    static var current: Int32 { errno }
+
+    /// `strerror` text with the number, e.g. "No such file or directory (errno 2)".
+    static func describe(_ code: Int32) -> String {
+        let text = strerror(code).map { String(cString: $0) } ?? "unknown error"
+        return "\(text) (errno \(code))"
+    }
+
+    /// The `DiskError` for `code`, raised by `call` on `path`. `neededBytes` is what the
+    /// operation tried to allocate or write (for `noSpace`); `root` is the directory
+    /// whose file system's free space is reported.
+    static func error(
+        _ code: Int32, call: String, path: String, root: String, neededBytes: UInt64 = 0
+    ) -> DiskError {
+        switch code {
+        case ENOENT, ENOTDIR:
+            return .notFound(path: path)
+        case EEXIST:
+            return .alreadyExists(path: path)
+        case ENOSPC, EDQUOT:
+            return .noSpace(path: path, neededBytes: neededBytes, freeBytes: freeBytes(root))
+        default:
+            return .ioError(path: path, detail: "\(call): \(describe(code))")
+        }
+    }
+
+    /// Bytes available to unprivileged users on the file system holding `directory`
+    /// (0 when `statvfs` fails).
+    static func freeBytes(_ directory: String) -> UInt64 {
+        var info = statvfs()
+        guard statvfs(directory, &info) == 0 else { return 0 }
+        return UInt64(info.f_bavail) &* UInt64(info.f_frsize)
+    }
+}
