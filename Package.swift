@@ -54,6 +54,8 @@ let package = Package(
         .target(name: "CisternRouting", dependencies: ["CisternCore"], swiftSettings: strict),
         // The cluster manager service and its client.
         .target(name: "CisternMgmtd", dependencies: ["CisternRouting"], swiftSettings: strict),
+        // The storage service: chunk engine, CRAQ chains, resync.
+        .target(name: "CisternStorage", dependencies: ["CisternRouting"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
 
         // Production implementations of the seams.
@@ -70,7 +72,7 @@ let package = Package(
             dependencies: ["CisternCore", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
         .target(name: "CisternSQLite", dependencies: ["CisternCore", "CSQLite"], swiftSettings: strict),
-        .target(name: "CisternURing", dependencies: ["CisternCore", "CURing", "CURingShim"], swiftSettings: strict),
+        .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
 
         // The deterministic simulator and the scenario runner.
@@ -104,6 +106,7 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
+        .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternSim", "CisternURing", "CisternNIO"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),

@@ -93,13 +93,16 @@ public final class SimDiskStore: @unchecked Sendable {
 
     /// Flips one random bit in `path` (or in a random non-empty file), on the media:
     /// the durable image and the cached view both change. Returns what was flipped.
+    /// `within` limits the flip to a byte range of the file (for example one chunk's block).
     @discardableResult
-    public func flipBit(in path: String? = nil) -> (path: String, offset: Int, bit: Int)? {
+    public func flipBit(in path: String? = nil, within range: Range<Int>? = nil) -> (path: String, offset: Int, bit: Int)? {
         let candidates = (path.map { [$0] } ?? fileNames).filter { (files[$0]?.data.count ?? 0) > 0 }
         guard !candidates.isEmpty else { return nil }
         let chosen = candidates[Int.random(in: 0..<candidates.count, using: &rng)]
         let f = files[chosen]!
-        let offset = Int.random(in: 0..<f.data.count, using: &rng)
+        let span = range.map { max(0, $0.lowerBound)..<min(f.data.count, $0.upperBound) } ?? 0..<f.data.count
+        guard !span.isEmpty else { return nil }
+        let offset = Int.random(in: span, using: &rng)
         let bit = Int.random(in: 0..<8, using: &rng)
         f.data[offset] ^= UInt8(1 << bit)
         if offset < f.durable.count { f.durable[offset] ^= UInt8(1 << bit) }

@@ -7,7 +7,7 @@ enum Capabilities {
         var lines: [String] = []
         switch IOUringProbe.probe() {
         case .available:
-            lines.append("io_uring: available (the io_uring disk comes with the storage service; the POSIX disk is used until then)")
+            lines.append("io_uring: available (DiskFactory gives the chunk engine the io_uring disk: batched submission on a ring)")
         case .unavailable(let reason):
             lines.append("io_uring: unavailable (\(reason)); the POSIX disk (pread/pwrite on a thread pool) is used instead")
         }

@@ -1,0 +1,100 @@
+/// Hands out fixed-size blocks of each size class from a few large files, never one
+/// file per chunk. Pure bookkeeping: it says when a file must grow (the engine then
+/// preallocates the range and calls `grew`), and it is rebuilt after a crash from
+/// the blocks that committed metadata still references, so a block is never handed
+/// out twice and none leaks.
+public struct SlabAllocator: Sendable, Equatable {
+    /// Blocks added to a file each time its class runs out.
+    public let growBlocks: UInt32
+    /// Blocks one file may hold before the class starts a new file.
+    public let blocksPerFile: UInt32
+    private var classes: [ClassState]
+
+    struct ClassState: Sendable, Equatable {
+        /// Blocks made available so far, per file.
+        var provisioned: [UInt32] = []
+        /// Free blocks, kept sorted so the lowest address is reused first.
+        var free: [BlockAddress] = []
+        var used: Set<BlockAddress> = []
+    }
+
+    /// What the engine must do before `allocate` can succeed.
+    public enum Growth: Error, Sendable, Equatable {
+        /// Preallocate `blocks` blocks of `sizeClass` in `file`, starting at block `from`.
+        case extend(sizeClass: SizeClass, file: UInt32, from: UInt32, blocks: UInt32)
+    }
+
+    public init(growBlocks: UInt32 = 16, blocksPerFile: UInt32 = 256) {
+        precondition(growBlocks > 0 && blocksPerFile >= growBlocks, "grow by at least one block, and by no more than a file holds")
+        self.growBlocks = growBlocks
+        self.blocksPerFile = blocksPerFile
+        self.classes = Array(repeating: ClassState(), count: SizeClass.count)
+    }
+
+    /// Takes the lowest free block of `c`, or says how to grow.
+    public mutating func allocate(_ c: SizeClass) -> Result<BlockAddress, Growth> {
+        if !classes[c.index].free.isEmpty {
+            let b = classes[c.index].free.removeFirst()
+            classes[c.index].used.insert(b)
+            return .success(b)
+        }
+        return .failure(nextGrowth(c))
+    }
+
+    func nextGrowth(_ c: SizeClass) -> Growth {
+        let files = classes[c.index].provisioned
+        if let last = files.indices.last, files[last] < blocksPerFile {
+            let from = files[last]
+            return .extend(sizeClass: c, file: UInt32(last), from: from, blocks: min(growBlocks, blocksPerFile - from))
+        }
+        return .extend(sizeClass: c, file: UInt32(files.count), from: 0, blocks: growBlocks)
+    }
+
+    /// Records that a growth directive was carried out: its blocks become free.
+    public mutating func grew(_ g: Growth) {
+        guard case .extend(let c, let file, let from, let blocks) = g else { return }
+        var state = classes[c.index]
+        while state.provisioned.count <= Int(file) { state.provisioned.append(0) }
+        guard state.provisioned[Int(file)] == from else { return }
+        state.provisioned[Int(file)] = from + blocks
+        for b in from..<(from + blocks) { state.free.append(BlockAddress(sizeClass: c, file: file, block: b)) }
+        state.free.sort()
+        classes[c.index] = state
+    }
+
+    /// Returns a block to its class. Freeing a block that is not in use is a no-op
+    /// (recovery may free what a crash already released).
+    public mutating func free(_ b: BlockAddress) {
+        guard classes[b.sizeClass.index].used.remove(b) != nil else { return }
+        let i = classes[b.sizeClass.index].free.firstIndex { $0 > b } ?? classes[b.sizeClass.index].free.count
+        classes[b.sizeClass.index].free.insert(b, at: i)
+    }
+
+    /// Rebuilds state after a restart: `files` gives each class's file sizes in
+    /// blocks (from the disk); `inUse` the blocks referenced by recovered metadata.
+    /// Everything provisioned and not referenced is free.
+    public static func recover(files: [SizeClass: [UInt32]], inUse: Set<BlockAddress>, growBlocks: UInt32 = 16, blocksPerFile: UInt32 = 256) -> SlabAllocator {
+        var a = SlabAllocator(growBlocks: growBlocks, blocksPerFile: blocksPerFile)
+        for index in 0..<SizeClass.count {
+            let c = SizeClass(index: index)!
+            var state = ClassState()
+            state.provisioned = (files[c] ?? []).map { min($0, blocksPerFile) }
+            for (file, count) in state.provisioned.enumerated() {
+                for b in 0..<count {
+                    let addr = BlockAddress(sizeClass: c, file: UInt32(file), block: b)
+                    if inUse.contains(addr) { state.used.insert(addr) } else { state.free.append(addr) }
+                }
+            }
+            a.classes[index] = state
+        }
+        return a
+    }
+
+    public func isUsed(_ b: BlockAddress) -> Bool { classes[b.sizeClass.index].used.contains(b) }
+    public func usedCount(_ c: SizeClass) -> Int { classes[c.index].used.count }
+    public func freeCount(_ c: SizeClass) -> Int { classes[c.index].free.count }
+    public var usedBytes: UInt64 { classes.indices.reduce(0) { $0 + UInt64(classes[$1].used.count) * UInt64(SizeClass(index: $1)!.blockBytes) } }
+    public var provisionedBytes: UInt64 {
+        classes.indices.reduce(0) { $0 + UInt64(classes[$1].provisioned.reduce(0, +)) * UInt64(SizeClass(index: $1)!.blockBytes) }
+    }
+}
