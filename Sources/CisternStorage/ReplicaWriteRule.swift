@@ -1,0 +1,52 @@
+/// What one replica does with a write of chunk version `u` (CRAQ as in 3FS). The head
+/// assigns `u = committed + 1` while it holds the chunk's lock, so along the chain a
+/// replica normally sees `u == committed + 1`. Retries and resends make other cases
+/// happen; each has one safe answer.
+public enum ReplicaWriteRule {
+    public enum Decision: Sendable, Equatable {
+        /// Store the data as the pending version `u`, then forward (or commit at the tail).
+        case stage
+        /// This version is already pending here (a resend): do not store it again;
+        /// forward (or commit at the tail) as for a fresh write.
+        case alreadyStaged
+        /// This version, or a later one, is already committed here: acknowledge.
+        case alreadyCommitted
+        /// A full-chunk replace (resync, or forwarding to a syncing successor):
+        /// overwrite whatever is here, committed, and drop any pending version.
+        case replace
+        /// A version is missing in between: this replica is behind and must be
+        /// resynced; refuse the write.
+        case gap(have: UInt64, got: UInt64)
+    }
+
+    /// The decision for a write of version `u` at a replica holding `meta`.
+    public static func decide(_ meta: ChunkMeta?, version u: UInt64, fullReplace: Bool) -> Decision {
+        let committed = meta?.committed?.version ?? 0
+        if fullReplace { return u <= committed ? .alreadyCommitted : .replace }
+        if u <= committed { return .alreadyCommitted }
+        if let pending = meta?.pending?.version, pending == u { return .alreadyStaged }
+        if u == committed + 1 { return .stage }
+        return .gap(have: committed, got: u)
+    }
+
+    /// The version the head assigns to the next write of a chunk (with no write of it
+    /// in flight: the head holds the chunk's lock).
+    public static func nextVersion(_ meta: ChunkMeta?) -> UInt64 {
+        max(meta?.committed?.version ?? 0, meta?.pending?.version ?? 0) + 1
+    }
+
+    /// What a read sees: the committed version when nothing is pending; when a write
+    /// is in flight, readers are told to retry (3FS does not ask the tail).
+    public enum ReadDecision: Sendable, Equatable {
+        case serve(ChunkVersion)
+        case notCommitted(committed: UInt64?, pending: UInt64)
+        case notFound
+    }
+
+    public static func read(_ meta: ChunkMeta?) -> ReadDecision {
+        guard let meta else { return .notFound }
+        if let pending = meta.pending { return .notCommitted(committed: meta.committed?.version, pending: pending.version) }
+        guard let committed = meta.committed else { return .notFound }
+        return .serve(committed)
+    }
+}

@@ -1,0 +1,171 @@
+import CisternCore
+import CisternStorage
+import Testing
+
+func version(_ v: UInt64, chain: UInt64 = 1, crc: UInt32 = 0, block: UInt32 = 0) -> ChunkVersion {
+    ChunkVersion(version: v, chainVersion: chain, length: 10, checksum: crc == 0 ? UInt32(truncatingIfNeeded: v &* 2_654_435_761) : crc,
+                 block: BlockAddress(sizeClass: SizeClass(index: 0)!, file: 0, block: block))
+}
+
+let c1 = ChunkID(inode: 1, index: 0)
+
+@Suite struct ReplicaWriteRuleTests {
+    @Test func table() {
+        let committed2 = ChunkMeta(id: c1, committed: version(2))
+        let pending3 = ChunkMeta(id: c1, committed: version(2), pending: version(3))
+        #expect(ReplicaWriteRule.decide(nil, version: 1, fullReplace: false) == .stage)
+        #expect(ReplicaWriteRule.decide(nil, version: 2, fullReplace: false) == .gap(have: 0, got: 2))
+        #expect(ReplicaWriteRule.decide(committed2, version: 3, fullReplace: false) == .stage)
+        #expect(ReplicaWriteRule.decide(committed2, version: 2, fullReplace: false) == .alreadyCommitted)
+        #expect(ReplicaWriteRule.decide(committed2, version: 1, fullReplace: false) == .alreadyCommitted)
+        #expect(ReplicaWriteRule.decide(pending3, version: 3, fullReplace: false) == .alreadyStaged)
+        #expect(ReplicaWriteRule.decide(committed2, version: 5, fullReplace: false) == .gap(have: 2, got: 5))
+        #expect(ReplicaWriteRule.decide(committed2, version: 5, fullReplace: true) == .replace)
+        #expect(ReplicaWriteRule.decide(committed2, version: 2, fullReplace: true) == .alreadyCommitted)
+        #expect(ReplicaWriteRule.nextVersion(nil) == 1)
+        #expect(ReplicaWriteRule.nextVersion(pending3) == 4)
+        #expect(ReplicaWriteRule.read(pending3) == .notCommitted(committed: 2, pending: 3))
+        #expect(ReplicaWriteRule.read(committed2) == .serve(version(2)))
+        #expect(ReplicaWriteRule.read(nil) == .notFound)
+    }
+
+    /// A chain of replicas receives the head's writes, each forwarded along the chain,
+    /// with random duplicates, resends and lost acknowledgements. Whatever the order,
+    /// every replica's committed version only grows, never skips, and ends equal.
+    @Test func chainsConvergeUnderResendsAndDuplicates() {
+        for seed in UInt64(1)...200 {
+            var rng = DeterministicRandom(seed: seed)
+            let replicas = Int.random(in: 1...4, using: &rng)
+            var metas = [ChunkMeta?](repeating: nil, count: replicas)
+            var written: UInt64 = 0
+            // A write in flight: its version and how far down the chain it got.
+            var inflight: (version: UInt64, reached: Int)?
+            for _ in 0..<300 {
+                if inflight == nil {
+                    written = ReplicaWriteRule.nextVersion(metas[0])
+                    inflight = (written, 0)
+                }
+                var (u, reached) = inflight!
+                // Deliver to the next replica (or resend to an earlier one).
+                let target = rng.chance(0.2) ? Int.random(in: 0...reached, using: &rng) : min(reached, replicas - 1)
+                var meta = metas[target]
+                let before = meta?.committed?.version ?? 0
+                switch ReplicaWriteRule.decide(meta, version: u, fullReplace: false) {
+                case .stage:
+                    var m = meta ?? ChunkMeta(id: c1)
+                    m.pending = version(u)
+                    meta = m
+                case .alreadyStaged, .alreadyCommitted:
+                    break
+                case .replace:
+                    Issue.record("replace without fullReplace")
+                case .gap(let have, let got):
+                    Issue.record("seed \(seed): gap at replica \(target): have \(have), got \(got)")
+                }
+                metas[target] = meta
+                if target == reached { reached += 1 }
+                if reached == replicas {
+                    // The tail commits; acknowledgements commit upstream (some lost,
+                    // then resent), so every replica ends with u committed.
+                    for i in stride(from: replicas - 1, through: 0, by: -1) {
+                        var m = metas[i]!
+                        if m.pending?.version == u {
+                            m.committed = m.pending
+                            m.pending = nil
+                        }
+                        metas[i] = m
+                    }
+                    inflight = nil
+                    u = 0
+                } else {
+                    inflight = (u, reached)
+                }
+                let after = metas[target]?.committed?.version ?? 0
+                #expect(after >= before)
+            }
+            if inflight == nil {
+                let finals = metas.map { $0?.committed?.version ?? 0 }
+                #expect(Set(finals).count == 1, "seed \(seed): replicas diverged: \(finals)")
+                #expect(finals.first == written)
+            }
+        }
+    }
+}
+
+@Suite struct DedupTableTests {
+    let ch = DedupTable<Int>.Channel(client: 1, channel: 0)
+
+    @Test func retriesGetTheFirstResult() {
+        var t = DedupTable<Int>(capacity: 4)
+        #expect(t.begin(ch, sequence: 1) == .new)
+        #expect(t.begin(ch, sequence: 1) == .inProgress)
+        t.finish(ch, sequence: 1, result: 42)
+        #expect(t.begin(ch, sequence: 1) == .repeated(42))
+        #expect(t.begin(ch, sequence: 0) == .stale(lastSequence: 1))
+        #expect(t.begin(ch, sequence: 2) == .new)
+        t.abandon(ch, sequence: 2)
+        #expect(t.begin(ch, sequence: 2) == .new)
+    }
+
+    @Test func capacityEvictsTheLeastRecentlyUsedChannel() {
+        var t = DedupTable<Int>(capacity: 2)
+        let a = DedupTable<Int>.Channel(client: 1, channel: 0), b = DedupTable<Int>.Channel(client: 2, channel: 0), c = DedupTable<Int>.Channel(client: 3, channel: 0)
+        _ = t.begin(a, sequence: 1)
+        t.finish(a, sequence: 1, result: 1)
+        _ = t.begin(b, sequence: 1)
+        t.finish(b, sequence: 1, result: 2)
+        _ = t.begin(a, sequence: 1)  // a used again: b is now the oldest
+        _ = t.begin(c, sequence: 1)
+        #expect(t.count == 2)
+        #expect(t.begin(a, sequence: 1) == .repeated(1))
+        #expect(t.begin(b, sequence: 1) == .new, "b was forgotten")
+    }
+}
+
+@Suite struct ResyncPlannerTests {
+    @Test func rules() {
+        let c2 = ChunkID(inode: 2, index: 0), c3 = ChunkID(inode: 3, index: 0), c4 = ChunkID(inode: 4, index: 0), c5 = ChunkID(inode: 5, index: 0), c6 = ChunkID(inode: 6, index: 0)
+        let local = [
+            ChunkMeta(id: c1, committed: version(3)),               // only here: send
+            ChunkMeta(id: c2, committed: version(3, chain: 5)),     // newer chain version: send
+            ChunkMeta(id: c3, committed: version(3)),               // same: skip
+            ChunkMeta(id: c4, committed: version(4)),               // remote pending == our committed: skip
+            ChunkMeta(id: c5, committed: version(4, crc: 7)),       // same version, different bytes: send
+        ]
+        let remote = [
+            ChunkMeta(id: c2, committed: version(3, chain: 4)),
+            ChunkMeta(id: c3, committed: version(3)),
+            ChunkMeta(id: c4, committed: version(3), pending: version(4)),
+            ChunkMeta(id: c5, committed: version(4, crc: 8)),
+            ChunkMeta(id: c6, committed: version(1)),               // only there: remove
+        ]
+        #expect(ResyncPlanner.plan(local: local, remote: remote) == [.send(c1), .send(c2), .send(c5), .remove(c6)])
+    }
+
+    @Test func applyingThePlanMakesTheSuccessorMatch() {
+        for seed in UInt64(1)...300 {
+            var rng = DeterministicRandom(seed: seed)
+            func randomMetas() -> [ChunkMeta] {
+                (0..<8).compactMap { i -> ChunkMeta? in
+                    guard rng.chance(0.7) else { return nil }
+                    let v = UInt64.random(in: 1...4, using: &rng)
+                    return ChunkMeta(id: ChunkID(inode: UInt64(i), index: 0), committed: version(v, chain: UInt64.random(in: 1...3, using: &rng)))
+                }
+            }
+            let local = randomMetas()
+            var remote: [ChunkID: ChunkMeta] = [:]
+            for m in randomMetas() { remote[m.id] = m }
+            for action in ResyncPlanner.plan(local: local, remote: Array(remote.values)) {
+                switch action {
+                case .send(let id): remote[id] = local.first { $0.id == id }
+                case .remove(let id): remote[id] = nil
+                }
+            }
+            for m in local {
+                let r = remote[m.id]
+                #expect(r?.committed?.version == m.committed?.version && r?.committed?.checksum == m.committed?.checksum, "seed \(seed): \(m.id) differs after resync")
+            }
+            #expect(Set(remote.keys) == Set(local.map(\.id)), "seed \(seed): chunk sets differ after resync")
+        }
+    }
+}
