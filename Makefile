@@ -6,7 +6,7 @@ SWIFT ?= swift
 SEEDS ?= 1...20
 BIN := .build/debug/cistern
 
-.PHONY: run test deps build bench release doctor clean
+.PHONY: run test deps build bench bench-disk release doctor clean
 
 run: build
 	$(BIN) sim Scenarios/ --seeds $(SEEDS)
@@ -30,6 +30,9 @@ release: deps
 
 bench: release
 	.build-release/release/cistern bench sim
+
+bench-disk: release
+	.build-release/release/cistern bench disk
 
 doctor: build
 	$(BIN) doctor

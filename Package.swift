@@ -74,6 +74,11 @@ let package = Package(
         .target(name: "CisternSQLite", dependencies: ["CisternCore", "CSQLite"], swiftSettings: strict),
         .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
+        // `cistern bench disk`: raw direct-I/O limits and the chunk engine's figures.
+        .target(
+            name: "CisternBench",
+            dependencies: ["CisternStorage", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim"],
+            swiftSettings: strict),
 
         // The deterministic simulator and the scenario runner.
         .target(
@@ -94,7 +99,7 @@ let package = Package(
             name: "cistern",
             dependencies: [
                 "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA",
+                "CisternRDMA", "CisternBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/cistern",
@@ -106,7 +111,7 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
-        .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternSim", "CisternURing", "CisternNIO"], swiftSettings: strict),
+        .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),

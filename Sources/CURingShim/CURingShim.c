@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <liburing.h>
 
 #include "CURingShim.h"
@@ -132,4 +133,105 @@ unsigned cistern_ring_peek(struct cistern_ring *ring, struct cistern_completion 
         copied += n;
     }
     return copied;
+}
+
+// MARK: Direct I/O helpers
+
+int cistern_open_direct(const char *path, int create) {
+    int flags = O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0);
+    int fd;
+    do {
+        fd = open(path, flags, 0644);
+    } while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+void *cistern_aligned_alloc(uint64_t alignment, uint64_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, (size_t)alignment, (size_t)bytes) != 0) {
+        return NULL;
+    }
+    return p;
+}
+
+void cistern_aligned_free(void *pointer) { free(pointer); }
+
+int cistern_ring_run_fixed_io(struct cistern_ring *ring, int fd, int is_write, void *buffers,
+                              unsigned block_bytes, const uint64_t *offsets, unsigned count,
+                              unsigned depth) {
+    if (depth == 0 || depth > ring->entries) {
+        return -EINVAL;
+    }
+    unsigned *free_slots = malloc(sizeof(unsigned) * depth);
+    if (free_slots == NULL) {
+        return -ENOMEM;
+    }
+    unsigned free_count = depth;
+    for (unsigned k = 0; k < depth; k++) {
+        free_slots[k] = depth - 1 - k;
+    }
+    unsigned next = 0, in_flight = 0;
+    int failure = 0;
+    struct io_uring_cqe *cqes[64];
+    while ((next < count && failure == 0) || in_flight > 0) {
+        while (failure == 0 && next < count && free_count > 0) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->ring);
+            if (sqe == NULL) {
+                break;
+            }
+            unsigned slot = free_slots[--free_count];
+            char *buffer = (char *)buffers + (size_t)slot * block_bytes;
+            if (is_write) {
+                io_uring_prep_write(sqe, fd, buffer, block_bytes, (__u64)offsets[next]);
+            } else {
+                io_uring_prep_read(sqe, fd, buffer, block_bytes, (__u64)offsets[next]);
+            }
+            io_uring_sqe_set_data64(sqe, slot);
+            next++;
+            in_flight++;
+        }
+        if (in_flight == 0) {
+            break;
+        }
+        int rc = io_uring_submit_and_wait(&ring->ring, 1);
+        if (rc == -EINTR) {
+            continue;
+        }
+        if (rc < 0) {
+            free(free_slots);
+            return rc;
+        }
+        unsigned n;
+        while ((n = io_uring_peek_batch_cqe(&ring->ring, cqes, 64)) > 0) {
+            for (unsigned i = 0; i < n; i++) {
+                int res = cqes[i]->res;
+                if (res != (int)block_bytes && failure == 0) {
+                    failure = res < 0 ? res : -EIO;
+                }
+                free_slots[free_count++] = (unsigned)io_uring_cqe_get_data64(cqes[i]);
+            }
+            io_uring_cq_advance(&ring->ring, n);
+            in_flight -= n;
+        }
+    }
+    free(free_slots);
+    return failure;
+}
+
+int cistern_sync_run_fixed_io(int fd, int is_write, void *buffer, unsigned block_bytes,
+                              const uint64_t *offsets, unsigned count) {
+    for (unsigned i = 0; i < count; i++) {
+        ssize_t n;
+        do {
+            n = is_write ? pwrite(fd, buffer, block_bytes, (off_t)offsets[i])
+                      : pread(fd, buffer, block_bytes, (off_t)offsets[i]);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            return -errno;
+        }
+        if (n != (ssize_t)block_bytes) {
+            return -EIO;
+        }
+    }
+    return 0;
 }

@@ -77,6 +77,27 @@ final class SimDiskHarness: DiskHarness, @unchecked Sendable {
     func finish() async {}
 }
 
+/// Each disk is a folder of one simulated node's disk (as storage targets get).
+final class SimSubdirectoryDiskHarness: DiskHarness, @unchecked Sendable {
+    let world: SimWorld
+    let runtime: any Runtime
+    let disk: any Disk
+    private var folders = 0
+
+    init(world: SimWorld, process: SimProcess) {
+        self.world = world
+        self.runtime = process.runtime
+        self.disk = process.disk
+    }
+
+    func makeDisk() async throws -> any Disk {
+        folders += 1
+        return try SubdirectoryDisk(disk, folder: "targets/t\(folders)")
+    }
+
+    func finish() async {}
+}
+
 /// The world's one simulated KV store (the suite keeps its cases on separate keys).
 final class SimKVHarness: KVHarness, @unchecked Sendable {
     let runtime: any Runtime
@@ -104,6 +125,14 @@ final class SimKVHarness: KVHarness, @unchecked Sendable {
     func simulatedDiskConforms(seed: UInt64) {
         let failure = simulateSuite(seed: seed) { world, process in
             try await DiskConformance.run(SimDiskHarness(world: world, process: process))
+        }
+        #expect(failure == nil)
+    }
+
+    @Test(arguments: [UInt64(1), 2])
+    func subdirectoryDiskConforms(seed: UInt64) {
+        let failure = simulateSuite(seed: seed) { world, process in
+            try await DiskConformance.run(SimSubdirectoryDiskHarness(world: world, process: process))
         }
         #expect(failure == nil)
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CisternBench
 import CisternSim
 import Foundation
 
@@ -6,7 +7,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmarks.",
-        subcommands: [SimBench.self])
+        subcommands: [SimBench.self, DiskBench.self])
 }
 
 struct SimBench: ParsableCommand {
@@ -40,6 +41,83 @@ struct SimBench: ParsableCommand {
             print("simulated RPCs: \(r.calls) calls, \(r.concurrency) in flight, \(String(format: "%.2f", r.wallSeconds)) s wall, \(String(format: "%.3f", r.simulatedSeconds)) s simulated")
             print("rpcs_per_second: \(Int(r.rpcsPerSecond)) (\(build) build, one thread)")
             if build == "debug" { print("note: a debug build is several times slower; measure with `swift build -c release`") }
+        }
+    }
+}
+
+/// `cistern bench disk`: the disk's raw direct-I/O limits and the chunk engine's
+/// figures (on the io_uring disk and on the POSIX disk), side by side with ratios.
+struct DiskBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disk",
+        abstract: "Raw disk limits (O_DIRECT, io_uring) beside the chunk engine's figures on the same disk.",
+        discussion: """
+            Measures, in one run: sequential 1 MiB direct writes and reads and 4 KiB random \
+            direct reads at queue depth 32 and 1 on a scratch file; then the chunk engine on \
+            DiskFactory's disk and on the POSIX disk: 1 MiB chunks staged and committed one at \
+            a time and with --concurrency tasks, read back, and 4 KiB chunks written and read \
+            at random with --concurrency tasks. Prints each engine figure with the raw limit \
+            it compares with and the ratio. A benchmark: it never fails on slow figures.
+            """)
+
+    @Option(help: "Directory to create the scratch directory in (removed afterwards). Default: the system temp dir.")
+    var dir: String?
+
+    @Option(name: .customLong("file-mb"), help: "Size of the raw scratch file in MiB.")
+    var fileMB = 1024
+
+    @Option(help: "1 MiB chunks per engine pass.")
+    var chunks = 256
+
+    @Option(name: .customLong("small-chunks"), help: "4 KiB chunks written, then read at random.")
+    var smallChunks = 2048
+
+    @Option(help: "Tasks in flight for the engine's concurrent writes and random reads.")
+    var concurrency = 32
+
+    @Option(help: "Seconds each random-read pass runs.")
+    var seconds = 2.0
+
+    @Flag(help: "Print the result as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard fileMB >= 1 else { throw ValidationError("--file-mb must be at least 1") }
+        guard chunks >= 1, smallChunks >= 1 else { throw ValidationError("--chunks and --small-chunks must be at least 1") }
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+        guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
+    }
+
+    func run() async throws {
+        #if DEBUG
+        let build = "debug"
+        #else
+        let build = "release"
+        #endif
+        let options = DiskBenchmark.Options(
+            directory: dir,
+            raw: .init(fileBytes: fileMB << 20, randomSeconds: seconds),
+            engine: .init(chunks: chunks, smallChunks: smallChunks, concurrency: concurrency, randomSeconds: seconds))
+        let report: DiskBenchmark.Report
+        do {
+            report = try await DiskBenchmark.run(options) { line in
+                FileHandle.standardError.write(Data("bench disk: \(line)\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            var object = try JSONSerialization.jsonObject(with: encoder.encode(report)) as! [String: Any]
+            object["build"] = build
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
+        } else {
+            print(DiskBenchmark.table(report))
+            print("(\(build) build)")
+            if build == "debug" { print("note: a debug build is slower; measure with `make bench-disk`") }
         }
     }
 }

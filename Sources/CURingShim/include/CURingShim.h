@@ -68,4 +68,36 @@ int cistern_ring_submit_and_wait(struct cistern_ring *ring, unsigned wait_nr);
 /// waiting. Returns how many were copied (0 when none is available).
 unsigned cistern_ring_peek(struct cistern_ring *ring, struct cistern_completion *out, unsigned max);
 
+// MARK: Direct I/O helpers (for `cistern bench disk`)
+
+/// Opens `path` read-write with O_DIRECT and O_CLOEXEC (and O_CREAT, mode 0644, when
+/// `create` is nonzero). Returns the descriptor, or -errno (-EINVAL when the file
+/// system does not support O_DIRECT).
+int cistern_open_direct(const char *path, int create);
+
+/// `posix_memalign`: `bytes` bytes aligned to `alignment` (a power of two, a multiple
+/// of sizeof(void *)), or NULL. Free with `cistern_aligned_free`.
+void *cistern_aligned_alloc(uint64_t alignment, uint64_t bytes);
+
+/// Frees memory from `cistern_aligned_alloc` (NULL is ignored).
+void cistern_aligned_free(void *pointer);
+
+/// Runs `count` reads (`is_write` zero) or writes (`is_write` nonzero) of `block_bytes` bytes
+/// each on `fd`, the i-th at `offsets[i]`, keeping up to `depth` of them in flight on
+/// `ring` (`depth` at most the ring's entries). Slot k of the in-flight window uses
+/// the buffer `buffers + k * block_bytes`, so `buffers` must hold `depth * block_bytes`
+/// bytes (aligned for O_DIRECT). Operations are issued in order; a short transfer is
+/// an error (-EIO). Returns 0, or the -errno of the first failure once every operation
+/// in flight has completed (no new ones are issued after a failure). If submission
+/// itself fails, returns its -errno at once: operations may still be in flight, so
+/// destroy the ring but neither free the buffers nor close `fd` before exiting.
+int cistern_ring_run_fixed_io(struct cistern_ring *ring, int fd, int is_write, void *buffers,
+                              unsigned block_bytes, const uint64_t *offsets, unsigned count,
+                              unsigned depth);
+
+/// The same with `pread`/`pwrite`, one at a time (queue depth 1), all into or from
+/// `buffer` (`block_bytes` bytes), for machines without io_uring. Returns 0 or -errno.
+int cistern_sync_run_fixed_io(int fd, int is_write, void *buffer, unsigned block_bytes,
+                              const uint64_t *offsets, unsigned count);
+
 #endif
