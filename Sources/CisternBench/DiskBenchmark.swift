@@ -34,12 +34,15 @@ public enum DiskBenchmark {
     public struct Row: Sendable, Codable {
         /// What was measured, e.g. "engine seq write 1 MiB (io_uring)".
         public var name: String
+        /// The figure, in `unit`.
         public var value: Double
         /// "MB/s" (10^6 bytes per second), "IOPS" or "chunks/s".
         public var unit: String
         /// The raw figure's name, when this row compares with one.
         public var rawName: String?
+        /// The raw figure, in `unit`.
         public var raw: Double?
+        /// `value / raw`.
         public var ratio: Double?
         /// A second figure for the same run, e.g. chunks/s beside MB/s.
         public var detail: String?
@@ -47,6 +50,7 @@ public enum DiskBenchmark {
 
     /// Everything one run measured.
     public struct Report: Sendable, Codable {
+        /// The disk's raw limits.
         public var raw: RawDiskBenchmark.Result
         /// One result per disk the engine ran on: `DiskFactory`'s, then `POSIXDisk`.
         public var engines: [EngineBenchmark.Result]
@@ -100,14 +104,15 @@ public enum DiskBenchmark {
 
     /// The comparison rows of `raw` and `engines`.
     public static func rows(raw: RawDiskBenchmark.Result, engines: [EngineBenchmark.Result]) -> [Row] {
-        let seqDepth = raw.method.hasPrefix("io_uring") ? " QD\(raw.sequentialDepth)" : " QD1"
+        let seqDepth = " QD\(raw.sequentialDepth)"
         let seqSize = size(raw.sequentialBlockBytes)
         let smallSize = size(raw.randomBlockBytes)
         let rawWrite = Row(name: "raw seq write \(seqSize)\(seqDepth)", value: raw.sequentialWriteBytesPerSecond / 1e6, unit: "MB/s")
         let rawRead = Row(name: "raw seq read \(seqSize)\(seqDepth)", value: raw.sequentialReadBytesPerSecond / 1e6, unit: "MB/s")
         let rawRandom = Row(name: "raw rand read \(smallSize) QD\(raw.randomDepth)", value: raw.randomReadIOPS, unit: "IOPS")
         let rawRandom1 = Row(name: "raw rand read \(smallSize) QD1", value: raw.randomReadIOPSDepth1, unit: "IOPS")
-        var rows = [rawWrite, rawRead, rawRandom, rawRandom1]
+        // Without io_uring both random passes ran at queue depth 1: show one.
+        var rows = raw.randomDepth == 1 ? [rawWrite, rawRead, rawRandom] : [rawWrite, rawRead, rawRandom, rawRandom1]
         func compare(_ name: String, _ value: Double, _ unit: String, _ with: Row?, detail: String? = nil) -> Row {
             Row(
                 name: name, value: value, unit: unit, rawName: with?.name, raw: with?.value,

@@ -48,18 +48,26 @@ public enum EngineBenchmark {
     public struct Result: Sendable, Codable {
         /// Which `Disk` the engine ran on, e.g. "io_uring" or "posix".
         public var disk: String
+        /// Large chunks per pass.
         public var chunks: Int
+        /// Size of each large chunk.
         public var chunkBytes: Int
+        /// Small chunks written and read.
         public var smallChunks: Int
+        /// Size of each small chunk.
         public var smallChunkBytes: Int
+        /// Tasks in flight for the concurrent passes (at most the chunks of a pass).
         public var concurrency: Int
-        /// Large chunks staged and committed one after another.
+        /// Large chunks staged and committed one after another: bytes per second.
         public var sequentialWriteBytesPerSecond: Double
+        /// The same pass: chunks per second.
         public var sequentialWriteChunksPerSecond: Double
         /// The same chunks read back one after another (page cache).
         public var sequentialReadBytesPerSecond: Double
-        /// Other large chunks staged and committed with `concurrency` tasks in flight.
+        /// Other large chunks staged and committed with `concurrency` tasks in flight:
+        /// bytes per second.
         public var concurrentWriteBytesPerSecond: Double
+        /// The same pass: chunks per second.
         public var concurrentWriteChunksPerSecond: Double
         /// Small chunks staged and committed with `concurrency` tasks in flight.
         public var smallWriteChunksPerSecond: Double

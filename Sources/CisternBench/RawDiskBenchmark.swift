@@ -33,6 +33,8 @@ public enum RawDiskBenchmark {
         public var randomDepth: Int
         /// How long each random-read pass runs.
         public var randomSeconds: Double
+        /// Whether to use io_uring when it is available (false: the pread/pwrite path).
+        public var useIOUring: Bool
 
         /// - Parameters:
         ///   - fileBytes: scratch file size (default 1 GiB).
@@ -41,9 +43,11 @@ public enum RawDiskBenchmark {
         ///   - randomBlockBytes: random read size (default 4 KiB; a multiple of 4096).
         ///   - randomDepth: deep random-read queue depth (default 32).
         ///   - randomSeconds: duration of each random-read pass (default 2 s).
+        ///   - useIOUring: false measures with pread/pwrite at queue depth 1 even where
+        ///     io_uring works (default true).
         public init(
             fileBytes: Int = 1 << 30, sequentialBlockBytes: Int = 1 << 20, sequentialDepth: Int = 32,
-            randomBlockBytes: Int = 4096, randomDepth: Int = 32, randomSeconds: Double = 2
+            randomBlockBytes: Int = 4096, randomDepth: Int = 32, randomSeconds: Double = 2, useIOUring: Bool = true
         ) {
             self.fileBytes = fileBytes
             self.sequentialBlockBytes = sequentialBlockBytes
@@ -51,10 +55,11 @@ public enum RawDiskBenchmark {
             self.randomBlockBytes = randomBlockBytes
             self.randomDepth = randomDepth
             self.randomSeconds = randomSeconds
+            self.useIOUring = useIOUring
         }
     }
 
-    /// The raw figures. Rates are per wall-clock second; bytes are decimal-free counts.
+    /// The raw figures. Rates are per wall-clock second.
     public struct Result: Sendable, Codable {
         /// How the I/O was issued, e.g. "io_uring, O_DIRECT".
         public var method: String
@@ -62,9 +67,11 @@ public enum RawDiskBenchmark {
         public var direct: Bool
         /// Bytes in the scratch file.
         public var fileBytes: Int
+        /// Size of each sequential read and write.
         public var sequentialBlockBytes: Int
-        /// Queue depth the sequential passes actually ran at.
+        /// Queue depth the sequential passes actually ran at (1 without io_uring).
         public var sequentialDepth: Int
+        /// Size of each random read.
         public var randomBlockBytes: Int
         /// Queue depth the deep random-read pass actually ran at (1 without io_uring).
         public var randomDepth: Int
@@ -105,7 +112,7 @@ public enum RawDiskBenchmark {
         // The ring, or nil for the pread/pwrite fallback.
         var ring: OpaquePointer? = nil
         var method = direct ? "io_uring, O_DIRECT" : "io_uring, buffered"
-        switch IOUringProbe.probe() {
+        switch options.useIOUring ? IOUringProbe.probe() : .unavailable(reason: "io_uring not requested") {
         case .available:
             let rc = cistern_ring_create(64, &ring)
             if rc < 0 {
@@ -116,7 +123,7 @@ public enum RawDiskBenchmark {
             method = "pread/pwrite\(direct ? ", O_DIRECT" : ""), queue depth 1 (\(reason))"
         }
         if ring == nil {
-            notes.append("io_uring unavailable: every raw figure is pread/pwrite at queue depth 1")
+            notes.append("io_uring not used: every raw figure is pread/pwrite at queue depth 1")
         }
         let ringEntries = ring.map { Int(cistern_ring_entries($0)) } ?? 1
         let seqDepth = ring == nil ? 1 : max(1, min(options.sequentialDepth, ringEntries))

@@ -6,8 +6,8 @@ public enum ReplicaWriteRule {
     public enum Decision: Sendable, Equatable {
         /// Store the data as the pending version `u`, then forward (or commit at the tail).
         case stage
-        /// This version is already pending here (a resend): do not store it again;
-        /// forward (or commit at the tail) as for a fresh write.
+        /// This version, with these bytes, is already pending here (a resend): do not
+        /// store it again; forward (or commit at the tail) as for a fresh write.
         case alreadyStaged
         /// This version, or a later one, is already committed here: acknowledge.
         case alreadyCommitted
@@ -19,20 +19,23 @@ public enum ReplicaWriteRule {
         case gap(have: UInt64, got: UInt64)
     }
 
-    /// The decision for a write of version `u` at a replica holding `meta`.
-    public static func decide(_ meta: ChunkMeta?, version u: UInt64, fullReplace: Bool) -> Decision {
+    /// The decision for a write of version `u` with checksum `checksum` at a replica
+    /// holding `meta`. A pending `u` with other bytes (left by a failed attempt the
+    /// head then retried with new data) is overwritten, never mistaken for a resend.
+    public static func decide(_ meta: ChunkMeta?, version u: UInt64, checksum: UInt32, fullReplace: Bool) -> Decision {
         let committed = meta?.committed?.version ?? 0
         if fullReplace { return u <= committed ? .alreadyCommitted : .replace }
         if u <= committed { return .alreadyCommitted }
-        if let pending = meta?.pending?.version, pending == u { return .alreadyStaged }
+        if let pending = meta?.pending, pending.version == u, pending.checksum == checksum { return .alreadyStaged }
         if u == committed + 1 { return .stage }
         return .gap(have: committed, got: u)
     }
 
-    /// The version the head assigns to the next write of a chunk (with no write of it
-    /// in flight: the head holds the chunk's lock).
+    /// The version the head assigns to the next write of a chunk. The head holds the
+    /// chunk's lock, so a pending version here is left by a failed attempt and is
+    /// overwritten: the next version follows the committed one.
     public static func nextVersion(_ meta: ChunkMeta?) -> UInt64 {
-        max(meta?.committed?.version ?? 0, meta?.pending?.version ?? 0) + 1
+        (meta?.committed?.version ?? 0) + 1
     }
 
     /// What a read sees: the committed version when nothing is pending; when a write

@@ -37,4 +37,18 @@ import Testing
         #expect(DiskBenchmark.table(report).contains("engine rand read 4 KiB x4 (posix)"))
         #expect(!FileManager.default.fileExists(atPath: report.directory))
     }
+
+    @Test func rawFallbackWithoutIOUringGivesPositiveFigures() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cistern-benchsmoke-\(UInt64.random(in: 0...UInt64.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let raw = try RawDiskBenchmark.measure(
+            directory: directory, options: .init(fileBytes: 4 << 20, randomSeconds: 0.05, useIOUring: false))
+        #expect(raw.method.hasPrefix("pread/pwrite"))
+        #expect(raw.randomDepth == 1 && raw.sequentialDepth == 1)
+        for figure in [raw.sequentialWriteBytesPerSecond, raw.sequentialReadBytesPerSecond, raw.randomReadIOPS, raw.randomReadIOPSDepth1] {
+            #expect(figure > 0 && figure.isFinite)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
 }
