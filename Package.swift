@@ -55,7 +55,7 @@ let package = Package(
         // The cluster manager service and its client.
         .target(name: "CisternMgmtd", dependencies: ["CisternRouting"], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
-        .target(name: "CisternStorage", dependencies: ["CisternRouting"], swiftSettings: strict),
+        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
 
         // Production implementations of the seams.

@@ -1,0 +1,127 @@
+import CisternCore
+import CisternMgmtd
+import CisternRouting
+import CisternWire
+
+/// Why a chunk operation gave up.
+public enum StorageClientError: Error, Equatable, Sendable, CustomStringConvertible {
+    case exhausted(attempts: Int, lastError: String)
+    case unknownChain(ChainID)
+
+    public var description: String {
+        switch self {
+        case .exhausted(let n, let e): return "gave up after \(n) attempts (last: \(e)); the chain may have no serving replica"
+        case .unknownChain(let c): return "\(c) is not in the routing information; is the chain table created?"
+        }
+    }
+}
+
+/// Reads and writes chunks on chains: writes go to the head (retried under one
+/// request tag, so a retried write is applied once), reads to any SERVING replica
+/// (another one after a failure or a corrupt copy). Routing comes from the cluster
+/// manager and is refreshed whenever a node refuses a request.
+public actor StorageClient {
+    public nonisolated let unownedExecutor: UnownedSerialExecutor
+    let runtime: any Runtime
+    let transport: any Transport
+    let mgmtd: MgmtdClient
+    let clientID: UInt32
+    private var sequence: UInt64 = 0
+    private var rng: DeterministicRandom
+    public var attemptsMax = 80
+    public var timeoutNanoseconds: UInt64 = 1_000_000_000
+
+    public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32) {
+        self.runtime = runtime
+        self.transport = transport
+        self.mgmtd = mgmtd
+        self.clientID = clientID
+        self.rng = runtime.random("storage.client")
+        self.unownedExecutor = runtime.makeActorExecutor()
+    }
+
+    private func chain(_ id: ChainID, refresh: Bool) async -> Chain? {
+        let known = await mgmtd.routing
+        if refresh || known == nil { await mgmtd.refreshRouting() }
+        return await mgmtd.routing?.chain(id)
+    }
+
+    private func backoff(_ attempt: Int) async {
+        try? await runtime.sleep(nanoseconds: min(UInt64(20_000_000) << min(attempt, 4), 400_000_000))
+    }
+
+    /// Writes `data` at `offset` of `chunk`; returns the committed version.
+    public func write(_ chunk: ChunkID, chain id: ChainID, offset: Int = 0, _ data: [UInt8]) async throws(StorageClientError) -> UInt64 {
+        sequence += 1
+        let tag = ClientTag(client: clientID, channel: 0, sequence: sequence)
+        var last = "no attempt"
+        var refresh = false
+        for attempt in 0..<attemptsMax {
+            if attempt > 0 { await backoff(attempt) }
+            guard let chain = await chain(id, refresh: refresh) else {
+                last = "\(id) unknown"
+                refresh = true
+                continue
+            }
+            refresh = true
+            let routing = await mgmtd.routing
+            guard let head = chain.writeTargets.first, head.state == .serving, let node = routing?.target(head.target)?.node else {
+                last = "\(chain) has no serving head"
+                continue
+            }
+            let args = WriteArgs(target: head.target, chain: id, chainVersion: chain.version, chunk: chunk, offset: offset, tag: tag)
+            do {
+                let response = try await transport.call(node, service: storageService, StorageRequest.write(args).message(bulk: data), timeoutNanoseconds: timeoutNanoseconds)
+                let reply = try StorageReply(wireBytes: response.header)
+                if case .written(let v) = reply { return v }
+                last = "\(head.target): \(reply)"
+            } catch {
+                last = "\(head.target): \(error)"
+            }
+        }
+        throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+
+    /// The committed content of `chunk` and its version, or nil if it does not exist.
+    public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
+        var last = "no attempt"
+        var refresh = false
+        for attempt in 0..<attemptsMax {
+            if attempt > 0 { await backoff(attempt) }
+            guard let chain = await chain(id, refresh: refresh) else {
+                last = "\(id) unknown"
+                refresh = true
+                continue
+            }
+            refresh = true
+            let serving = chain.servingTargets
+            guard !serving.isEmpty else {
+                last = "\(chain) has no serving replica"
+                continue
+            }
+            let target = serving[Int.random(in: 0..<serving.count, using: &rng)]
+            let routing = await mgmtd.routing
+            guard let node = routing?.target(target)?.node else { continue }
+            let request = StorageRequest.read(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
+            do {
+                let response = try await transport.call(node, service: storageService, request, timeoutNanoseconds: timeoutNanoseconds)
+                let reply = try StorageReply(wireBytes: response.header)
+                switch reply {
+                case .data(let v, let checksum):
+                    guard CRC32C.checksum(response.bulk) == checksum else {
+                        last = "\(target): data failed its checksum in transit"
+                        continue
+                    }
+                    return (v, response.bulk)
+                case .notFound:
+                    return nil
+                default:
+                    last = "\(target): \(reply)"
+                }
+            } catch {
+                last = "\(target): \(error)"
+            }
+        }
+        throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+}

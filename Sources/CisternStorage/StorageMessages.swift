@@ -1,0 +1,211 @@
+import CisternCore
+import CisternRouting
+import CisternWire
+
+/// The storage service's number on the wire.
+public let storageService = ServiceID(4)
+
+/// Identifies a client request for retry deduplication: a client numbers its
+/// requests per channel.
+public struct ClientTag: Hashable, Sendable, WireCodable {
+    public var client: UInt32
+    public var channel: UInt32
+    public var sequence: UInt64
+    public init(client: UInt32, channel: UInt32, sequence: UInt64) {
+        self.client = client
+        self.channel = channel
+        self.sequence = sequence
+    }
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            w.write(client)
+            w.write(channel)
+            w.writeVarint(sequence)
+        }
+    }
+    public init(from reader: inout WireReader) throws(WireError) {
+        (client, channel, sequence) = try reader.readMessage("ClientTag") { r throws(WireError) in
+            (try r.read(UInt32.self), try r.read(UInt32.self), try r.readVarint())
+        }
+    }
+}
+
+/// A write of one chunk. From a client (`version == 0`): `bulk` holds the bytes to
+/// write at `offset`; the head turns them into the chunk's full new content and
+/// assigns the version. Along the chain (`version > 0`): `bulk` is the full content.
+public struct WriteArgs: Hashable, Sendable, WireCodable {
+    public var target: TargetID
+    public var chain: ChainID
+    public var chainVersion: UInt64
+    public var chunk: ChunkID
+    public var offset: Int
+    public var version: UInt64
+    public var checksum: UInt32
+    /// Replace whatever the receiver has (resync, or forwarding to a SYNCING target).
+    public var fullReplace: Bool
+    public var tag: ClientTag
+
+    public init(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID, offset: Int = 0, version: UInt64 = 0, checksum: UInt32 = 0, fullReplace: Bool = false, tag: ClientTag) {
+        self.target = target
+        self.chain = chain
+        self.chainVersion = chainVersion
+        self.chunk = chunk
+        self.offset = offset
+        self.version = version
+        self.checksum = checksum
+        self.fullReplace = fullReplace
+        self.tag = tag
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            w.write(target)
+            w.write(chain)
+            w.writeVarint(chainVersion)
+            w.write(chunk)
+            w.write(offset)
+            w.writeVarint(version)
+            w.writeUInt32LE(checksum)
+            w.writeBool(fullReplace)
+            w.write(tag)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        self = try reader.readMessage("WriteArgs") { r throws(WireError) in
+            WriteArgs(
+                target: try r.read(TargetID.self), chain: try r.read(ChainID.self), chainVersion: try r.readVarint(),
+                chunk: try r.read(ChunkID.self), offset: try r.read(Int.self), version: try r.readVarint(),
+                checksum: try r.readUInt32LE(), fullReplace: try r.readBool(), tag: try r.read(ClientTag.self))
+        }
+    }
+}
+
+/// Requests the storage service serves. The method number is the wire tag.
+public enum StorageRequest: Sendable, Equatable {
+    case write(WriteArgs)
+    /// The committed content of `chunk` on `target`.
+    case read(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID)
+    /// Every chunk's metadata on `target` (a predecessor starting a resync asks).
+    case dumpMeta(target: TargetID, chainVersion: UInt64)
+    /// Removes `chunk` from `target` (resync of a chunk the predecessor does not have).
+    case removeChunk(target: TargetID, chainVersion: UInt64, chunk: ChunkID)
+    /// The predecessor finished resyncing `target`: it is up to date.
+    case syncDone(target: TargetID, chainVersion: UInt64)
+
+    public var method: UInt16 {
+        switch self {
+        case .write: return 1
+        case .read: return 2
+        case .dumpMeta: return 3
+        case .removeChunk: return 4
+        case .syncDone: return 5
+        }
+    }
+
+    public func message(bulk: [UInt8] = []) -> Message {
+        var w = WireWriter()
+        w.writeMessage { m in
+            switch self {
+            case .write(let a): m.write(a)
+            case .read(let t, let c, let v, let chunk):
+                m.write(t)
+                m.write(c)
+                m.writeVarint(v)
+                m.write(chunk)
+            case .dumpMeta(let t, let v), .syncDone(let t, let v):
+                m.write(t)
+                m.writeVarint(v)
+            case .removeChunk(let t, let v, let chunk):
+                m.write(t)
+                m.writeVarint(v)
+                m.write(chunk)
+            }
+        }
+        return Message(method: method, header: w.bytes, bulk: bulk)
+    }
+
+    public init(_ message: Message) throws(WireError) {
+        var r = WireReader(message.header)
+        let method = message.method
+        self = try r.readMessage("StorageRequest") { m throws(WireError) -> StorageRequest in
+            switch method {
+            case 1: return .write(try m.read(WriteArgs.self))
+            case 2: return .read(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
+            case 3: return .dumpMeta(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
+            case 4: return .removeChunk(target: try m.read(TargetID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
+            case 5: return .syncDone(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
+            default: throw .unknownTag(type: "StorageRequest", tag: UInt64(method))
+            }
+        }
+    }
+}
+
+/// The storage service's answers. Data travels in the message's bulk part.
+public enum StorageReply: Sendable, Equatable, WireCodable {
+    case written(version: UInt64)
+    case data(version: UInt64, checksum: UInt32)
+    /// A write of this chunk is in flight: retry shortly (3FS does not ask the tail).
+    case notCommitted
+    case notFound
+    /// The sender's chain version is not ours: refresh routing and retry.
+    case chainVersionMismatch(current: UInt64)
+    /// This target does not serve this request now (not in the chain, not SERVING, or
+    /// its node is recovering); the text says which.
+    case notServing(String)
+    /// This replica's copy failed its checksum; read another replica (this one is
+    /// being repaired).
+    case corrupt
+    case meta([ChunkMeta])
+    case done
+    case failed(String)
+
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case .written(let v):
+            writer.writeVarint(1)
+            writer.writeMessage { $0.writeVarint(v) }
+        case .data(let v, let c):
+            writer.writeVarint(2)
+            writer.writeMessage { w in
+                w.writeVarint(v)
+                w.writeUInt32LE(c)
+            }
+        case .notCommitted: writer.writeVarint(3); writer.writeMessage { _ in }
+        case .notFound: writer.writeVarint(4); writer.writeMessage { _ in }
+        case .chainVersionMismatch(let v):
+            writer.writeVarint(5)
+            writer.writeMessage { $0.writeVarint(v) }
+        case .notServing(let why):
+            writer.writeVarint(6)
+            writer.writeMessage { $0.writeString(why) }
+        case .corrupt: writer.writeVarint(7); writer.writeMessage { _ in }
+        case .meta(let metas):
+            writer.writeVarint(8)
+            writer.writeMessage { $0.write(metas) }
+        case .done: writer.writeVarint(9); writer.writeMessage { _ in }
+        case .failed(let why):
+            writer.writeVarint(10)
+            writer.writeMessage { $0.writeString(why) }
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let tag = try reader.readVarint("StorageReply tag")
+        self = try reader.readMessage("StorageReply") { m throws(WireError) -> StorageReply in
+            switch tag {
+            case 1: return .written(version: try m.readVarint())
+            case 2: return .data(version: try m.readVarint(), checksum: try m.readUInt32LE())
+            case 3: return .notCommitted
+            case 4: return .notFound
+            case 5: return .chainVersionMismatch(current: try m.readVarint())
+            case 6: return .notServing(try m.readString())
+            case 7: return .corrupt
+            case 8: return .meta(try m.read([ChunkMeta].self))
+            case 9: return .done
+            case 10: return .failed(try m.readString())
+            default: throw .unknownTag(type: "StorageReply", tag: tag)
+            }
+        }
+    }
+}

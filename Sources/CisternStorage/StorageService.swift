@@ -1,0 +1,429 @@
+import CisternCore
+import CisternMgmtd
+import CisternRouting
+import CisternWire
+import Logging
+
+/// Timing and limits of a storage node.
+public struct StorageConfig: Sendable, Equatable {
+    public var heartbeatIntervalNanoseconds: UInt64 = 500_000_000
+    /// Without a successful heartbeat for this long, the node stops serving: the
+    /// manager may already have declared it failed (half its failure timeout).
+    public var isolationNanoseconds: UInt64 = 1_500_000_000
+    public var callTimeoutNanoseconds: UInt64 = 1_000_000_000
+    /// Attempts to forward a write down the chain before failing it (routing is
+    /// refreshed between attempts, so a new successor is found after a failure).
+    public var forwardAttemptsMax = 40
+    public var forwardBackoffNanoseconds: UInt64 = 100_000_000
+    public init() {}
+}
+
+/// A storage node: its targets (one chunk engine each, in a folder of the node's
+/// disk) and the CRAQ protocol over them. Writes enter at the chain's head, which
+/// assigns the version under the chunk's lock, stages it, forwards it, and commits
+/// when the successor acknowledges; the tail commits first. Reads are served by any
+/// SERVING replica from committed data. Every request carries the chain version and
+/// a mismatch is refused. A SYNCING successor is brought up to date by its
+/// predecessor. Heartbeats report each target's local state and space.
+public actor StorageService {
+    public nonisolated let unownedExecutor: UnownedSerialExecutor
+    public let node: NodeID
+    let runtime: any Runtime
+    let transport: any Transport
+    let mgmtd: MgmtdClient
+    let config: StorageConfig
+    let log: Logger
+    public nonisolated let targetIDs: [TargetID]
+    private var engines: [TargetID: ChunkEngine] = [:]
+    private var local: [TargetID: LocalState] = [:]
+    private var recovering: Bool
+    private var syncDone: Set<TargetID> = []
+    private var syncingSuccessors: Set<TargetID> = []
+    private var locks = ChunkLocks()
+    private var dedup = DedupTable<StorageReply>()
+    private var lastContact: UInt64
+    private var repairing: Set<ChunkLocks.Key> = []
+    /// Checksum failures seen on reads (each triggers a repair).
+    public private(set) var corruptionsDetected = 0
+    public private(set) var repairs = 0
+
+    static let markerPath = "storage-node.state"
+
+    init(node: NodeID, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, config: StorageConfig, targets: [TargetID], restarted: Bool) {
+        self.node = node
+        self.runtime = runtime
+        self.transport = transport
+        self.mgmtd = mgmtd
+        self.config = config
+        self.targetIDs = targets
+        self.recovering = restarted
+        self.lastContact = runtime.nowNanoseconds()
+        self.log = runtime.logger("storage")
+        for t in targets { local[t] = restarted ? .online : .upToDate }
+        self.unownedExecutor = runtime.makeActorExecutor()
+    }
+
+    /// Opens every target's chunk engine (in `targets/<id>` of `disk`), serves the
+    /// storage service and starts heartbeating. A node that finds its marker on the
+    /// disk was running before: it sends no heartbeat until routing shows all its
+    /// targets offline, so each goes through a resync.
+    public static func start(
+        node: NodeID, runtime: any Runtime, transport: any Transport, disk: any Disk, mgmtd: MgmtdClient,
+        targets: [TargetID], config: StorageConfig = StorageConfig()
+    ) async throws -> StorageService {
+        var restarted = false
+        if (try? await disk.open(markerPath, create: false)) != nil {
+            restarted = true
+        } else {
+            let f = try await disk.open(markerPath, create: true)
+            try await disk.write(f, offset: 0, Array("started".utf8))
+            try await disk.fsync(f)
+        }
+        let service = StorageService(node: node, runtime: runtime, transport: transport, mgmtd: mgmtd, config: config, targets: targets, restarted: restarted)
+        for t in targets {
+            let engine = try await ChunkEngine.open(disk: SubdirectoryDisk(disk, folder: "targets/t\(t.rawValue)"), runtime: runtime)
+            await service.attach(t, engine)
+        }
+        await transport.serve(storageService) { [service] request in
+            let parsed = try StorageRequest(request.message)
+            let (reply, bulk) = await service.handle(parsed, bulk: request.message.bulk)
+            return Message(method: 0, header: reply.wireBytes(), bulk: bulk)
+        }
+        await mgmtd.serveHints()
+        runtime.spawn("storage.heartbeat") { [service] in await service.heartbeatLoop() }
+        return service
+    }
+
+    private func attach(_ t: TargetID, _ e: ChunkEngine) { engines[t] = e }
+
+    /// The engine of `target` (for checkers and tests).
+    public func engine(_ target: TargetID) -> ChunkEngine? { engines[target] }
+
+    // MARK: Locks
+
+    private func lock(_ key: ChunkLocks.Key) async {
+        if locks.tryAcquire(key) { return }
+        await withUnsafeContinuation { locks.enqueue(key, $0) }
+    }
+
+    private func unlock(_ key: ChunkLocks.Key) {
+        locks.release(key)?.resume()
+    }
+
+    // MARK: Requests
+
+    func handle(_ request: StorageRequest, bulk: [UInt8]) async -> (StorageReply, [UInt8]) {
+        if recovering { return (.notServing("\(node) is recovering after a restart"), []) }
+        if runtime.nowNanoseconds() > lastContact &+ config.isolationNanoseconds {
+            return (.notServing("\(node) lost contact with the cluster manager"), [])
+        }
+        switch request {
+        case .write(let a): return (await write(a, bulk), [])
+        case .read(let t, let c, let v, let chunk): return await read(t, chain: c, chainVersion: v, chunk: chunk)
+        case .dumpMeta(let t, _):
+            guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
+            return (.meta(await e.allMeta()), [])
+        case .removeChunk(let t, _, let chunk):
+            guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
+            let key = ChunkLocks.Key(target: t.rawValue, chunk: chunk)
+            await lock(key)
+            defer { unlock(key) }
+            do {
+                try await e.remove(chunk)
+                return (.done, [])
+            } catch {
+                return (.failed("\(error)"), [])
+            }
+        case .syncDone(let t, let v):
+            guard let chain = await chain(of: t), chain.version == v, chain.state(of: t) == .syncing else {
+                return (.failed("\(t) is not syncing under chain version \(v)"), [])
+            }
+            syncDone.insert(t)
+            local[t] = .upToDate
+            return (.done, [])
+        }
+    }
+
+    private func chain(of target: TargetID) async -> Chain? {
+        guard let r = await mgmtd.routing, let c = r.target(target)?.chain else { return nil }
+        return r.chain(c)
+    }
+
+    private func write(_ a: WriteArgs, _ data: [UInt8]) async -> StorageReply {
+        guard let engine = engines[a.target] else { return .notServing("no \(a.target) on \(node)") }
+        guard let chain = await mgmtd.routing?.chain(a.chain) else { return .notServing("\(a.chain) is not in this node's routing yet") }
+        guard chain.version == a.chainVersion else { return .chainVersionMismatch(current: chain.version) }
+        guard let mine = chain.state(of: a.target), mine.receivesWrites else {
+            return .notServing("\(a.target) is \(chain.state(of: a.target)?.description ?? "not in \(a.chain)")")
+        }
+        let key = ChunkLocks.Key(target: a.target.rawValue, chunk: a.chunk)
+        if a.version == 0 {
+            // A client write: only the head takes it.
+            guard chain.writeTargets.first?.target == a.target, mine == .serving else {
+                return .notServing("\(a.target) is not the head of \(a.chain)")
+            }
+            let channel = DedupTable<StorageReply>.Channel(client: a.tag.client, channel: a.tag.channel)
+            switch dedup.begin(channel, sequence: a.tag.sequence) {
+            case .repeated(let reply): return reply
+            case .inProgress: return .notCommitted
+            case .stale(let last): return .failed("request \(a.tag.sequence) is older than \(last) on its channel")
+            case .new: break
+            }
+            await lock(key)
+            let reply = await headWrite(a, data, engine: engine)
+            unlock(key)
+            if case .written = reply {
+                dedup.finish(channel, sequence: a.tag.sequence, result: reply)
+            } else {
+                dedup.abandon(channel, sequence: a.tag.sequence)
+            }
+            return reply
+        }
+        await lock(key)
+        defer { unlock(key) }
+        return await replicaWrite(a, data, engine: engine)
+    }
+
+    private func headWrite(_ a: WriteArgs, _ bytes: [UInt8], engine: ChunkEngine) async -> StorageReply {
+        let meta = await engine.meta(a.chunk)
+        var content: [UInt8] = []
+        if meta?.committed != nil {
+            do {
+                content = try await engine.read(a.chunk).data
+            } catch {
+                scheduleRepair(a.target, a.chunk)
+                return .failed("\(error)")
+            }
+        }
+        guard a.offset >= 0, a.offset + bytes.count <= SizeClass.largestBytes else {
+            return .failed("write of \(bytes.count) bytes at \(a.offset) exceeds the \(SizeClass.largestBytes)-byte chunk size")
+        }
+        if content.count < a.offset + bytes.count { content += [UInt8](repeating: 0, count: a.offset + bytes.count - content.count) }
+        content.replaceSubrange(a.offset..<(a.offset + bytes.count), with: bytes)
+        let u = ReplicaWriteRule.nextVersion(meta)
+        do {
+            try await engine.stage(a.chunk, data: content, version: u, chainVersion: a.chainVersion)
+        } catch {
+            return .failed("\(error)")
+        }
+        var forwarded = a
+        forwarded.version = u
+        forwarded.offset = 0
+        forwarded.checksum = CRC32C.checksum(content)
+        return await forwardAndCommit(forwarded, content, engine: engine)
+    }
+
+    private func replicaWrite(_ a: WriteArgs, _ content: [UInt8], engine: ChunkEngine) async -> StorageReply {
+        let meta = await engine.meta(a.chunk)
+        switch ReplicaWriteRule.decide(meta, version: a.version, checksum: a.checksum, fullReplace: a.fullReplace) {
+        case .alreadyCommitted:
+            return .written(version: a.version)
+        case .gap(let have, let got):
+            return .failed("\(a.target) has version \(have) of \(a.chunk), got \(got): it needs a resync")
+        case .replace:
+            do {
+                try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion)
+            } catch {
+                return .failed("\(error)")
+            }
+            // A replaced replica (SYNCING) is the tail of the writes: nothing to forward.
+            return .written(version: a.version)
+        case .stage:
+            do {
+                try await engine.stage(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion)
+            } catch {
+                return .failed("\(error)")
+            }
+            return await forwardAndCommit(a, content, engine: engine)
+        case .alreadyStaged:
+            return await forwardAndCommit(a, content, engine: engine)
+        }
+    }
+
+    /// Forwards version `a.version` to the current successor (refreshing routing after
+    /// failures, so a failed successor is skipped once the manager moves it), then
+    /// commits locally. The tail commits at once.
+    private func forwardAndCommit(_ a: WriteArgs, _ content: [UInt8], engine: ChunkEngine) async -> StorageReply {
+        var lastError = "no attempt"
+        for attempt in 0..<config.forwardAttemptsMax {
+            if attempt > 0 {
+                try? await runtime.sleep(nanoseconds: config.forwardBackoffNanoseconds)
+                await mgmtd.refreshRouting()
+            }
+            guard let chain = await mgmtd.routing?.chain(a.chain), let mine = chain.state(of: a.target), mine.receivesWrites else {
+                return .failed("\(a.target) no longer receives writes in \(a.chain)")
+            }
+            guard let next = chain.successor(of: a.target) else { break }
+            guard let nextNode = await mgmtd.routing?.target(next.target)?.node else { break }
+            var f = a
+            f.target = next.target
+            f.chainVersion = chain.version
+            f.fullReplace = next.state == .syncing
+            let request = StorageRequest.write(f).message(bulk: content)
+            do {
+                let response = try await transport.call(nextNode, service: storageService, request, timeoutNanoseconds: config.callTimeoutNanoseconds)
+                let reply = try StorageReply(wireBytes: response.header)
+                if case .written = reply { return await commit(a, engine: engine) }
+                lastError = "\(next.target): \(reply)"
+            } catch {
+                lastError = "\(next.target): \(error)"
+            }
+        }
+        if lastError == "no attempt" { return await commit(a, engine: engine) }
+        return .failed("could not forward \(a.chunk) version \(a.version): \(lastError)")
+    }
+
+    private func commit(_ a: WriteArgs, engine: ChunkEngine) async -> StorageReply {
+        do {
+            try await engine.commit(a.chunk, version: a.version)
+            return .written(version: a.version)
+        } catch {
+            // Already committed at this version or later (a resend): acknowledged.
+            if (await engine.meta(a.chunk))?.committed?.version ?? 0 >= a.version { return .written(version: a.version) }
+            return .failed("\(error)")
+        }
+    }
+
+    private func read(_ t: TargetID, chain c: ChainID, chainVersion: UInt64, chunk: ChunkID) async -> (StorageReply, [UInt8]) {
+        guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
+        guard let chain = await mgmtd.routing?.chain(c) else { return (.notServing("\(c) is not in this node's routing yet"), []) }
+        guard chain.version == chainVersion else { return (.chainVersionMismatch(current: chain.version), []) }
+        guard chain.state(of: t) == .serving else { return (.notServing("\(t) is \(chain.state(of: t)?.description ?? "not in \(c)")"), []) }
+        switch ReplicaWriteRule.read(await engine.meta(chunk)) {
+        case .notFound: return (.notFound, [])
+        case .notCommitted: return (.notCommitted, [])
+        case .serve:
+            do {
+                let (data, v) = try await engine.read(chunk)
+                return (.data(version: v.version, checksum: v.checksum), data)
+            } catch ChunkError.corrupt {
+                corruptionsDetected += 1
+                log.warning("\(chunk) on \(t) failed its checksum; repairing from a peer")
+                scheduleRepair(t, chunk)
+                return (.corrupt, [])
+            } catch {
+                return (.failed("\(error)"), [])
+            }
+        }
+    }
+
+    // MARK: Repair
+
+    /// Replaces a corrupt local chunk with a healthy replica's committed copy.
+    private func scheduleRepair(_ t: TargetID, _ chunk: ChunkID) {
+        let key = ChunkLocks.Key(target: t.rawValue, chunk: chunk)
+        guard repairing.insert(key).inserted else { return }
+        runtime.spawn("storage.repair") { [self] in await self.repair(t, chunk, key) }
+    }
+
+    private func repair(_ t: TargetID, _ chunk: ChunkID, _ key: ChunkLocks.Key) async {
+        defer { repairing.remove(key) }
+        for _ in 0..<20 {
+            guard let engine = engines[t], let chain = await chain(of: t), let r = await mgmtd.routing else { return }
+            for peer in chain.targets where peer.state == .serving && peer.target != t {
+                guard let peerNode = r.target(peer.target)?.node else { continue }
+                let request = StorageRequest.read(target: peer.target, chain: chain.id, chainVersion: chain.version, chunk: chunk).message()
+                guard let response = try? await transport.call(peerNode, service: storageService, request, timeoutNanoseconds: config.callTimeoutNanoseconds),
+                      let reply = try? StorageReply(wireBytes: response.header),
+                      case .data(let version, let checksum) = reply, CRC32C.checksum(response.bulk) == checksum
+                else { continue }
+                await lock(key)
+                defer { unlock(key) }
+                if let mine = await engine.meta(chunk)?.committed, mine.version > version { return }
+                if (try? await engine.replace(chunk, data: response.bulk, version: version, chainVersion: chain.version)) != nil {
+                    repairs += 1
+                    log.notice("repaired \(chunk) on \(t) from \(peer.target)")
+                    return
+                }
+            }
+            try? await runtime.sleep(nanoseconds: 200_000_000)
+        }
+    }
+
+    // MARK: Heartbeats and resync
+
+    private func heartbeatLoop() async {
+        while true {
+            await tick()
+            try? await runtime.sleep(nanoseconds: config.heartbeatIntervalNanoseconds)
+        }
+    }
+
+    private func tick() async {
+        await mgmtd.refreshRouting()
+        let routing = await mgmtd.routing
+        func state(_ t: TargetID) -> PublicState? {
+            guard let r = routing, let c = r.target(t)?.chain else { return nil }
+            return r.chain(c)?.state(of: t)
+        }
+        if recovering {
+            guard routing != nil, targetIDs.allSatisfy({ t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? true }) else { return }
+            recovering = false
+            lastContact = runtime.nowNanoseconds()
+        } else if targetIDs.contains(where: { t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? false }) {
+            // Declared failed while running (cut off): start over, like a restart.
+            recovering = true
+            syncDone.removeAll()
+            for t in targetIDs { local[t] = .online }
+            return
+        }
+        for t in targetIDs {
+            switch state(t) {
+            case .serving?: local[t] = .upToDate
+            case .syncing?: local[t] = syncDone.contains(t) ? .upToDate : .online
+            case .waiting?, .offline?:
+                syncDone.remove(t)
+                local[t] = .online
+            default: break
+            }
+        }
+        var reports: [TargetReport] = []
+        for t in targetIDs {
+            let used = await engines[t]?.usedBytes ?? 0
+            reports.append(TargetReport(target: t, localState: local[t] ?? .offline, usedBytes: used, capacityBytes: 1 << 40))
+        }
+        if (try? await mgmtd.heartbeat(targets: reports)) != nil { lastContact = runtime.nowNanoseconds() }
+        if let routing { startResyncs(routing) }
+    }
+
+    /// For each of our targets that is the last SERVING one before a SYNCING target,
+    /// brings that successor up to date.
+    private func startResyncs(_ r: RoutingInfo) {
+        for t in targetIDs {
+            guard let c = r.target(t)?.chain, let chain = r.chain(c), chain.state(of: t) == .serving,
+                  let next = chain.successor(of: t), next.state == .syncing,
+                  let nextNode = r.target(next.target)?.node, !syncingSuccessors.contains(next.target)
+            else { continue }
+            syncingSuccessors.insert(next.target)
+            runtime.spawn("storage.resync") { [self] in
+                await self.resync(from: t, to: next.target, on: nextNode, chain: chain)
+                await self.resyncEnded(next.target)
+            }
+        }
+    }
+
+    private func resyncEnded(_ t: TargetID) { syncingSuccessors.remove(t) }
+
+    private func resync(from t: TargetID, to successor: TargetID, on successorNode: NodeID, chain: Chain) async {
+        guard let engine = engines[t] else { return }
+        func call(_ request: StorageRequest, bulk: [UInt8] = []) async -> (StorageReply, [UInt8])? {
+            guard let response = try? await transport.call(successorNode, service: storageService, request.message(bulk: bulk), timeoutNanoseconds: config.callTimeoutNanoseconds),
+                  let reply = try? StorageReply(wireBytes: response.header) else { return nil }
+            return (reply, response.bulk)
+        }
+        guard let (dump, _) = await call(.dumpMeta(target: successor, chainVersion: chain.version)), case .meta(let remote) = dump else { return }
+        let plan = ResyncPlanner.plan(local: await engine.allMeta(), remote: remote)
+        log.info("resyncing \(successor) from \(t): \(plan.count) action(s)")
+        for action in plan {
+            switch action {
+            case .send(let chunk):
+                guard let (data, v) = try? await engine.read(chunk) else { continue }
+                let args = WriteArgs(target: successor, chain: chain.id, chainVersion: chain.version, chunk: chunk, version: v.version, checksum: v.checksum, fullReplace: true, tag: ClientTag(client: 0, channel: 0, sequence: 0))
+                guard let (reply, _) = await call(.write(args), bulk: data), case .written = reply else { return }
+            case .remove(let chunk):
+                guard let (reply, _) = await call(.removeChunk(target: successor, chainVersion: chain.version, chunk: chunk)), case .done = reply else { return }
+            }
+        }
+        _ = await call(.syncDone(target: successor, chainVersion: chain.version))
+    }
+}

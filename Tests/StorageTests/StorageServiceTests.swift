@@ -1,0 +1,130 @@
+import CisternCore
+import CisternMgmtd
+import CisternRouting
+import CisternSim
+import CisternStorage
+import Testing
+
+/// A simulated cluster: one manager, `storage` storage nodes with one target each,
+/// chains of three created by an admin client.
+struct StorageCluster {
+    let world: SimWorld
+    let mgmtd: SimNode
+    let storage: [SimNode]
+    let services: ServiceBox
+
+    final class ServiceBox: @unchecked Sendable {
+        var byNode: [NodeID: StorageService] = [:]
+    }
+
+    init(world: SimWorld, storage count: Int) {
+        self.world = world
+        let services = ServiceBox()
+        self.services = services
+        mgmtd = world.addNode(name: "m1", host: "10.0.0.1")
+        let mgmtdID = mgmtd.id
+        mgmtd.boot = { ctx in ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv)) }
+        world.start(mgmtd)
+        var nodes: [SimNode] = []
+        for i in 1...count {
+            let n = world.addNode(name: "s\(i)", host: "10.0.1.\(i)")
+            n.boot = { ctx in
+                let client = MgmtdClient(node: ctx.node, role: .storage, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: [mgmtdID])
+                if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: [TargetID(UInt64(i) * 100 + 1)]) {
+                    ctx.retain(s)
+                    services.byNode[ctx.node] = s
+                }
+            }
+            world.start(n)
+            nodes.append(n)
+        }
+        storage = nodes
+    }
+}
+
+final class Log: @unchecked Sendable {
+    var failures: [String] = []
+    var notes: [String] = []
+}
+
+@Suite struct StorageServiceTests {
+    @Test func writesSurviveTheTailsDeathAndTheReturningReplicaResyncsByteForByte() {
+        for seed in UInt64(1)...4 {
+            let log = SimWorld.simulate(seed: seed) { world -> Log in
+                let log = Log()
+                let cluster = StorageCluster(world: world, storage: 3)
+                let admin = world.addNode(name: "client", host: "10.0.2.1")
+                let p = world.start(admin)
+                world.spawn {
+                    let rt = p.runtime!
+                    let mgmtd = MgmtdClient(node: admin.id, role: .client, name: "client", runtime: rt, transport: p.transport, replicas: [cluster.mgmtd.id])
+                    try? await rt.sleep(nanoseconds: 2_000_000_000)
+                    guard case .ok? = try? await mgmtd.call(.createChains(replicas: 3)) else {
+                        log.failures.append("chains not created")
+                        return
+                    }
+                    let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
+                    let chain = ChainID(1)
+                    var expected: [ChunkID: [UInt8]] = [:]
+                    var killed = false
+                    for i in 0..<60 {
+                        let chunk = ChunkID(inode: 1, index: UInt64(i % 5))
+                        let data = (0..<(1_000 + i * 97)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
+                        do {
+                            _ = try await client.write(chunk, chain: chain, data)
+                            expected[chunk] = data
+                        } catch {
+                            log.failures.append("write \(i) failed: \(error)")
+                        }
+                        if i == 15 {
+                            // Kill the tail while writes go on.
+                            if let r = await mgmtd.routing, let tail = r.chain(chain)?.writeTargets.last, let node = r.target(tail.target)?.node, let sim = world.node(node) {
+                                world.kill(sim)
+                                killed = true
+                                log.notes.append("killed \(sim.name)")
+                            }
+                        }
+                        if i == 40, killed {
+                            for n in cluster.storage where n.process?.isDead ?? true { world.start(n) }
+                        }
+                        if let got = try? await client.read(chunk, chain: chain), got.data != expected[chunk] {
+                            log.failures.append("read after write \(i) returned other bytes")
+                        }
+                    }
+                    // Wait for the returning replica to resync and serve again.
+                    var all = false
+                    for _ in 0..<120 {
+                        await mgmtd.refreshRouting()
+                        if let c = await mgmtd.routing?.chain(chain), c.targets.allSatisfy({ $0.state == .serving }) {
+                            all = true
+                            break
+                        }
+                        try? await rt.sleep(nanoseconds: 250_000_000)
+                    }
+                    guard all else {
+                        log.failures.append("chain never fully serving again: \(String(describing: await mgmtd.routing?.chain(chain)))")
+                        return
+                    }
+                    // Every replica holds every acknowledged chunk, byte for byte.
+                    for (nodeID, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
+                        guard world.node(nodeID)?.process?.isRunning == true else { continue }
+                        for t in service.targetIDs {
+                            guard let engine = await service.engine(t) else { continue }
+                            for (chunk, data) in expected.sorted(by: { $0.key < $1.key }) {
+                                let got = try? await engine.read(chunk).data
+                                if got != data { log.failures.append("\(t) on \(nodeID) differs for \(chunk)") }
+                            }
+                        }
+                    }
+                    log.notes.append("verified \(expected.count) chunks")
+                }
+                world.run(untilNanoseconds: 300_000_000_000)
+                return log
+            }
+            let shown = Array(log.failures.prefix(5))
+            #expect(log.failures.isEmpty, "seed \(seed): \(shown) notes: \(log.notes)")
+            #expect(log.notes.last?.hasPrefix("verified") == true, "seed \(seed): \(log.notes)")
+            #expect(log.notes.contains { $0.hasPrefix("killed") }, "seed \(seed): the tail was never killed")
+        }
+    }
+}
