@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Runs every scenario over a sample of seeds twice, in separate processes, and fails
+# Runs scenarios over a sample of seeds twice, in separate processes, and fails
 # unless each (scenario, seed) gives the same digest both times and different seeds
-# give different digests. Usage: scripts/determinism.sh CISTERN_BINARY [SEEDS]
+# give different digests.
+# Usage: scripts/determinism.sh CISTERN_BINARY [A...B] [SCENARIO_FILE_OR_FOLDER...]
+# (default: seeds 1...20, every scenario in Scenarios/)
 set -euo pipefail
-bin=${1:?usage: scripts/determinism.sh CISTERN_BINARY [A...B]}
+bin=${1:?usage: scripts/determinism.sh CISTERN_BINARY [A...B] [PATH...]}
 seeds=${2:-1...20}
+shift $(( $# >= 2 ? 2 : $# ))
+paths=("$@")
+(( ${#paths[@]} )) || paths=(Scenarios/)
 first=$(mktemp) second=$(mktemp)
 trap 'rm -f "$first" "$second"' EXIT
-"$bin" sim Scenarios/ --seeds "$seeds" --json > "$first"
-"$bin" sim Scenarios/ --seeds "$seeds" --json > "$second"
+for p in "${paths[@]}"; do "$bin" sim "$p" --seeds "$seeds" --json >> "$first"; done
+for p in "${paths[@]}"; do "$bin" sim "$p" --seeds "$seeds" --json >> "$second"; done
 python3 - "$first" "$second" <<'PY'
 import json, sys
 def load(path):

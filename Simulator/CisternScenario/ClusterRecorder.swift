@@ -25,7 +25,9 @@ final class ClusterRecorder: MgmtdObserver, RoutingObserver, @unchecked Sendable
     private(set) var commits: [(at: UInt64, routing: RoutingInfo)] = []
     private var digestByVersion: [UInt64: UInt64] = [:]
     private var headByChainVersion: [ChainVersion: TargetID?] = [:]
+    /// Versions each node accepted, in order (across its processes).
     private(set) var acceptedVersions: [NodeID: [UInt64]] = [:]
+    private var lastAcceptedBySession: [UInt64: UInt64] = [:]
     private(set) var violations: [String] = []
     let now: () -> UInt64
 
@@ -62,10 +64,11 @@ final class ClusterRecorder: MgmtdObserver, RoutingObserver, @unchecked Sendable
 
     // MARK: RoutingObserver
 
-    func accepted(_ routing: RoutingInfo, node: NodeID, at: UInt64) {
-        if let last = acceptedVersions[node]?.last, routing.version <= last {
+    func accepted(_ routing: RoutingInfo, node: NodeID, session: UInt64, at: UInt64) {
+        if let last = lastAcceptedBySession[session], routing.version <= last {
             violation("routing_monotonic: \(node) accepted version \(routing.version) after \(last)")
         }
+        lastAcceptedBySession[session] = routing.version
         acceptedVersions[node, default: []].append(routing.version)
         observe(routing, by: "\(node)")
     }

@@ -246,7 +246,7 @@ final class ClusterRun: @unchecked Sendable {
     /// Remembers the nodes a fault could take away from the manager.
     func noteFaulted(_ fault: PlannedFault) {
         switch fault.action {
-        case .kill(let n, _, _), .pause(let n), .clog(let n, _), .diskErrors(let n, _), .addressDown(let n, false):
+        case .kill(let n, _, _), .pause(let n), .clog(let n, _), .diskErrors(let n, _), .addressDown(let n, false), .slowDisk(let n, _):
             if let x = node(n) { faulted.insert(x.name) }
         case .partition(let a, let b, _):
             for name in a + b { if let x = node(name) { faulted.insert(x.name) } }

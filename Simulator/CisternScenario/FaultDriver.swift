@@ -12,6 +12,9 @@ final class FaultDriver: @unchecked Sendable {
     var onFault: (PlannedFault) -> Void = { _ in }
     var onKill: (SimNode) -> Void = { _ in }
     var onStart: (SimNode) -> Void = { _ in }
+    /// Flips a bit on a node's disk (a run can aim it at live data; default: a
+    /// random bit of the files whose path contains the filter).
+    var flipBit: (SimNode, String?) -> Void = { node, filter in node.diskStore.flipBit(matching: filter) }
     private let baseLoss: Double
     private let baseDiskErrors: Double
     private var movedHosts = 0
@@ -67,7 +70,7 @@ final class FaultDriver: @unchecked Sendable {
             }
         case .slowDisk(let n, let factor): resolve(n)?.diskStore.config.slowFactor = factor
         case .diskErrors(let n, let p): resolve(n)?.diskStore.config.errorProbability = p
-        case .bitFlip(let n): resolve(n)?.diskStore.flipBit()
+        case .bitFlip(let n, let filter): if let x = resolve(n) { flipBit(x, filter) }
         case .loss(let p): world.network.config.lossProbability = p ?? baseLoss
         case .kvOutage(let ns): world.kvStore.unavailableUntilNanoseconds = world.nowNanoseconds + ns
         case .heal: heal()

@@ -15,7 +15,7 @@ public struct PlannedFault: Sendable, Equatable {
         case addressDown(String, up: Bool)
         case slowDisk(String, factor: Double)
         case diskErrors(String, probability: Double)
-        case bitFlip(String)
+        case bitFlip(String, prefix: String?)
         case loss(probability: Double?)
         case kvOutage(nanoseconds: UInt64)
         case heal
@@ -38,13 +38,15 @@ public struct FaultPlan: Sendable {
     struct Group {
         let label: String
         let members: Set<String>
+        /// How many may be unavailable at once.
         let tolerated: Int
-        let dataLossMatters: Bool
-        /// Also counts `@mgmtd-primary` fault tokens as members.
-        let includesPrimaryTokens: Bool
+        /// How many may lose their data over the run (nil: data loss is not checked).
+        let toleratedDataLoss: Int?
+        /// Selector tokens (`@mgmtd-primary`, `@chain-head`, ...) that name a member.
+        let selectors: [String]
 
         func contains(_ name: String) -> Bool {
-            members.contains(name) || (includesPrimaryTokens && name.hasPrefix("@mgmtd-primary"))
+            members.contains(name) || selectors.contains { name.hasPrefix($0) }
         }
     }
 
@@ -63,14 +65,22 @@ public struct FaultPlan: Sendable {
         let register = names(.register), mgmtd = names(.mgmtd), storage = names(.storage)
         var groups: [Group] = []
         if !register.isEmpty {
-            groups.append(Group(label: "register replicas", members: Set(register), tolerated: (register.count - 1) / 2, dataLossMatters: true, includesPrimaryTokens: false))
+            let f = (register.count - 1) / 2
+            groups.append(Group(label: "register replicas", members: Set(register), tolerated: f, toleratedDataLoss: f, selectors: []))
         }
         if !mgmtd.isEmpty {
-            groups.append(Group(label: "mgmtd replicas", members: Set(mgmtd), tolerated: mgmtd.count - 1, dataLossMatters: false, includesPrimaryTokens: true))
+            groups.append(Group(label: "mgmtd replicas", members: Set(mgmtd), tolerated: mgmtd.count - 1, toleratedDataLoss: nil, selectors: ["@mgmtd-primary"]))
         }
         if !storage.isEmpty {
             let replicas = s.workload.replicas ?? 3
-            groups.append(Group(label: "storage nodes (chains of \(replicas))", members: Set(storage), tolerated: max(0, replicas - 1), dataLossMatters: false, includesPrimaryTokens: false))
+            if s.workload.kind == "storage" {
+                // Every replica of a chain may be down at once (the LASTSRV keeps the
+                // data; only availability suffers), but a chain survives losing the
+                // disks of at most replicas - 1 of them.
+                groups.append(Group(label: "storage nodes (chains of \(replicas))", members: Set(storage), tolerated: storage.count, toleratedDataLoss: replicas - 1, selectors: ["@chain-"]))
+            } else {
+                groups.append(Group(label: "storage nodes (chains of \(replicas))", members: Set(storage), tolerated: max(0, replicas - 1), toleratedDataLoss: nil, selectors: ["@chain-"]))
+            }
         }
         self.groups = groups
         allNodes = s.topology.nodes.map(\.name)
@@ -93,9 +103,9 @@ public struct FaultPlan: Sendable {
     /// In partitions, `*` stands for every node not named in the other groups, and the KV.
     static func expand(_ spec: FaultSpec, token: Int, allNodes: [String]) -> [PlannedFault] {
         var f = spec
-        let primaryToken = "@mgmtd-primary#\(token)"
-        func swap(_ names: [String]) -> [String] { names.map { $0 == "@mgmtd-primary" ? primaryToken : $0 } }
-        if f.node == "@mgmtd-primary" { f.node = primaryToken }
+        func tokenized(_ name: String) -> String { name.hasPrefix("@") && !name.contains("#") ? "\(name)#\(token)" : name }
+        func swap(_ names: [String]) -> [String] { names.map(tokenized) }
+        f.node = f.node.map(tokenized)
         if let groups = f.groups {
             var swapped = groups.map(swap)
             for i in swapped.indices where swapped[i].contains("*") {
@@ -143,7 +153,7 @@ public struct FaultPlan: Sendable {
         case .diskErrors:
             add(.diskErrors(f.node!, probability: f.probability ?? 0))
             if let end { add(.diskErrors(f.node!, probability: 0), at: end) }
-        case .bitFlip: add(.bitFlip(f.node!))
+        case .bitFlip: add(.bitFlip(f.node!, prefix: f.path))
         case .loss:
             add(.loss(probability: f.probability))
             if let end { add(.loss(probability: nil), at: end) }
@@ -220,7 +230,7 @@ public struct FaultPlan: Sendable {
                     if up { paused.remove(n) } else { paused.insert(n) }
                 }
             case .diskErrors(let n, let p): if p > 0 { failing.insert(n) } else { failing.remove(n) }
-            case .bitFlip(let n): amnesia.insert(n)
+            case .bitFlip(let n, _): amnesia.insert(n)
             case .partition(let a, let b, let oneWay): partitions.append((a, b, oneWay))
             case .unpartition(let a, let b, let oneWay):
                 if let i = partitions.firstIndex(where: { $0.from == a && $0.to == b && $0.oneWay == oneWay }) { partitions.remove(at: i) }
@@ -244,8 +254,8 @@ public struct FaultPlan: Sendable {
                     return "faults beyond what the topology survives: at \(SimDuration(nanoseconds: e.atNanoseconds)) \(g.label) \(down.sorted().joined(separator: ", ")) are unavailable together, but the \(g.members.count) \(g.label) tolerate \(g.tolerated); spread the faults out, add nodes, or set expect_violations: true if the failure is intended"
                 }
                 let lost = amnesia.filter(g.contains)
-                if g.dataLossMatters && lost.count > g.tolerated {
-                    return "faults beyond what the topology survives: by \(SimDuration(nanoseconds: e.atNanoseconds)) \(g.label) \(lost.sorted().joined(separator: ", ")) lost data (wiped disk or bit flip), but the \(g.members.count) \(g.label) tolerate \(g.tolerated); set expect_violations: true if data loss is intended"
+                if let limit = g.toleratedDataLoss, lost.count > limit {
+                    return "faults beyond what the topology survives: by \(SimDuration(nanoseconds: e.atNanoseconds)) \(g.label) \(lost.sorted().joined(separator: ", ")) lost data (wiped disk or bit flip), but the \(g.members.count) \(g.label) tolerate \(limit); set expect_violations: true if data loss is intended"
                 }
             }
         }

@@ -171,8 +171,11 @@ public struct Workload: Codable, Sendable {
     /// reads ask one replica) or `early_takeover` (cluster: replicas ignore a live
     /// lease). Only for scenarios with `expect_violations: true`.
     public var plantedBug: String?
-    /// Cluster workload: replicas per chain (default 3).
+    /// Cluster and storage workloads: replicas per chain (default 3).
     public var replicas: Int?
+    /// Storage workload: how many chunks the clients share, and each one's size.
+    public var chunks: Int?
+    public var chunkBytes: ByteSize?
     /// Cluster workload: heartbeat interval and failure timeout of the cluster manager.
     public var heartbeatInterval: SimDuration?
     public var failureTimeout: SimDuration?
@@ -180,7 +183,8 @@ public struct Workload: Codable, Sendable {
     /// within this bound (default: failure timeout + 2 s).
     public var failureDetectionBound: SimDuration?
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kind, keys, replicas
+        case kind, keys, replicas, chunks
+        case chunkBytes = "chunk_bytes"
         case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time", plantedBug = "planted_bug"
         case heartbeatInterval = "heartbeat_interval", failureTimeout = "failure_timeout", failureDetectionBound = "failure_detection_bound"
     }
@@ -194,6 +198,8 @@ public struct Workload: Codable, Sendable {
         thinkTime = try c.decodeIfPresent(SimDuration.self, forKey: .thinkTime)
         plantedBug = try c.decodeIfPresent(String.self, forKey: .plantedBug)
         replicas = try c.decodeIfPresent(Int.self, forKey: .replicas)
+        chunks = try c.decodeIfPresent(Int.self, forKey: .chunks)
+        chunkBytes = try c.decodeIfPresent(ByteSize.self, forKey: .chunkBytes)
         heartbeatInterval = try c.decodeIfPresent(SimDuration.self, forKey: .heartbeatInterval)
         failureTimeout = try c.decodeIfPresent(SimDuration.self, forKey: .failureTimeout)
         failureDetectionBound = try c.decodeIfPresent(SimDuration.self, forKey: .failureDetectionBound)
@@ -246,9 +252,12 @@ public struct FaultSpec: Codable, Sendable {
     public var probability: Double?
     public var host: String?
     public var wipeDisk: Bool?
+    /// `bit_flip`: only files whose path contains this (for example `/chunks/` for
+    /// chunk data on a storage node).
+    public var path: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case at, kind, node, groups, from, to, duration, factor, probability, host
+        case at, kind, node, groups, from, to, duration, factor, probability, host, path
         case wipeDisk = "wipe_disk"
     }
 
@@ -276,6 +285,7 @@ public struct FaultSpec: Codable, Sendable {
         probability = try c.decodeIfPresent(Double.self, forKey: .probability)
         host = try c.decodeIfPresent(String.self, forKey: .host)
         wipeDisk = try c.decodeIfPresent(Bool.self, forKey: .wipeDisk)
+        path = try c.decodeIfPresent(String.self, forKey: .path)
     }
 }
 

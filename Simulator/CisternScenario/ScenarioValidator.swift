@@ -4,12 +4,17 @@
 public enum ScenarioValidator {
     public static let registerInvariants = ["linearizable", "liveness", "no_lost_writes"]
     public static let clusterInvariants = ["single_primary", "single_head", "routing_monotonic", "failure_detection", "no_false_failures", "liveness"]
-    public static var knownInvariants: [String] { registerInvariants + clusterInvariants.filter { !registerInvariants.contains($0) } }
-    public static let knownWorkloads = ["register", "cluster"]
+    public static let storageInvariants = ["linearizable", "no_lost_writes", "replicas_identical", "single_head", "routing_monotonic", "liveness"]
+    public static var knownInvariants: [String] {
+        var all: [String] = []
+        for i in registerInvariants + clusterInvariants + storageInvariants where !all.contains(i) { all.append(i) }
+        return all
+    }
+    public static let knownWorkloads = ["register", "cluster", "storage"]
     /// Node names faults may use besides the topology's: `kv` is the transactional KV
     /// store (for partitions), `@mgmtd-primary` is whichever replica holds the lease
     /// when the fault fires.
-    public static let pseudoNodes = ["kv", "@mgmtd-primary", "*"]
+    public static let pseudoNodes = ["kv", "@mgmtd-primary", "@chain-head", "@chain-tail", "*"]
 
     public static func problems(in s: Scenario) -> [String] {
         var out: [String] = []
@@ -34,11 +39,11 @@ public enum ScenarioValidator {
             if replicas == 0 { out.append("topology: the register workload needs at least one node with role: register") }
             if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
         }
-        if s.workload.kind == "cluster" {
+        if s.workload.kind == "cluster" || s.workload.kind == "storage" {
             let mgmtds = s.topology.nodes.filter { $0.role == .mgmtd }.count
             let storage = s.topology.nodes.filter { $0.role == .storage }.count
             let chainReplicas = s.workload.replicas ?? 3
-            if mgmtds == 0 { out.append("topology: the cluster workload needs at least one node with role: mgmtd") }
+            if mgmtds == 0 { out.append("topology: the \(s.workload.kind) workload needs at least one node with role: mgmtd") }
             if chainReplicas < 1 || chainReplicas > 8 { out.append("workload.replicas: \(chainReplicas) is out of range 1...8") }
             if storage < chainReplicas { out.append("topology: \(chainReplicas) replicas per chain need at least \(chainReplicas) storage nodes; there are \(storage)") }
             if let hb = s.workload.heartbeatInterval, let ft = s.workload.failureTimeout, ft.nanoseconds < 2 * hb.nanoseconds {
@@ -53,12 +58,14 @@ public enum ScenarioValidator {
         }
         if let bug = s.workload.plantedBug {
             let bugs = ["register": "stale_reads", "cluster": "early_takeover"]
-            if let known = bugs[s.workload.kind], bug != known {
-                out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; the planted bug there is \(known)")
+            if bugs[s.workload.kind] != bug {
+                out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; \(bugs[s.workload.kind].map { "the planted bug there is \($0)" } ?? "it has no planted bug")")
             }
             if s.expectViolations != true { out.append("workload.planted_bug: a planted bug needs expect_violations: true") }
         }
         if let k = s.workload.keys, !(1...10_000).contains(k) { out.append("workload.keys: \(k) is out of range 1...10000") }
+        if let k = s.workload.chunks, !(1...10_000).contains(k) { out.append("workload.chunks: \(k) is out of range 1...10000") }
+        if let b = s.workload.chunkBytes, b.bytes == 0 || b.bytes > 64 << 20 { out.append("workload.chunk_bytes: \(b.bytes) is outside 1 byte...64MiB (the largest chunk)") }
         if let r = s.workload.readFraction, !(0...1).contains(r) { out.append("workload.read_fraction: \(r) is not a probability (0...1)") }
         if s.duration.nanoseconds == 0 { out.append("duration: must be positive") }
         if s.duration > .seconds(24 * 3600) { out.append("duration: \(s.duration) is over the 24h limit") }
@@ -106,6 +113,10 @@ public enum ScenarioValidator {
             }
             if n == "@mgmtd-primary" {
                 if !names.values.contains(.mgmtd) { out.append("\(path).node: '@mgmtd-primary' needs nodes with role: mgmtd") }
+                return
+            }
+            if n == "@chain-head" || n == "@chain-tail" {
+                if !names.values.contains(.storage) { out.append("\(path).node: '\(n)' needs nodes with role: storage") }
                 return
             }
             if names[n] == nil { out.append("\(path).node: unknown node '\(n)'; nodes are: \(names.keys.sorted().joined(separator: ", "))") }

@@ -94,9 +94,13 @@ public final class SimDiskStore: @unchecked Sendable {
     /// Flips one random bit in `path` (or in a random non-empty file), on the media:
     /// the durable image and the cached view both change. Returns what was flipped.
     /// `within` limits the flip to a byte range of the file (for example one chunk's block).
+    /// `matching` limits it to files whose path contains that text (for example
+    /// `/chunks/` for chunk data).
     @discardableResult
-    public func flipBit(in path: String? = nil, within range: Range<Int>? = nil) -> (path: String, offset: Int, bit: Int)? {
-        let candidates = (path.map { [$0] } ?? fileNames).filter { (files[$0]?.data.count ?? 0) > 0 }
+    public func flipBit(in path: String? = nil, within range: Range<Int>? = nil, matching: String? = nil) -> (path: String, offset: Int, bit: Int)? {
+        let candidates = (path.map { [$0] } ?? fileNames).filter { name in
+            (files[name]?.data.count ?? 0) > 0 && (matching.map { name.contains($0) } ?? true)
+        }
         guard !candidates.isEmpty else { return nil }
         let chosen = candidates[Int.random(in: 0..<candidates.count, using: &rng)]
         let f = files[chosen]!

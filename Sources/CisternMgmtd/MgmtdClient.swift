@@ -116,7 +116,7 @@ public actor MgmtdClient {
         guard let reply = try? await call(.getRouting(knownVersion: known)) else { return false }
         guard case .routing(let r) = reply, r.version > (routing?.version ?? 0) else { return false }
         routing = r
-        observer?.accepted(r, node: node, at: runtime.nowNanoseconds())
+        observer?.accepted(r, node: node, session: bootID, at: runtime.nowNanoseconds())
         return true
     }
 

@@ -12,7 +12,8 @@ public protocol MgmtdObserver: AnyObject, Sendable {
     func routingCommitted(_ routing: RoutingInfo, node: NodeID, at: UInt64)
 }
 
-/// Receives the routing a node accepted, for checkers.
+/// Receives the routing a node accepted, for checkers. `session` identifies the
+/// accepting client instance (a restarted process starts a new one).
 public protocol RoutingObserver: AnyObject, Sendable {
-    func accepted(_ routing: RoutingInfo, node: NodeID, at: UInt64)
+    func accepted(_ routing: RoutingInfo, node: NodeID, session: UInt64, at: UInt64)
 }

@@ -72,6 +72,12 @@ public actor ChunkEngine {
         }
     }
 
+    /// The chunk metadata a target's metadata log describes (the valid prefix, as
+    /// recovery replays it). For checkers that inspect a target's files directly.
+    public static func recoveredMetadata(from logBytes: [UInt8]) -> [ChunkID: ChunkMeta] {
+        ChunkMetaLog.replay(logBytes).chunks
+    }
+
     static func parse(_ name: String) -> (SizeClass, UInt32)? {
         // chunks/<KiB>k-<file>.data
         guard name.hasSuffix(".data") else { return nil }

@@ -15,6 +15,10 @@ public struct StorageConfig: Sendable, Equatable {
     /// refreshed between attempts, so a new successor is found after a failure).
     public var forwardAttemptsMax = 40
     public var forwardBackoffNanoseconds: UInt64 = 100_000_000
+    /// The scrubber re-verifies this many committed chunks' checksums per interval,
+    /// so a corrupt replica is found and repaired even if nobody reads it.
+    public var scrubChunksPerInterval = 64
+    public var scrubIntervalNanoseconds: UInt64 = 1_000_000_000
     public init() {}
 }
 
@@ -91,6 +95,7 @@ public actor StorageService {
         }
         await mgmtd.serveHints()
         runtime.spawn("storage.heartbeat") { [service] in await service.heartbeatLoop() }
+        runtime.spawn("storage.scrub") { [service] in await service.scrubLoop() }
         return service
     }
 
@@ -337,6 +342,38 @@ public actor StorageService {
                 }
             }
             try? await runtime.sleep(nanoseconds: 200_000_000)
+        }
+    }
+
+    // MARK: Scrubbing
+
+    private var scrubCursor: [TargetID: ChunkID] = [:]
+
+    private func scrubLoop() async {
+        while true {
+            try? await runtime.sleep(nanoseconds: config.scrubIntervalNanoseconds)
+            guard !recovering else { continue }
+            for t in targetIDs { await scrub(t) }
+        }
+    }
+
+    /// Verifies the next batch of `t`'s committed chunks, round robin.
+    private func scrub(_ t: TargetID) async {
+        guard let engine = engines[t] else { return }
+        let metas = await engine.allMeta().filter { $0.committed != nil }
+        guard !metas.isEmpty else { return }
+        let after = scrubCursor[t]
+        let start = after.flatMap { a in metas.firstIndex { $0.id > a } } ?? 0
+        for k in 0..<min(config.scrubChunksPerInterval, metas.count) {
+            let id = metas[(start + k) % metas.count].id
+            scrubCursor[t] = id
+            do {
+                _ = try await engine.read(id)
+            } catch ChunkError.corrupt {
+                corruptionsDetected += 1
+                log.warning("scrub: \(id) on \(t) failed its checksum; repairing from a peer")
+                scheduleRepair(t, id)
+            } catch {}
         }
     }
 

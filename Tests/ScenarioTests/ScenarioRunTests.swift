@@ -28,6 +28,27 @@ func scenario(_ name: String) throws -> (String, Scenario) {
         }
     }
 
+    @Test(arguments: [
+        "chain-head-kill.yaml", "chain-tail-kill.yaml", "chain-lastsrv.yaml", "chunk-bitflip.yaml",
+        "crash-lost-writes.yaml", "slow-disk.yaml",
+    ])
+    func storageScenarioPassesOverSeeds(_ file: String) throws {
+        let (path, s) = try scenario(file)
+        for seed in UInt64(1)...2 {
+            let r = ScenarioRunner.run(s, path: path, seed: seed)
+            #expect(r.violations.isEmpty, "seed \(seed): \(r.violations) — replay: \(r.replay)")
+            #expect(r.operationsSucceeded > 100)
+        }
+    }
+
+    @Test func everyBitFlipInChunkDataIsDetectedAndRepaired() throws {
+        let (path, s) = try scenario("chunk-bitflip.yaml")
+        let r = ScenarioRunner.run(s, path: path, seed: 3)
+        #expect(r.violations.isEmpty)
+        #expect(r.metrics["corruptions_detected"] == 3)
+        #expect(r.metrics["repairs"] == 3)
+    }
+
     @Test func storageNodeLossIsDetectedWithinTheBoundAndReported() throws {
         let (path, s) = try scenario("storage-node-loss.yaml")
         let r = ScenarioRunner.run(s, path: path, seed: 1)

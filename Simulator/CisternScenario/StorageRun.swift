@@ -1,0 +1,358 @@
+import CisternCore
+import CisternMgmtd
+import CisternRouting
+import CisternSim
+import CisternStorage
+import CisternWire
+
+/// One run of the storage workload: cluster managers, real storage nodes (chunk
+/// engines and CRAQ chains), and clients writing and reading chunks whose contents
+/// name the write that produced them. Checks per-chunk linearizability of the client
+/// history (a lost acknowledged write shows up as a stale read; mixed bytes as an
+/// unknown value), that every replica of every chain is byte-identical after the
+/// heal, and the routing invariants.
+final class StorageRun: @unchecked Sendable {
+    let scenario: Scenario
+    let world: SimWorld
+    let seed: UInt64
+    let plan: [PlannedFault]
+    let recorder: ClusterRecorder
+    let history = History()
+    let config: MgmtdConfig
+    var mgmtdIDs: [NodeID] = []
+    var services: [NodeID: StorageService] = [:]
+    var chains: [ChainID] = []
+    var verifierDone = false
+    var mixed: [String] = []
+    var resolvedTokens: [String: String] = [:]
+
+    init(scenario: Scenario, world: SimWorld, seed: UInt64) {
+        self.scenario = scenario
+        self.world = world
+        self.seed = seed
+        self.plan = FaultPlan(scenario: scenario).plan(seed: seed)
+        self.recorder = ClusterRecorder(now: { [unowned world] in world.nowNanoseconds })
+        var c = MgmtdConfig()
+        if let v = scenario.workload.heartbeatInterval { c.heartbeatIntervalNanoseconds = v.nanoseconds }
+        if let v = scenario.workload.failureTimeout { c.failureTimeoutNanoseconds = v.nanoseconds }
+        self.config = c
+    }
+
+    var replicas: Int { scenario.workload.replicas ?? 3 }
+    var chunkCount: Int { scenario.workload.chunks ?? 8 }
+    var chunkBytes: Int { Int(scenario.workload.chunkBytes?.bytes ?? 4_096) }
+
+    /// The content a write of `value` stores: the value and a separator, repeated.
+    func content(_ value: String) -> [UInt8] {
+        let unit = Array((value + "|").utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(chunkBytes + unit.count)
+        while out.count < chunkBytes { out.append(contentsOf: unit) }
+        out.removeLast(out.count - chunkBytes)
+        return out
+    }
+
+    /// The value a content names, or nil with a note if the bytes are mixed.
+    func value(of data: [UInt8], key: String) -> String? {
+        guard let bar = data.firstIndex(of: UInt8(ascii: "|")) else {
+            mixed.append("\(key): a read returned \(data.count) bytes that no write produced")
+            return nil
+        }
+        let v = String(decoding: data[..<bar], as: UTF8.self)
+        if data != content(v) { mixed.append("\(key): a read returned mixed bytes (starts like '\(v)')") }
+        return v
+    }
+
+    func chunk(_ k: Int) -> (ChunkID, ChainID?) {
+        (ChunkID(inode: 1, index: UInt64(k)), chains.isEmpty ? nil : chains[k % chains.count])
+    }
+
+    func execute() -> RunResult {
+        for (i, spec) in scenario.topology.nodes.enumerated() {
+            world.addNode(name: spec.name, host: spec.host ?? "10.0.\(i / 250).\(i % 250 + 1)", secondaryHosts: spec.secondaryHosts ?? [])
+        }
+        let admin = world.addNode(name: "_admin", host: "10.255.255.2")
+        let verifier = world.addNode(name: "_verifier", host: "10.255.255.3")
+        mgmtdIDs = scenario.topology.nodes.filter { $0.role == .mgmtd }.compactMap { try? world.node(named: $0.name).id }.sorted()
+        let storageCount = scenario.topology.nodes.filter { $0.role == .storage }.count
+        for spec in scenario.topology.nodes {
+            guard let node = try? world.node(named: spec.name) else { continue }
+            switch spec.role {
+            case .mgmtd:
+                node.boot = { [unowned self] ctx in
+                    ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv, config: self.config, observer: self.recorder))
+                }
+            case .storage:
+                let targets = (1...(spec.targets ?? 1)).map { TargetID(UInt64(node.id.rawValue) * 100 + UInt64($0)) }
+                node.boot = { [unowned self] ctx in await self.bootStorage(ctx, targets: targets) }
+            case .client:
+                node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
+            case .register:
+                break
+            }
+            world.start(node)
+        }
+        admin.boot = { [unowned self] ctx in await self.bootstrap(ctx, storageNodes: storageCount) }
+        world.start(admin)
+        verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
+        let driver = FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name))
+        driver.resolve = { [unowned self] name in self.node(name) }
+        driver.flipBit = { [unowned self] node, filter in self.flipChunkBit(node, filter) }
+        driver.schedule(plan)
+        world.executor.schedule(at: scenario.duration.nanoseconds) { [unowned self] in self.world.start(verifier) }
+        let limit = scenario.duration.nanoseconds + scenario.liveness.nanoseconds
+        let stop = world.run(untilNanoseconds: limit) { [unowned self] in self.verifierDone && self.replicasSettled() }
+
+        var violations: [String] = []
+        if case .tripwire(let reason) = stop { violations.append("determinism tripwire: \(reason)") }
+        let invariants = Set(scenario.invariants ?? ScenarioValidator.storageInvariants)
+        if chains.isEmpty { violations.append("liveness: the chains were never created") }
+        if invariants.contains("linearizable") || invariants.contains("no_lost_writes") {
+            violations += LinearizabilityChecker.check(history) + mixed
+        }
+        if invariants.contains("single_head") || invariants.contains("routing_monotonic") {
+            violations += recorder.violations.filter { v in invariants.contains(String(v.prefix { $0 != ":" })) }
+        }
+        if invariants.contains("liveness") && !verifierDone {
+            violations.append("liveness: the final reads of every chunk did not all succeed within \(scenario.liveness) after the workload")
+        }
+        if invariants.contains("replicas_identical") { violations += replicaDifferences() }
+        for v in violations { world.trace.note(.violation, at: world.nowNanoseconds, v) }
+
+        var r = RunResult(scenario: scenario.name, seed: seed)
+        r.digest = world.trace.digestHex
+        r.simulatedSeconds = Double(world.nowNanoseconds) / 1e9
+        r.events = world.trace.events
+        r.messages = world.network.messagesSent
+        r.operations = history.operations.count
+        r.operationsSucceeded = history.operations.filter { $0.succeeded == true }.count
+        r.faults = plan.count
+        r.violations = violations
+        r.metrics = settledMetrics()
+        return r
+    }
+
+    /// For `/chunks/` flips: a bit inside the committed block of a random chunk on one
+    /// of the node's targets (found by replaying its metadata log), so the flip hits
+    /// live data rather than a free block. Other filters flip anywhere they match.
+    func flipChunkBit(_ node: SimNode, _ filter: String?) {
+        guard filter?.contains("/chunks/") == true, let spec = scenario.topology.nodes.first(where: { $0.name == node.name }) else {
+            node.diskStore.flipBit(matching: filter)
+            return
+        }
+        var candidates: [(file: String, range: Range<Int>)] = []
+        for i in 1...(spec.targets ?? 1) {
+            let folder = "targets/t\(UInt64(node.id.rawValue) * 100 + UInt64(i))"
+            guard let log = node.diskStore.contents("\(folder)/meta.log") else { continue }
+            for (_, meta) in ChunkEngine.recoveredMetadata(from: log).sorted(by: { $0.key < $1.key }) {
+                guard let c = meta.committed, c.length > 0 else { continue }
+                candidates.append(("\(folder)/\(c.block.path)", Int(c.block.offset)..<Int(c.block.offset) + c.length))
+            }
+        }
+        guard !candidates.isEmpty else {
+            node.diskStore.flipBit(matching: filter)
+            return
+        }
+        let pick = candidates[Int.random(in: 0..<candidates.count, using: &world.rng)]
+        node.diskStore.flipBit(in: pick.file, within: pick.range)
+    }
+
+    // MARK: Roles
+
+    /// Resolves a fault's node name; selectors (`@mgmtd-primary`, `@chain-head`,
+    /// `@chain-tail`: of the first chain) are resolved when the fault first fires.
+    func node(_ name: String) -> SimNode? {
+        guard name.hasPrefix("@") else { return try? world.node(named: name) }
+        if let resolved = resolvedTokens[name] { return try? world.node(named: resolved) }
+        var found: SimNode?
+        if name.hasPrefix("@mgmtd-primary") {
+            found = recorder.currentPrimary(at: world.nowNanoseconds).flatMap { world.node($0) }
+        } else if let r = recorder.lastCommitted, let c = chains.first, let chain = r.chain(c) {
+            let writers = chain.writeTargets
+            let t = name.hasPrefix("@chain-head") ? writers.first?.target : writers.last?.target
+            found = t.flatMap { r.target($0)?.node }.flatMap { world.node($0) }
+        }
+        if let found {
+            resolvedTokens[name] = found.name
+            world.trace.note(.fault, at: world.nowNanoseconds, "\(name) is \(found.name)")
+        }
+        return found
+    }
+
+    func mgmtdClient(_ ctx: SimProcessContext, role: CisternRouting.NodeRole) -> MgmtdClient {
+        MgmtdClient(node: ctx.node, role: role, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: mgmtdIDs, observer: recorder)
+    }
+
+    func bootStorage(_ ctx: SimProcessContext, targets: [TargetID]) async {
+        let client = mgmtdClient(ctx, role: .storage)
+        var storageConfig = StorageConfig()
+        storageConfig.heartbeatIntervalNanoseconds = config.heartbeatIntervalNanoseconds
+        storageConfig.isolationNanoseconds = config.failureTimeoutNanoseconds / 2
+        for _ in 0..<50 {
+            if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: targets, config: storageConfig) {
+                ctx.retain(s)
+                services[ctx.node] = s
+                return
+            }
+            try? await ctx.runtime.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async {
+        let client = mgmtdClient(ctx, role: .client)
+        while chains.isEmpty {
+            await client.refreshRouting()
+            if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes,
+               case .ok? = try? await client.call(.createChains(replicas: replicas)) {
+                await client.refreshRouting()
+                chains = (await client.routing)?.tables.first?.chains ?? []
+            }
+            try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
+        }
+    }
+
+    func clientLoop(_ ctx: SimProcessContext) async {
+        let mgmtd = mgmtdClient(ctx, role: .client)
+        await mgmtd.serveHints()
+        let storage = StorageClient(runtime: ctx.runtime, transport: ctx.transport, mgmtd: mgmtd, clientID: ctx.node.rawValue << 8 | UInt32(ctx.process.incarnation & 0xFF))
+        var rng = ctx.runtime.random("workload")
+        let readFraction = scenario.workload.readFraction ?? 0.7
+        let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 20_000_000)).nanoseconds)
+        var n = 0
+        while chains.isEmpty { try? await ctx.runtime.sleep(nanoseconds: 100_000_000) }
+        while ctx.runtime.nowNanoseconds() < scenario.duration.nanoseconds {
+            let k = Int.random(in: 0..<chunkCount, using: &rng)
+            let (id, chain) = chunk(k)
+            guard let chain else { break }
+            let key = "c\(k)"
+            let now = ctx.runtime.nowNanoseconds()
+            if rng.unit() < readFraction {
+                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: now)
+                do {
+                    let got = try await storage.read(id, chain: chain)
+                    let v = got.flatMap { value(of: $0.data, key: key) }
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: got == nil || v != nil, readValue: .some(v))
+                } catch {
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                }
+            } else {
+                n += 1
+                let v = "\(ctx.name).\(ctx.process.incarnation).\(n)"
+                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .write, value: v, at: now)
+                do {
+                    _ = try await storage.write(id, chain: chain, content(v))
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true)
+                } catch {
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                }
+            }
+            try? await ctx.runtime.sleep(nanoseconds: UInt64(-think * log(max(rng.unit(), 1e-12))))
+        }
+    }
+
+    /// After the workload: read every chunk until it succeeds (checked like any read).
+    func verify(_ ctx: SimProcessContext) async {
+        let mgmtd = mgmtdClient(ctx, role: .client)
+        let storage = StorageClient(runtime: ctx.runtime, transport: ctx.transport, mgmtd: mgmtd, clientID: 0xFFFF_FF00)
+        for k in 0..<chunkCount {
+            let (id, chain) = chunk(k)
+            guard let chain else { break }
+            let key = "c\(k)"
+            while true {
+                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: ctx.runtime.nowNanoseconds())
+                do {
+                    let got = try await storage.read(id, chain: chain)
+                    let v = got.flatMap { value(of: $0.data, key: key) }
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: got == nil || v != nil, readValue: .some(v))
+                    break
+                } catch {
+                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
+                }
+            }
+        }
+        // Once every chain is fully serving again, record each live replica's
+        // committed bytes of every chunk (checked by replicas_identical).
+        while !replicasSettled() { try? await ctx.runtime.sleep(nanoseconds: 200_000_000) }
+        try? await ctx.runtime.sleep(nanoseconds: 2_000_000_000)
+        await collectReplicaDigests()
+        verifierDone = true
+    }
+
+    /// target -> chunk -> "version/checksum", read through the live engines (a copy
+    /// failing its checksum reads as "corrupt").
+    var replicaDigests: [TargetID: [ChunkID: String]] = [:]
+
+    var corruptions = 0
+    var repairs = 0
+
+    func collectReplicaDigests() async {
+        for (_, service) in services.sorted(by: { $0.key < $1.key }) {
+            corruptions += await service.corruptionsDetected
+            repairs += await service.repairs
+            for t in service.targetIDs {
+                guard let engine = await service.engine(t) else { continue }
+                var digests: [ChunkID: String] = [:]
+                for k in 0..<chunkCount {
+                    let id = chunk(k).0
+                    do {
+                        let (data, v) = try await engine.read(id)
+                        digests[id] = "v\(v.version)/\(String(CRC32C.checksum(data), radix: 16))"
+                    } catch ChunkError.notFound {
+                        digests[id] = "absent"
+                    } catch {
+                        digests[id] = "unreadable (\(error))"
+                    }
+                }
+                replicaDigests[t] = digests
+            }
+        }
+    }
+
+    // MARK: Checks
+
+    /// Whether every chain is fully SERVING in the last committed routing.
+    func replicasSettled() -> Bool {
+        guard let r = recorder.lastCommitted, !chains.isEmpty else { return false }
+        return chains.allSatisfy { c in r.chain(c)?.targets.allSatisfy { $0.state == .serving } ?? false }
+    }
+
+    var lastSettledCheck: [String] = []
+
+    /// Every replica of every chain must be SERVING with the same committed bytes for
+    /// every chunk, as its live engine reads them when the run settles.
+    func replicaDifferences() -> [String] {
+        guard let r = recorder.lastCommitted else { return ["replicas_identical: no routing was committed"] }
+        var out: [String] = []
+        for c in chains {
+            guard let chain = r.chain(c) else { continue }
+            if chain.targets.contains(where: { $0.state != .serving }) {
+                out.append("replicas_identical: \(chain) is not fully SERVING at the end, \(scenario.liveness) after the workload")
+                continue
+            }
+            for k in 0..<chunkCount where chunk(k).1 == c {
+                let id = chunk(k).0
+                var seen: [String: [TargetID]] = [:]
+                for t in chain.targets {
+                    seen[replicaDigests[t.target]?[id] ?? "not collected", default: []].append(t.target)
+                }
+                if seen.count > 1 {
+                    let detail = seen.keys.sorted().map { "\($0): \(seen[$0]!.map(\.description).joined(separator: ","))" }.joined(separator: "; ")
+                    out.append("replicas_identical: \(id) differs across \(chain.id)'s replicas (\(detail))")
+                }
+            }
+            if out.count > 10 { break }
+        }
+        return out
+    }
+
+    func settledMetrics() -> [String: Double] {
+        ["chains": Double(chains.count), "corruptions_detected": Double(corruptions), "repairs": Double(repairs)]
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
