@@ -111,7 +111,7 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
-        .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
+        .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternRouting", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),

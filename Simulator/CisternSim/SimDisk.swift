@@ -50,6 +50,11 @@ public final class SimDisk: Disk, @unchecked Sendable {
         return store.fileNames
     }
 
+    public func space() async throws(DiskError) -> DiskSpace {
+        let used = store.usedBytes
+        return DiskSpace(totalBytes: store.config.capacityBytes, freeBytes: store.config.capacityBytes &- min(used, store.config.capacityBytes))
+    }
+
     public func size(_ file: DiskFile) async throws(DiskError) -> UInt64 {
         let f = try resolve(file)
         return UInt64(f.data.count)

@@ -21,6 +21,17 @@ public enum DiskOp: Sendable, Equatable {
     case truncate(DiskFile, length: UInt64)
 }
 
+/// Space on the device holding a disk.
+public struct DiskSpace: Sendable, Equatable {
+    public var totalBytes: UInt64
+    /// Bytes this process may still allocate.
+    public var freeBytes: UInt64
+    public init(totalBytes: UInt64, freeBytes: UInt64) {
+        self.totalBytes = totalBytes
+        self.freeBytes = freeBytes
+    }
+}
+
 /// What a successful operation returns.
 public enum DiskCompletion: Sendable, Equatable {
     case read([UInt8])
@@ -71,6 +82,8 @@ public protocol Disk: Sendable {
     /// The names of the files under the root, sorted.
     func list() async throws(DiskError) -> [String]
     func size(_ file: DiskFile) async throws(DiskError) -> UInt64
+    /// Total and free space of the device (shared by everything on it).
+    func space() async throws(DiskError) -> DiskSpace
     /// Runs a batch. Results come back in order, one per operation; operations on
     /// the same file apply in order.
     func submit(_ ops: [DiskOp]) async -> [Result<DiskCompletion, DiskError>]

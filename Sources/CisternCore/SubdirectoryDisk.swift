@@ -43,6 +43,8 @@ public struct SubdirectoryDisk: Disk {
         try await base.size(innerFile(file))
     }
 
+    public func space() async throws(DiskError) -> DiskSpace { try await base.space() }
+
     public func submit(_ ops: [DiskOp]) async -> [Result<DiskCompletion, DiskError>] {
         let mapped = ops.map { op -> DiskOp in
             switch op {

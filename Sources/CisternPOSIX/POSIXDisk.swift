@@ -100,6 +100,8 @@ public final class POSIXDisk: Disk {
         }.get()
     }
 
+    public func space() async throws(DiskError) -> DiskSpace { try POSIXErrno.space(root) }
+
     public func size(_ file: DiskFile) async throws(DiskError) -> UInt64 {
         let descriptor = try lookup(file)
         let root = self.root

@@ -46,4 +46,13 @@ enum POSIXErrno {
         guard statvfs(directory, &info) == 0 else { return 0 }
         return UInt64(info.f_bavail) &* UInt64(info.f_frsize)
     }
+
+    /// Total and available bytes of the file system holding `directory`.
+    static func space(_ directory: String) throws(DiskError) -> DiskSpace {
+        var info = statvfs()
+        guard statvfs(directory, &info) == 0 else {
+            throw .ioError(path: directory, detail: "statvfs failed: \(String(cString: strerror(errno)))")
+        }
+        return DiskSpace(totalBytes: UInt64(info.f_blocks) &* UInt64(info.f_frsize), freeBytes: UInt64(info.f_bavail) &* UInt64(info.f_frsize))
+    }
 }

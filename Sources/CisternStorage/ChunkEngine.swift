@@ -193,14 +193,28 @@ public actor ChunkEngine {
 
     /// Preallocates a range of blocks and extends the file over it, so the file size
     /// tells recovery how many blocks exist.
+    /// When the usual step does not fit (a nearly full disk), a single block is tried
+    /// before the write fails with `noSpace`.
     private func grow(_ g: SlabAllocator.Growth) async throws(ChunkError) {
         guard case .extend(let c, let file, let from, let blocks) = g else { return }
         let f = try await handle(BlockAddress.path(c, file))
-        let start = UInt64(from) * UInt64(c.blockBytes)
-        let length = UInt64(blocks) * UInt64(c.blockBytes)
-        let results = await disk.submit([.fallocate(f, offset: start, length: length), .truncate(f, length: start + length), .fsync(f)])
-        for case .failure(let e) in results { throw .disk(e) }
-        allocator.grew(g)
+        var step = blocks
+        while true {
+            let start = UInt64(from) * UInt64(c.blockBytes)
+            let length = UInt64(step) * UInt64(c.blockBytes)
+            let results = await disk.submit([.fallocate(f, offset: start, length: length), .truncate(f, length: start + length), .fsync(f)])
+            var failure: DiskError?
+            for case .failure(let e) in results { failure = failure ?? e }
+            guard let failure else { break }
+            if case .noSpace = failure, step > 1 {
+                // Undo a partial extension before trying one block.
+                _ = await disk.submit([.truncate(f, length: start), .fsync(f)])
+                step = 1
+                continue
+            }
+            throw .disk(failure)
+        }
+        allocator.grew(.extend(sizeClass: c, file: file, from: from, blocks: step))
     }
 
     private func handle(_ path: String) async throws(ChunkError) -> DiskFile {

@@ -31,6 +31,9 @@ public actor StorageClient {
     public var attemptsMax = 80
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
 
+    /// Sets how many times a request is tried before giving up.
+    public func setAttempts(_ n: Int) { attemptsMax = max(1, n) }
+
     public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32) {
         self.runtime = runtime
         self.transport = transport
@@ -80,6 +83,44 @@ public actor StorageClient {
             }
         }
         throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+
+    /// Reads several chunks of one chain with one request to a SERVING replica; chunks
+    /// that replica could not serve (a write in flight, a corrupt copy) are read again
+    /// one by one. The result has an entry per chunk: nil when it does not exist.
+    public func readBatch(_ chunks: [ChunkID], chain id: ChainID) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8])?] {
+        var result: [ChunkID: (version: UInt64, data: [UInt8])?] = [:]
+        var pending = chunks
+        if let chain = await chain(id, refresh: false), !chain.servingTargets.isEmpty, !chunks.isEmpty {
+            let serving = chain.servingTargets
+            let target = serving[Int.random(in: 0..<serving.count, using: &rng)]
+            let routing = await mgmtd.routing
+            if let node = routing?.target(target)?.node {
+                for batch in stride(from: 0, to: chunks.count, by: StorageLimits.batchChunksMax).map({ Array(chunks[$0..<min($0 + StorageLimits.batchChunksMax, chunks.count)]) }) {
+                    let request = StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: batch).message()
+                    guard let response = try? await transport.call(node, service: storageService, request, timeoutNanoseconds: timeoutNanoseconds),
+                          let reply = try? StorageReply(wireBytes: response.header), case .batch(let items) = reply,
+                          items.count == batch.count, items.reduce(0, { $0 + $1.length }) == response.bulk.count
+                    else { continue }
+                    var offset = 0
+                    for item in items {
+                        switch item.status {
+                        case .data:
+                            let data = Array(response.bulk[offset..<offset + item.length])
+                            offset += item.length
+                            if CRC32C.checksum(data) == item.checksum { result[item.chunk] = .some((item.version, data)) }
+                        case .notFound:
+                            result[item.chunk] = .some(nil)
+                        default:
+                            break
+                        }
+                    }
+                }
+            }
+        }
+        pending = pending.filter { result[$0] == nil }
+        for chunk in pending { result[chunk] = .some(try await read(chunk, chain: id)) }
+        return result
     }
 
     /// The committed content of `chunk` and its version, or nil if it does not exist.

@@ -92,6 +92,9 @@ public enum StorageRequest: Sendable, Equatable {
     case removeChunk(target: TargetID, chainVersion: UInt64, chunk: ChunkID)
     /// The predecessor finished resyncing `target`: it is up to date.
     case syncDone(target: TargetID, chainVersion: UInt64)
+    /// The committed content of several chunks of one chain on `target` (at most
+    /// `StorageLimits.batchChunksMax`); the reply's bulk holds their bytes in order.
+    case readBatch(target: TargetID, chain: ChainID, chainVersion: UInt64, chunks: [ChunkID])
 
     public var method: UInt16 {
         switch self {
@@ -100,6 +103,7 @@ public enum StorageRequest: Sendable, Equatable {
         case .dumpMeta: return 3
         case .removeChunk: return 4
         case .syncDone: return 5
+        case .readBatch: return 6
         }
     }
 
@@ -120,6 +124,11 @@ public enum StorageRequest: Sendable, Equatable {
                 m.write(t)
                 m.writeVarint(v)
                 m.write(chunk)
+            case .readBatch(let t, let c, let v, let chunks):
+                m.write(t)
+                m.write(c)
+                m.writeVarint(v)
+                m.write(chunks)
             }
         }
         return Message(method: method, header: w.bytes, bulk: bulk)
@@ -135,8 +144,49 @@ public enum StorageRequest: Sendable, Equatable {
             case 3: return .dumpMeta(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
             case 4: return .removeChunk(target: try m.read(TargetID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
             case 5: return .syncDone(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
+            case 6:
+                return .readBatch(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunks: try m.read([ChunkID].self))
             default: throw .unknownTag(type: "StorageRequest", tag: UInt64(method))
             }
+        }
+    }
+}
+
+public enum StorageLimits {
+    /// Most chunks one batched read may ask for.
+    public static let batchChunksMax = 1_024
+}
+
+/// One chunk's result in a batched read; data of `.data` items is in the reply's
+/// bulk, in order, `length` bytes each.
+public struct BatchReadItem: Hashable, Sendable, WireCodable {
+    public enum Status: UInt8, Sendable, WireEnum {
+        case data = 1, notFound, notCommitted, corrupt, failed
+    }
+    public var chunk: ChunkID
+    public var status: Status
+    public var version: UInt64
+    public var checksum: UInt32
+    public var length: Int
+    public init(chunk: ChunkID, status: Status, version: UInt64 = 0, checksum: UInt32 = 0, length: Int = 0) {
+        self.chunk = chunk
+        self.status = status
+        self.version = version
+        self.checksum = checksum
+        self.length = length
+    }
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            w.write(chunk)
+            w.write(status)
+            w.writeVarint(version)
+            w.writeUInt32LE(checksum)
+            w.write(length)
+        }
+    }
+    public init(from reader: inout WireReader) throws(WireError) {
+        (chunk, status, version, checksum, length) = try reader.readMessage("BatchReadItem") { r throws(WireError) in
+            (try r.read(ChunkID.self), try r.read(Status.self), try r.readVarint(), try r.readUInt32LE(), try r.read(Int.self))
         }
     }
 }
@@ -159,6 +209,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
     case meta([ChunkMeta])
     case done
     case failed(String)
+    case batch([BatchReadItem])
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -187,6 +238,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
         case .failed(let why):
             writer.writeVarint(10)
             writer.writeMessage { $0.writeString(why) }
+        case .batch(let items):
+            writer.writeVarint(11)
+            writer.writeMessage { $0.write(items) }
         }
     }
 
@@ -204,6 +258,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
             case 8: return .meta(try m.read([ChunkMeta].self))
             case 9: return .done
             case 10: return .failed(try m.readString())
+            case 11: return .batch(try m.read([BatchReadItem].self))
             default: throw .unknownTag(type: "StorageReply", tag: tag)
             }
         }

@@ -37,6 +37,7 @@ public actor StorageService {
     let mgmtd: MgmtdClient
     let config: StorageConfig
     let log: Logger
+    let disk: any Disk
     public nonisolated let targetIDs: [TargetID]
     private var engines: [TargetID: ChunkEngine] = [:]
     private var local: [TargetID: LocalState] = [:]
@@ -47,14 +48,20 @@ public actor StorageService {
     private var dedup = DedupTable<StorageReply>()
     private var lastContact: UInt64
     private var repairing: Set<ChunkLocks.Key> = []
+    /// Targets that failed a commit after their successor had committed: their copy
+    /// may now differ from the chain's, so they report OFFLINE (the manager takes them
+    /// out of the chain) and come back only through a restart and resync (3FS: a
+    /// target whose medium fails is reported offline).
+    private var failedTargets: [TargetID: String] = [:]
     /// Checksum failures seen on reads (each triggers a repair).
     public private(set) var corruptionsDetected = 0
     public private(set) var repairs = 0
 
     static let markerPath = "storage-node.state"
 
-    init(node: NodeID, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, config: StorageConfig, targets: [TargetID], restarted: Bool) {
+    init(node: NodeID, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, config: StorageConfig, targets: [TargetID], restarted: Bool, disk: any Disk) {
         self.node = node
+        self.disk = disk
         self.runtime = runtime
         self.transport = transport
         self.mgmtd = mgmtd
@@ -83,7 +90,7 @@ public actor StorageService {
             try await disk.write(f, offset: 0, Array("started".utf8))
             try await disk.fsync(f)
         }
-        let service = StorageService(node: node, runtime: runtime, transport: transport, mgmtd: mgmtd, config: config, targets: targets, restarted: restarted)
+        let service = StorageService(node: node, runtime: runtime, transport: transport, mgmtd: mgmtd, config: config, targets: targets, restarted: restarted, disk: disk)
         for t in targets {
             let engine = try await ChunkEngine.open(disk: SubdirectoryDisk(disk, folder: "targets/t\(t.rawValue)"), runtime: runtime)
             await service.attach(t, engine)
@@ -122,9 +129,38 @@ public actor StorageService {
         if runtime.nowNanoseconds() > lastContact &+ config.isolationNanoseconds {
             return (.notServing("\(node) lost contact with the cluster manager"), [])
         }
+        let named: TargetID? = {
+            switch request {
+            case .write(let a): return a.target
+            case .read(let t, _, _, _), .dumpMeta(let t, _), .removeChunk(let t, _, _), .syncDone(let t, _), .readBatch(let t, _, _, _): return t
+            }
+        }()
+        if let t = named, let why = failedTargets[t] { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
         switch request {
         case .write(let a): return (await write(a, bulk), [])
         case .read(let t, let c, let v, let chunk): return await read(t, chain: c, chainVersion: v, chunk: chunk)
+        case .readBatch(let t, let c, let v, let chunks):
+            guard chunks.count <= StorageLimits.batchChunksMax else {
+                return (.failed("a batch of \(chunks.count) chunks exceeds the \(StorageLimits.batchChunksMax)-chunk limit; split it"), [])
+            }
+            var items: [BatchReadItem] = []
+            var bulk: [UInt8] = []
+            for chunk in chunks {
+                let (reply, data) = await read(t, chain: c, chainVersion: v, chunk: chunk)
+                switch reply {
+                case .data(let version, let checksum):
+                    items.append(BatchReadItem(chunk: chunk, status: .data, version: version, checksum: checksum, length: data.count))
+                    bulk += data
+                case .notFound: items.append(BatchReadItem(chunk: chunk, status: .notFound))
+                case .notCommitted: items.append(BatchReadItem(chunk: chunk, status: .notCommitted))
+                case .corrupt: items.append(BatchReadItem(chunk: chunk, status: .corrupt))
+                case .chainVersionMismatch, .notServing:
+                    // The whole target answers the same for every chunk.
+                    return (reply, [])
+                default: items.append(BatchReadItem(chunk: chunk, status: .failed))
+                }
+            }
+            return (.batch(items), bulk)
         case .dumpMeta(let t, _):
             guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
             return (.meta(await e.allMeta()), [])
@@ -285,6 +321,10 @@ public actor StorageService {
         } catch {
             // Already committed at this version or later (a resend): acknowledged.
             if (await engine.meta(a.chunk))?.committed?.version ?? 0 >= a.version { return .written(version: a.version) }
+            // The successor committed this version and we cannot: take the target out.
+            failedTargets[a.target] = "commit of \(a.chunk) version \(a.version) failed: \(error)"
+            local[a.target] = .offline
+            log.error("\(a.target) is out of service: commit of \(a.chunk) version \(a.version) failed after its successor committed: \(error)")
             return .failed("\(error)")
         }
     }
@@ -397,14 +437,14 @@ public actor StorageService {
             guard routing != nil, targetIDs.allSatisfy({ t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? true }) else { return }
             recovering = false
             lastContact = runtime.nowNanoseconds()
-        } else if targetIDs.contains(where: { t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? false }) {
+        } else if targetIDs.contains(where: { t in failedTargets[t] == nil && (state(t).map { $0 == .offline || $0 == .lastsrv } ?? false) }) {
             // Declared failed while running (cut off): start over, like a restart.
             recovering = true
             syncDone.removeAll()
             for t in targetIDs { local[t] = .online }
             return
         }
-        for t in targetIDs {
+        for t in targetIDs where failedTargets[t] == nil {
             switch state(t) {
             case .serving?: local[t] = .upToDate
             case .syncing?: local[t] = syncDone.contains(t) ? .upToDate : .online
@@ -414,10 +454,13 @@ public actor StorageService {
             default: break
             }
         }
+        // Targets share the node's disk: each reports its own use, and as capacity
+        // its use plus the device's free space.
+        let free = (try? await disk.space())?.freeBytes ?? 0
         var reports: [TargetReport] = []
         for t in targetIDs {
             let used = await engines[t]?.usedBytes ?? 0
-            reports.append(TargetReport(target: t, localState: local[t] ?? .offline, usedBytes: used, capacityBytes: 1 << 40))
+            reports.append(TargetReport(target: t, localState: local[t] ?? .offline, usedBytes: used, capacityBytes: used + free))
         }
         if (try? await mgmtd.heartbeat(targets: reports)) != nil { lastContact = runtime.nowNanoseconds() }
         if let routing { startResyncs(routing) }

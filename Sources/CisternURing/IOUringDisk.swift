@@ -108,6 +108,8 @@ public final class IOUringDisk: Disk {
         try await names.remove(path)
     }
 
+    public func space() async throws(DiskError) -> DiskSpace { try await names.space() }
+
     public func list() async throws(DiskError) -> [String] {
         try await names.list()
     }

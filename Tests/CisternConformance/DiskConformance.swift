@@ -23,6 +23,14 @@ public enum DiskConformance {
         try await closedHandle(harness)
         try await limits(harness)
         try await largeRoundTrip(harness)
+        try await spaceIsReported(harness)
+    }
+
+    static func spaceIsReported(_ harness: some DiskHarness) async throws {
+        let disk = try await harness.makeDisk()
+        let space = try await disk.space()
+        try check(space.totalBytes > 0, "space() reports the device's total size")
+        try check(space.freeBytes <= space.totalBytes, "free space (\(space.freeBytes)) is at most the total (\(space.totalBytes))")
     }
 
     // MARK: - Cases

@@ -116,6 +116,16 @@ final class Log: @unchecked Sendable {
                             }
                         }
                     }
+                    // A batched read returns what single reads do.
+                    let ids = expected.keys.sorted() + [ChunkID(inode: 1, index: 999)]
+                    if let batch = try? await client.readBatch(ids, chain: chain) {
+                        for (chunk, data) in expected where batch[chunk]??.data != data { log.failures.append("batched read of \(chunk) differs") }
+                        let missing = batch[ChunkID(inode: 1, index: 999)]
+                        if missing == nil || missing! != nil { log.failures.append("batched read of a missing chunk is not nil") }
+                        if batch.count != ids.count { log.failures.append("batched read returned \(batch.count) of \(ids.count) entries") }
+                    } else {
+                        log.failures.append("batched read failed")
+                    }
                     log.notes.append("verified \(expected.count) chunks")
                 }
                 world.run(untilNanoseconds: 300_000_000_000)
@@ -126,5 +136,77 @@ final class Log: @unchecked Sendable {
             #expect(log.notes.last?.hasPrefix("verified") == true, "seed \(seed): \(log.notes)")
             #expect(log.notes.contains { $0.hasPrefix("killed") }, "seed \(seed): the tail was never killed")
         }
+    }
+}
+
+@Suite struct StorageSpaceTests {
+    @Test func aFullDiskFailsWritesClearlyWithoutPartialCommitsAndSpaceIsReported() {
+        var disk = DiskConfig()
+        disk.capacityBytes = 3 << 20
+        let log = SimWorld.simulate(seed: 9, disk: disk) { world -> Log in
+            let log = Log()
+            let cluster = StorageCluster(world: world, storage: 3)
+            let admin = world.addNode(name: "client", host: "10.0.2.1")
+            let p = world.start(admin)
+            world.spawn {
+                let rt = p.runtime!
+                let mgmtd = MgmtdClient(node: admin.id, role: .client, name: "client", runtime: rt, transport: p.transport, replicas: [cluster.mgmtd.id])
+                try? await rt.sleep(nanoseconds: 2_000_000_000)
+                guard case .ok? = try? await mgmtd.call(.createChains(replicas: 3)) else {
+                    log.failures.append("chains not created")
+                    return
+                }
+                let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
+                await client.setAttempts(3)
+                let chain = ChainID(1)
+                var written: [ChunkID: [UInt8]] = [:]
+                var noSpace: String?
+                for i in 0..<40 {
+                    let id = ChunkID(inode: 2, index: UInt64(i))
+                    let data = [UInt8](repeating: UInt8(i), count: 200_000)
+                    do {
+                        _ = try await client.write(id, chain: chain, data)
+                        written[id] = data
+                    } catch {
+                        noSpace = "\(error)"
+                        break
+                    }
+                }
+                guard let noSpace else {
+                    log.failures.append("the disk never filled")
+                    return
+                }
+                if written.count < 3 { log.failures.append("only \(written.count) chunk(s) fit before the disk was declared full") }
+                log.notes.append(noSpace)
+                if !noSpace.contains("no space left") { log.failures.append("the error does not say the disk is full: \(noSpace)") }
+                // Everything acknowledged before reads back; the failed write left no trace.
+                for (id, data) in written.sorted(by: { $0.key < $1.key }) {
+                    var got: [UInt8]?
+                    do { got = try await client.read(id, chain: chain)?.data } catch { got = nil }
+                    if got != data { log.failures.append("\(id) changed after the disk filled") }
+                }
+                for (_, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
+                    for t in service.targetIDs {
+                        guard let engine = await service.engine(t) else { continue }
+                        for meta in await engine.allMeta() where written[meta.id] == nil && meta.committed != nil {
+                            log.failures.append("\(meta.id) was committed on \(t) though its write failed")
+                        }
+                    }
+                }
+                // Heartbeats report used space.
+                try? await rt.sleep(nanoseconds: 2_000_000_000)
+                await mgmtd.refreshRouting()
+                let targets = (await mgmtd.routing)?.targets ?? []
+                if !targets.contains(where: { $0.usedBytes > 0 && $0.capacityBytes >= $0.usedBytes && $0.capacityBytes < 4 << 20 }) {
+                    let figures = targets.map { "\($0.usedBytes)/\($0.capacityBytes)" }.joined(separator: " ")
+                    log.failures.append("no target reports its used space and capacity: \(figures)")
+                }
+                log.notes.append("done")
+            }
+            world.run(untilNanoseconds: 120_000_000_000)
+            return log
+        }
+        #expect(log.failures.isEmpty, "\(log.failures) \(log.notes)")
+        #expect(log.notes.last == "done")
     }
 }
