@@ -7,7 +7,8 @@ SEEDS ?= 1...20
 BIN := .build/debug/cistern
 # Scenarios cheap enough to run over all of $(SEEDS) twice in CI (the storage ones
 # run over seeds 1...5 twice, with every other scenario).
-FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml
+FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
+	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml
 
 .PHONY: run test deps build bench bench-disk release doctor clean
 

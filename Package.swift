@@ -93,7 +93,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "CisternScenario",
-            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", "CisternMeta", .product(name: "Yams", package: "Yams")],
             path: "Simulator/CisternScenario",
             swiftSettings: strict),
 

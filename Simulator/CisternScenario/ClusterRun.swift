@@ -75,7 +75,7 @@ final class ClusterRun: @unchecked Sendable {
                 }
             case .client:
                 node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
-            case .register:
+            case .register, .meta:
                 break
             }
             world.start(node)

@@ -62,7 +62,7 @@ public struct FaultPlan: Sendable {
     public init(scenario s: Scenario) {
         scenario = s
         func names(_ role: NodeRole) -> [String] { s.topology.nodes.filter { $0.role == role }.map(\.name) }
-        let register = names(.register), mgmtd = names(.mgmtd), storage = names(.storage)
+        let register = names(.register), mgmtd = names(.mgmtd), storage = names(.storage), meta = names(.meta)
         var groups: [Group] = []
         if !register.isEmpty {
             let f = (register.count - 1) / 2
@@ -70,6 +70,9 @@ public struct FaultPlan: Sendable {
         }
         if !mgmtd.isEmpty {
             groups.append(Group(label: "mgmtd replicas", members: Set(mgmtd), tolerated: mgmtd.count - 1, toleratedDataLoss: nil, selectors: ["@mgmtd-primary"]))
+        }
+        if !meta.isEmpty {
+            groups.append(Group(label: "metadata servers", members: Set(meta), tolerated: meta.count - 1, toleratedDataLoss: nil, selectors: []))
         }
         if !storage.isEmpty {
             let replicas = s.workload.replicas ?? 3
@@ -84,7 +87,7 @@ public struct FaultPlan: Sendable {
         }
         self.groups = groups
         allNodes = s.topology.nodes.map(\.name)
-        faultable = register + mgmtd + storage
+        faultable = register + mgmtd + storage + meta
         singleHomed = Set(s.topology.nodes.filter { ($0.secondaryHosts ?? []).isEmpty }.map(\.name))
             .union(mgmtd.allSatisfy { n in !(s.topology.nodes.first { $0.name == n }?.secondaryHosts ?? []).isEmpty } ? [] : ["@mgmtd-primary"])
         var events: [PlannedFault] = []

@@ -37,7 +37,7 @@ final class RegisterRun: @unchecked Sendable {
             switch spec.role {
             case .register: node.boot = { [unowned self] ctx in await self.bootReplica(ctx) }
             case .client: node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
-            case .mgmtd, .storage: break
+            case .mgmtd, .storage, .meta: break
             }
             world.start(node)
         }

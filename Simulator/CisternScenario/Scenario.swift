@@ -68,9 +68,10 @@ public enum NodeRole: String, Codable, Sendable, CaseIterable {
     case client
     /// A cluster manager replica.
     case mgmtd
-    /// A storage node with `targets` targets (heartbeats and target states; the data
-    /// path arrives with the storage service).
+    /// A storage node with `targets` targets.
     case storage
+    /// A metadata server (stateless, over the shared transactional KV).
+    case meta
 }
 
 public struct NodeSpec: Codable, Sendable {

@@ -110,6 +110,7 @@ public enum ScenarioRunner {
             switch scenario.workload.kind {
             case "cluster": return ClusterRun(scenario: scenario, world: world, seed: seed).execute()
             case "storage": return StorageRun(scenario: scenario, world: world, seed: seed).execute()
+            case "meta": return MetaRun(scenario: scenario, world: world, seed: seed).execute()
             default: return RegisterRun(scenario: scenario, world: world, seed: seed).execute()
             }
         }

@@ -7,10 +7,11 @@ public enum ScenarioValidator {
     public static let storageInvariants = ["linearizable", "no_lost_writes", "replicas_identical", "single_head", "routing_monotonic", "liveness"]
     public static var knownInvariants: [String] {
         var all: [String] = []
-        for i in registerInvariants + clusterInvariants + storageInvariants where !all.contains(i) { all.append(i) }
+        for i in registerInvariants + clusterInvariants + storageInvariants + metaInvariants where !all.contains(i) { all.append(i) }
         return all
     }
-    public static let knownWorkloads = ["register", "cluster", "storage"]
+    public static let metaInvariants = ["namespace_model", "namespace_integrity", "liveness"]
+    public static let knownWorkloads = ["register", "cluster", "storage", "meta"]
     /// Node names faults may use besides the topology's: `kv` is the transactional KV
     /// store (for partitions), `@mgmtd-primary` is whichever replica holds the lease
     /// when the fault fires.
@@ -37,6 +38,10 @@ public enum ScenarioValidator {
         }
         if s.workload.kind == "register" {
             if replicas == 0 { out.append("topology: the register workload needs at least one node with role: register") }
+            if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
+        }
+        if s.workload.kind == "meta" {
+            if !s.topology.nodes.contains(where: { $0.role == .meta }) { out.append("topology: the meta workload needs at least one node with role: meta") }
             if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
         }
         if s.workload.kind == "cluster" || s.workload.kind == "storage" {

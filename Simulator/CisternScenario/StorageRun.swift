@@ -87,7 +87,7 @@ final class StorageRun: @unchecked Sendable {
                 node.boot = { [unowned self] ctx in await self.bootStorage(ctx, targets: targets) }
             case .client:
                 node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
-            case .register:
+            case .register, .meta:
                 break
             }
             world.start(node)

@@ -3,67 +3,7 @@ import CisternMeta
 import CisternSim
 import Testing
 
-/// A namespace operation of the model check.
-enum Op: CustomStringConvertible, Sendable {
-    case create(String), mkdir(String), remove(String, recursive: Bool), rename(String, String)
-    var description: String {
-        switch self {
-        case .create(let p): return "create \(p)"
-        case .mkdir(let p): return "mkdir \(p)"
-        case .remove(let p, let r): return "remove\(r ? " -r" : "") \(p)"
-        case .rename(let a, let b): return "rename \(a) \(b)"
-        }
-    }
-}
-
-/// The sequential model: absolute path to type.
-struct NamespaceModel {
-    var entries: [String: InodeType] = ["/": .directory]
-
-    static func parent(_ p: String) -> String {
-        let parts = p.split(separator: "/")
-        return parts.count <= 1 ? "/" : "/" + parts.dropLast().joined(separator: "/")
-    }
-
-    func isDir(_ p: String) -> Bool { entries[p] == .directory }
-    func children(_ p: String) -> [String] {
-        let prefix = p == "/" ? "/" : p + "/"
-        return entries.keys.filter { $0 != p && $0.hasPrefix(prefix) && !$0.dropFirst(prefix.count).contains("/") }
-    }
-    func subtree(_ p: String) -> [String] { entries.keys.filter { $0 == p || $0.hasPrefix(p + "/") } }
-
-    /// Applies `op` as the namespace would; returns whether it succeeds.
-    mutating func apply(_ op: Op) -> Bool {
-        switch op {
-        case .create(let p), .mkdir(let p):
-            guard isDir(Self.parent(p)), entries[p] == nil else { return false }
-            if case .create = op { entries[p] = .file } else { entries[p] = .directory }
-            return true
-        case .remove(let p, let recursive):
-            guard let t = entries[p] else { return false }
-            if t == .directory && !children(p).isEmpty && !recursive { return false }
-            for q in subtree(p) { entries[q] = nil }
-            return true
-        case .rename(let a, let b):
-            guard let moving = entries[a], isDir(Self.parent(b)) else { return false }
-            if a == b { return true }
-            if moving == .directory && b.hasPrefix(a + "/") { return false }
-            if let existing = entries[b] {
-                if existing == .directory {
-                    guard moving == .directory, children(b).isEmpty else { return false }
-                } else if moving == .directory {
-                    return false
-                }
-                entries[b] = nil
-            }
-            let moved = subtree(a).sorted()
-            let types = moved.map { entries[$0]! }
-            for q in moved { entries[q] = nil }
-            for (q, t) in zip(moved, types) { entries[b + q.dropFirst(a.count)] = t }
-            return true
-        }
-    }
-}
+typealias Op = NamespaceOp
 
 final class ModelRun: @unchecked Sendable {
     var committed: [Op] = []
@@ -75,41 +15,11 @@ final class ModelRun: @unchecked Sendable {
     var done = false
 }
 
-/// Walks the real tree from the root, and checks every inode is reachable, every
-/// entry points at an inode, and directory parents lead back to the root.
 func inspect(_ ns: Namespace, into run: ModelRun) async throws {
-    var reachable: Set<InodeID> = [.root]
-    var queue: [(String, InodeID)] = [("/", .root)]
-    run.real["/"] = .directory
-    while let (path, id) = queue.popLast() {
-        for d in try await ns.list(path, limit: 10_000) {
-            let child = path == "/" ? "/" + d.name : path + "/" + d.name
-            guard let inode = try await ns.inode(d.inode) else {
-                run.problems.append("lost entry: \(child) points at missing \(d.inode)")
-                continue
-            }
-            run.real[child] = inode.type
-            reachable.insert(inode.id)
-            if inode.type == .directory {
-                if inode.parent != id { run.problems.append("\(child): parent pointer \(String(describing: inode.parent)) is not \(id)") }
-                queue.append((child, inode.id))
-            }
-        }
-    }
-    let all = try await ns.tx.getRange(.prefix(Array("i/".utf8)), limit: 100_000, reverse: false)
-    run.inodeCount = all.count
-    for pair in all {
-        let inode = try Inode(wireBytes: pair.value)
-        if !reachable.contains(inode.id) { run.problems.append("orphaned \(inode.id) (\(inode.type))") }
-        // Directory parents must reach the root without a cycle.
-        var cursor = inode.parent
-        var steps = 0
-        while let c = cursor, c != .root {
-            steps += 1
-            if steps > 64 { run.problems.append("cycle through \(inode.id)"); break }
-            cursor = try await ns.inode(c)?.parent
-        }
-    }
+    let report = try await NamespaceAudit.audit(ns)
+    run.real = report.tree
+    run.problems = report.problems
+    run.inodeCount = report.inodes
 }
 
 @Suite struct NamespaceModelCheckTests {

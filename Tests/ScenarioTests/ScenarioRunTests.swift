@@ -17,7 +17,7 @@ func scenario(_ name: String) throws -> (String, Scenario) {
 @Suite struct ScenarioRunTests {
     @Test(arguments: [
         "register-kill-partition-ipchange.yaml", "storage-node-loss.yaml", "mgmtd-primary-kill.yaml",
-        "mgmtd-primary-partition.yaml", "mgmtd-ip-drift.yaml",
+        "mgmtd-primary-partition.yaml", "mgmtd-ip-drift.yaml", "meta-kill-mid-rename.yaml", "kv-outage.yaml",
     ])
     func scenarioPassesOverSeeds(_ file: String) throws {
         let (path, s) = try scenario(file)

@@ -1,0 +1,67 @@
+import CisternCore
+import CisternWire
+
+/// Why a metadata call gave up.
+public enum MetaClientError: Error, Equatable, Sendable, CustomStringConvertible {
+    case refused(MetaErrorCode, String)
+    case exhausted(attempts: Int, lastError: String)
+    public var description: String {
+        switch self {
+        case .refused(_, let text): return text
+        case .exhausted(let n, let e): return "no metadata server answered after \(n) attempts (last: \(e)); check the servers and the KV store"
+        }
+    }
+}
+
+/// Talks to the metadata servers: every request carries this client's identity and a
+/// fresh request number, and is retried (on another server after a failure) with the
+/// same number, so a retried remove or rename is applied once.
+public actor MetaClient {
+    public nonisolated let unownedExecutor: UnownedSerialExecutor
+    let runtime: any Runtime
+    let transport: any Transport
+    let servers: [NodeID]
+    public let clientID: UInt64
+    private var nextRequest: UInt64 = 0
+    private var cursor: Int
+    public var attemptsMax = 200
+    public var timeoutNanoseconds: UInt64 = 1_000_000_000
+
+    public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], clientID: UInt64) {
+        precondition(!servers.isEmpty, "a metadata client needs at least one server")
+        self.runtime = runtime
+        self.transport = transport
+        self.servers = servers
+        self.clientID = clientID
+        self.cursor = Int(clientID % UInt64(servers.count))
+        self.unownedExecutor = runtime.makeActorExecutor()
+    }
+
+    /// Runs `op`; refusals (the namespace says no) come back as `.refused`.
+    public func call(_ op: MetaOp) async throws(MetaClientError) -> MetaReply {
+        nextRequest += 1
+        let request = MetaRequest(client: clientID, request: nextRequest, op: op).message()
+        var last = "no attempt"
+        var backoff: UInt64 = 10_000_000
+        for _ in 0..<attemptsMax {
+            let server = servers[cursor % servers.count]
+            do {
+                let response = try await transport.call(server, service: metaService, request, timeoutNanoseconds: timeoutNanoseconds)
+                let reply = try MetaReply(wireBytes: response.header)
+                switch reply {
+                case .refused(let code, let text): throw MetaClientError.refused(code, text)
+                case .unavailable(let text): last = "\(server): \(text)"
+                default: return reply
+                }
+            } catch let e as MetaClientError {
+                throw e
+            } catch {
+                last = "\(server): \(error)"
+                cursor += 1
+            }
+            try? await runtime.sleep(nanoseconds: backoff)
+            backoff = min(backoff * 2, 500_000_000)
+        }
+        throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+}
