@@ -57,7 +57,7 @@ let package = Package(
         // The storage service: chunk engine, CRAQ chains, resync.
         .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd"], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
-        .target(name: "CisternMeta", dependencies: ["CisternRouting"], swiftSettings: strict),
+        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
 
         // Production implementations of the seams.
@@ -114,7 +114,7 @@ let package = Package(
 
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternRouting", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
-        .testTarget(name: "MetaTests", dependencies: ["CisternMeta", "CisternSim", "CisternSQLite", "CisternNIO"], swiftSettings: strict),
+        .testTarget(name: "MetaTests", dependencies: ["CisternMeta", "CisternSim", "CisternSQLite", "CisternNIO", "CisternStorage", "CisternMgmtd"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),

@@ -233,7 +233,11 @@ public struct Namespace: Sendable {
         var n = node
         if n.type == .directory || n.nlink <= 1 {
             try await tx.clear(MetaKeys.inode(n.id))
-            if n.type == .file { try await tx.set(MetaKeys.garbage(n.id), n.wireBytes()) }
+            if n.type == .file {
+                // The garbage entry records the removal time in `mtimeNanoseconds`.
+                n.mtimeNanoseconds = now
+                try await tx.set(MetaKeys.garbage(n.id), n.wireBytes())
+            }
             removed.append(n.id)
         } else {
             n.nlink -= 1
