@@ -67,6 +67,20 @@ public struct DedupTable<Result: Sendable & Equatable>: Sendable, Equatable {
         entries[channel] = e
     }
 
+    /// Records that request `sequence` of `channel` was applied with `result`, seen
+    /// as a replica rather than as the head (a committed write passing down the
+    /// chain). So when this replica becomes the head, a client's retry of a write the
+    /// old head applied but never acknowledged is answered, not applied again.
+    public mutating func remember(_ channel: Channel, sequence: UInt64, result: Result) {
+        clock += 1
+        if let e = entries[channel], e.sequence > sequence { return }
+        if entries[channel] == nil, entries.count >= capacity,
+           let victim = entries.min(by: { ($0.value.used, $0.key.client, $0.key.channel) < ($1.value.used, $1.key.client, $1.key.channel) })?.key {
+            entries[victim] = nil
+        }
+        entries[channel] = Entry(sequence: sequence, result: result, used: clock)
+    }
+
     /// Forgets an unfinished request (it failed before doing anything), so a retry runs.
     public mutating func abandon(_ channel: Channel, sequence: UInt64) {
         guard let e = entries[channel], e.sequence == sequence, e.result == nil else { return }

@@ -222,7 +222,13 @@ public actor StorageService {
         }
         await lock(key)
         defer { unlock(key) }
-        return await replicaWrite(a, data, engine: engine)
+        let reply = await replicaWrite(a, data, engine: engine)
+        if case .written = reply, a.tag.client != 0 {
+            // Every replica remembers the client requests it applied, so the next
+            // head answers a retry instead of applying it again.
+            dedup.remember(DedupTable<StorageReply>.Channel(client: a.tag.client, channel: a.tag.channel), sequence: a.tag.sequence, result: reply)
+        }
+        return reply
     }
 
     private func headWrite(_ a: WriteArgs, _ bytes: [UInt8], engine: ChunkEngine) async -> StorageReply {

@@ -170,3 +170,15 @@ let c1 = ChunkID(inode: 1, index: 0)
         }
     }
 }
+
+@Suite struct DedupReplicationTests {
+    @Test func aReplicaRemembersRequestsItAppliedAndAnswersTheirRetries() {
+        var t = DedupTable<Int>(capacity: 4)
+        let ch = DedupTable<Int>.Channel(client: 2, channel: 0)
+        t.remember(ch, sequence: 151, result: 57)
+        #expect(t.begin(ch, sequence: 151) == .repeated(57), "a retry of a write applied as a replica is answered")
+        t.remember(ch, sequence: 150, result: 56)
+        #expect(t.begin(ch, sequence: 151) == .repeated(57), "an older request never overwrites a newer one")
+        #expect(t.begin(ch, sequence: 152) == .new)
+    }
+}
