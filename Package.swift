@@ -40,6 +40,9 @@ let package = Package(
         .systemLibrary(
             name: "CIBVerbs", path: "Sources/CIBVerbs",
             providers: [.apt(["libibverbs-dev"])]),
+        .systemLibrary(
+            name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
 
         // Wire encoding and checksums: no dependencies, used by everything.
         .target(name: "CisternWire", swiftSettings: strict),
@@ -74,6 +77,10 @@ let package = Package(
             dependencies: ["CisternCore", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
         .target(name: "CisternSQLite", dependencies: ["CisternCore", "CSQLite"], swiftSettings: strict),
+        .target(
+            name: "CisternPostgres",
+            dependencies: ["CisternCore", "CLibPQ", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict),
         .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
         // `cistern bench disk`: raw direct-I/O limits and the chunk engine's figures.
@@ -122,7 +129,7 @@ let package = Package(
             name: "ConformanceTests",
             dependencies: [
                 "CisternConformance", "CisternSim", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA",
+                "CisternRDMA", "CisternPostgres",
             ],
             swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),

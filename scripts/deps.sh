@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building Cistern needs, if it is missing: the system libraries the
-# package links (SQLite, liburing, libibverbs) and pkg-config. Idempotent and quick
-# when everything is present. Swift itself must already be installed (swift.org).
+# package links (SQLite, liburing, libibverbs, libpq) and pkg-config, and the
+# PostgreSQL server the PostgresKV tests start (scripts/postgres-test-server.sh; the
+# package's own cluster is not used). Idempotent and quick when everything is present.
+# Swift itself must already be installed (swift.org).
 set -euo pipefail
 
-packages=(libsqlite3-dev liburing-dev libibverbs-dev pkg-config)
+packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config)
 
 if ! command -v swift >/dev/null 2>&1; then
     echo "error: swift is not on PATH. Install Swift 6.1 or newer (https://www.swift.org/install/) and run this again." >&2
@@ -22,6 +24,8 @@ else
     [[ -f /usr/include/sqlite3.h ]] || missing+=(libsqlite3-dev)
     [[ -f /usr/include/liburing.h ]] || missing+=(liburing-dev)
     [[ -f /usr/include/infiniband/verbs.h ]] || missing+=(libibverbs-dev)
+    [[ -f /usr/include/postgresql/libpq-fe.h || -f /usr/include/libpq-fe.h ]] || missing+=(libpq-dev)
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 fi
 
