@@ -10,7 +10,7 @@ BIN := .build/debug/cistern
 FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
 	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml
 
-.PHONY: run test deps build bench bench-disk release doctor clean
+.PHONY: run test deps build bench bench-disk bench-meta release doctor clean
 
 run: build
 	$(BIN) sim Scenarios/ --seeds $(SEEDS)
@@ -38,6 +38,9 @@ bench: release
 
 bench-disk: release
 	.build-release/release/cistern bench disk
+
+bench-meta: release
+	.build-release/release/cistern bench meta
 
 doctor: build
 	$(BIN) doctor

@@ -83,10 +83,14 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
-        // `cistern bench disk`: raw direct-I/O limits and the chunk engine's figures.
+        // `cistern bench disk` and `cistern bench meta`: raw limits beside the chunk engine's
+        // and the metadata service's figures.
         .target(
             name: "CisternBench",
-            dependencies: ["CisternStorage", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim"],
+            dependencies: [
+                "CisternStorage", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim",
+                "CisternMeta", "CisternSQLite", "CSQLite",
+            ],
             swiftSettings: strict),
 
         // The deterministic simulator and the scenario runner.

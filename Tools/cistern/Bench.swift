@@ -7,7 +7,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmarks.",
-        subcommands: [SimBench.self, DiskBench.self])
+        subcommands: [SimBench.self, DiskBench.self, MetaBench.self])
 }
 
 struct SimBench: ParsableCommand {
@@ -118,6 +118,70 @@ struct DiskBench: AsyncParsableCommand {
             print(DiskBenchmark.table(report))
             print("(\(build) build)")
             if build == "debug" { print("note: a debug build is slower; measure with `make bench-disk`") }
+        }
+    }
+}
+
+/// `cistern bench meta`: raw SQLite insert and point-select rates beside the metadata
+/// service's creates and stats on `SQLiteKV`, on the same disk, with ratios.
+struct MetaBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "meta",
+        abstract: "Raw SQLite limits (WAL, synchronous=FULL) beside the metadata service's creates and stats on the same disk.",
+        discussion: """
+            Measures, in one run, in a scratch directory: what one create writes (counted on \
+            an in-memory store); raw SQLite on a database file in WAL mode with \
+            synchronous=FULL: --creates transactions of BEGIN IMMEDIATE, that many rows of \
+            that size, COMMIT, then point selects of random keys; then MetaService on \
+            SQLiteKV: --creates creates of /bench/d<k>/f<i> over 16 directories and stats of \
+            the same paths, one at a time and with --concurrency tasks. Prints each service \
+            figure with the raw figure it compares with and the ratio. A benchmark: it never \
+            fails on slow figures.
+            """)
+
+    @Option(help: "Directory to create the scratch directory in (removed afterwards). Default: the system temp dir.")
+    var dir: String?
+
+    @Option(help: "Creates (and stats) per service pass; insert transactions in the raw pass.")
+    var creates = 2_000
+
+    @Option(help: "Tasks in flight for the second service pass (1: only the serial pass).")
+    var concurrency = 8
+
+    @Flag(help: "Print the result as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard creates >= 1 else { throw ValidationError("--creates must be at least 1") }
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+    }
+
+    func run() async throws {
+        #if DEBUG
+        let build = "debug"
+        #else
+        let build = "release"
+        #endif
+        let report: MetaBenchmark.Report
+        do {
+            report = try await MetaBenchmark.run(.init(directory: dir, creates: creates, concurrency: concurrency)) { line in
+                FileHandle.standardError.write(Data("bench meta: \(line)\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            var object = try JSONSerialization.jsonObject(with: encoder.encode(report)) as! [String: Any]
+            object["build"] = build
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
+        } else {
+            print(MetaBenchmark.table(report))
+            print("(\(build) build)")
+            if build == "debug" { print("note: a debug build is slower; measure with `make bench-meta`") }
         }
     }
 }
