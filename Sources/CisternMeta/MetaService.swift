@@ -28,22 +28,77 @@ public actor MetaService {
         return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await op(Namespace(tx, now: now)) }
     }
 
+    /// What a request's idempotency record holds: its result, or its refusal.
+    enum Recorded: Sendable {
+        case applied(Inode?)
+        case refused(MetaError)
+
+        func bytes() -> [UInt8] {
+            var w = WireWriter()
+            switch self {
+            case .applied(let i):
+                w.writeVarint(1)
+                w.write(i)
+            case .refused(let e):
+                w.writeVarint(2)
+                w.write(e)
+            }
+            return w.bytes
+        }
+
+        init(_ bytes: [UInt8]) throws(WireError) {
+            var r = WireReader(bytes)
+            switch try r.readVarint("record kind") {
+            case 1: self = .applied(try r.read(Inode?.self))
+            case 2: self = .refused(try r.read(MetaError.self))
+            case let tag: throw .unknownTag(type: "idempotency record", tag: tag)
+            }
+        }
+
+        func get() throws -> Inode? {
+            switch self {
+            case .applied(let i): return i
+            case .refused(let e): throw e
+            }
+        }
+    }
+
+    struct Refusal: Error {
+        let error: MetaError
+    }
+
     /// Runs a mutation. With a request identity it is applied once however often it
-    /// is retried: the result (the inode it returns, if any) is recorded with it.
+    /// is retried, and every copy of the request gets the same answer: the result,
+    /// or the refusal, is recorded with it. (A refusal must be recorded too: a
+    /// duplicate still retrying on another server after the client got "refused"
+    /// could otherwise succeed later, behind the client's back.)
     public func mutate(client: UInt64? = nil, request: UInt64? = nil, _ op: @Sendable (Namespace) async throws -> Inode?) async throws -> Inode? {
         let now = runtime.nowNanoseconds()
         guard let client, let request else {
             return try await kv.transact(runtime: runtime) { tx in try await op(Namespace(tx, now: now)) }
         }
         let key = MetaKeys.idempotency(client, request)
-        return try await kv.transact(runtime: runtime, idempotent: true) { tx in
-            if let recorded = try await tx.get(key) {
-                var r = WireReader(recorded)
-                return try r.read(Inode?.self)
+        do {
+            return try await kv.transact(runtime: runtime, idempotent: true) { tx in
+                if let bytes = try await tx.get(key) { return try Recorded(bytes).get() }
+                do {
+                    let result = try await op(Namespace(tx, now: now))
+                    try await tx.set(key, Recorded.applied(result).bytes())
+                    return result
+                } catch let e as MetaError {
+                    // Roll the operation back; the refusal is recorded below.
+                    throw Refusal(error: e)
+                }
             }
-            let result = try await op(Namespace(tx, now: now))
-            try await tx.set(key, result.wireBytes())
-            return result
+        } catch let refusal as Refusal {
+            // A second transaction records the refusal, unless a copy of the request
+            // was applied meanwhile: then every copy answers with that result.
+            let recorded: Recorded = try await kv.transact(runtime: runtime, idempotent: true) { tx in
+                if let bytes = try await tx.get(key) { return try Recorded(bytes) }
+                try await tx.set(key, Recorded.refused(refusal.error).bytes())
+                return .refused(refusal.error)
+            }
+            return try recorded.get()
         }
     }
 

@@ -156,3 +156,39 @@ public enum MetaError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension MetaError: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            switch self {
+            case .notFound(let p): w.writeVarint(1); w.writeString(p)
+            case .exists(let p): w.writeVarint(2); w.writeString(p)
+            case .notADirectory(let p): w.writeVarint(3); w.writeString(p)
+            case .isADirectory(let p): w.writeVarint(4); w.writeString(p)
+            case .notEmpty(let p): w.writeVarint(5); w.writeString(p)
+            case .invalidPath(let p, let r): w.writeVarint(6); w.writeString(p); w.writeString(r)
+            case .cycle(let f, let t): w.writeVarint(7); w.writeString(f); w.writeString(t)
+            case .tooLarge(let what): w.writeVarint(8); w.writeString(what)
+            case .store(let d): w.writeVarint(9); w.writeString(d)
+            }
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        self = try reader.readMessage("MetaError") { r throws(WireError) -> MetaError in
+            let tag = try r.readVarint()
+            switch tag {
+            case 1: return .notFound(try r.readString())
+            case 2: return .exists(try r.readString())
+            case 3: return .notADirectory(try r.readString())
+            case 4: return .isADirectory(try r.readString())
+            case 5: return .notEmpty(try r.readString())
+            case 6: return .invalidPath(try r.readString(), reason: try r.readString())
+            case 7: return .cycle(from: try r.readString(), to: try r.readString())
+            case 8: return .tooLarge(try r.readString())
+            case 9: return .store(try r.readString())
+            default: throw .unknownTag(type: "MetaError", tag: tag)
+            }
+        }
+    }
+}
