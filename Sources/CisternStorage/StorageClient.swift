@@ -123,6 +123,38 @@ public actor StorageClient {
         return result
     }
 
+    /// The committed length of `chunk`, or nil if it does not exist (no data moves).
+    public func length(of chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> Int? {
+        var last = "no attempt"
+        var refresh = false
+        for attempt in 0..<attemptsMax {
+            if attempt > 0 { await backoff(attempt) }
+            guard let chain = await chain(id, refresh: refresh) else {
+                last = "\(id) unknown"
+                refresh = true
+                continue
+            }
+            refresh = true
+            let serving = chain.servingTargets
+            guard !serving.isEmpty else { continue }
+            let target = serving[Int.random(in: 0..<serving.count, using: &rng)]
+            let routing = await mgmtd.routing
+            guard let node = routing?.target(target)?.node else { continue }
+            let request = StorageRequest.statChunk(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
+            do {
+                let response = try await transport.call(node, service: storageService, request, timeoutNanoseconds: timeoutNanoseconds)
+                switch try StorageReply(wireBytes: response.header) {
+                case .chunkStat(_, let length): return length
+                case .notFound: return nil
+                case let other: last = "\(target): \(other)"
+                }
+            } catch {
+                last = "\(target): \(error)"
+            }
+        }
+        throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+
     /// The committed content of `chunk` and its version, or nil if it does not exist.
     public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
         var last = "no attempt"

@@ -95,6 +95,8 @@ public enum StorageRequest: Sendable, Equatable {
     /// The committed content of several chunks of one chain on `target` (at most
     /// `StorageLimits.batchChunksMax`); the reply's bulk holds their bytes in order.
     case readBatch(target: TargetID, chain: ChainID, chainVersion: UInt64, chunks: [ChunkID])
+    /// The committed version and length of `chunk` on `target`, without its data.
+    case statChunk(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID)
 
     public var method: UInt16 {
         switch self {
@@ -104,6 +106,7 @@ public enum StorageRequest: Sendable, Equatable {
         case .removeChunk: return 4
         case .syncDone: return 5
         case .readBatch: return 6
+        case .statChunk: return 7
         }
     }
 
@@ -112,7 +115,7 @@ public enum StorageRequest: Sendable, Equatable {
         w.writeMessage { m in
             switch self {
             case .write(let a): m.write(a)
-            case .read(let t, let c, let v, let chunk):
+            case .read(let t, let c, let v, let chunk), .statChunk(let t, let c, let v, let chunk):
                 m.write(t)
                 m.write(c)
                 m.writeVarint(v)
@@ -144,6 +147,7 @@ public enum StorageRequest: Sendable, Equatable {
             case 3: return .dumpMeta(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
             case 4: return .removeChunk(target: try m.read(TargetID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
             case 5: return .syncDone(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
+            case 7: return .statChunk(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
             case 6:
                 return .readBatch(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunks: try m.read([ChunkID].self))
             default: throw .unknownTag(type: "StorageRequest", tag: UInt64(method))
@@ -210,6 +214,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
     case done
     case failed(String)
     case batch([BatchReadItem])
+    case chunkStat(version: UInt64, length: Int)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -241,6 +246,12 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
         case .batch(let items):
             writer.writeVarint(11)
             writer.writeMessage { $0.write(items) }
+        case .chunkStat(let v, let l):
+            writer.writeVarint(12)
+            writer.writeMessage { w in
+                w.writeVarint(v)
+                w.write(l)
+            }
         }
     }
 
@@ -259,6 +270,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
             case 9: return .done
             case 10: return .failed(try m.readString())
             case 11: return .batch(try m.read([BatchReadItem].self))
+            case 12: return .chunkStat(version: try m.readVarint(), length: try m.read(Int.self))
             default: throw .unknownTag(type: "StorageReply", tag: tag)
             }
         }

@@ -132,13 +132,24 @@ public actor StorageService {
         let named: TargetID? = {
             switch request {
             case .write(let a): return a.target
-            case .read(let t, _, _, _), .dumpMeta(let t, _), .removeChunk(let t, _, _), .syncDone(let t, _), .readBatch(let t, _, _, _): return t
+            case .read(let t, _, _, _), .dumpMeta(let t, _), .removeChunk(let t, _, _), .syncDone(let t, _), .readBatch(let t, _, _, _),
+                 .statChunk(let t, _, _, _): return t
             }
         }()
         if let t = named, let why = failedTargets[t] { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
         switch request {
         case .write(let a): return (await write(a, bulk), [])
         case .read(let t, let c, let v, let chunk): return await read(t, chain: c, chainVersion: v, chunk: chunk)
+        case .statChunk(let t, let c, let v, let chunk):
+            guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
+            guard let chain = await mgmtd.routing?.chain(c) else { return (.notServing("\(c) is not in this node's routing yet"), []) }
+            guard chain.version == v else { return (.chainVersionMismatch(current: chain.version), []) }
+            guard chain.state(of: t) == .serving else { return (.notServing("\(t) is not serving"), []) }
+            switch ReplicaWriteRule.read(await engine.meta(chunk)) {
+            case .notFound: return (.notFound, [])
+            case .notCommitted: return (.notCommitted, [])
+            case .serve(let committed): return (.chunkStat(version: committed.version, length: committed.length), [])
+            }
         case .readBatch(let t, let c, let v, let chunks):
             guard chunks.count <= StorageLimits.batchChunksMax else {
                 return (.failed("a batch of \(chunks.count) chunks exceeds the \(StorageLimits.batchChunksMax)-chunk limit; split it"), [])

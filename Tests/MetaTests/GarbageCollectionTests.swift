@@ -50,7 +50,13 @@ final class GCLog: @unchecked Sendable {
                     let storage = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 9)
                     for k in 0..<3 {
                         let chain = file.layout!.chain(ofChunk: UInt64(k))!
-                        _ = try await storage.write(ChunkID(inode: file.id.rawValue, index: UInt64(k)), chain: chain, [UInt8](repeating: UInt8(k + 1), count: 40_000))
+                        let size = k < 2 ? 64 << 10 : 40_000
+                        _ = try await storage.write(ChunkID(inode: file.id.rawValue, index: UInt64(k)), chain: chain, [UInt8](repeating: UInt8(k + 1), count: size))
+                    }
+                    // Before any client reports a length, the server finds it from storage.
+                    let reconciled = try await meta.reconcileLength(file.id, using: storage)
+                    if reconciled?.length != 2 * (64 << 10) + 40_000 {
+                        log.failures.append("length from storage is \(String(describing: reconciled?.length)), expected \(2 * (64 << 10) + 40_000)")
                     }
                     _ = try await meta.mutate { try await $0.close(file.id, session: 1, length: 2 * (64 << 10) + 40_000) }
                     try await meta.remove("/f")

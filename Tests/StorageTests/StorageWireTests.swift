@@ -14,6 +14,7 @@ import Testing
             .write(args), .read(target: TargetID(1), chain: ChainID(2), chainVersion: 3, chunk: ChunkID(inode: 4, index: 5)),
             .dumpMeta(target: TargetID(6), chainVersion: 7), .removeChunk(target: TargetID(8), chainVersion: 9, chunk: ChunkID(inode: 1, index: 1)),
             .syncDone(target: TargetID(2), chainVersion: 3), .readBatch(target: TargetID(1), chain: ChainID(1), chainVersion: 1, chunks: [ChunkID(inode: 1, index: 2)]),
+            .statChunk(target: TargetID(3), chain: ChainID(4), chainVersion: 5, chunk: ChunkID(inode: 6, index: 7)),
         ]
         for r in requests { #expect(try StorageRequest(r.message(bulk: [1, 2])) == r) }
         let meta = ChunkMeta(id: ChunkID(inode: 1, index: 2), committed: ChunkVersion(version: 3, chainVersion: 4, length: 5, checksum: 6, block: block), pending: nil)
@@ -21,6 +22,7 @@ import Testing
             .written(version: 3), .data(version: 4, checksum: 5), .notCommitted, .notFound, .chainVersionMismatch(current: 8),
             .notServing("why"), .corrupt, .meta([meta]), .done, .failed("no"),
             .batch([BatchReadItem(chunk: ChunkID(inode: 1, index: 1), status: .data, version: 2, checksum: 3, length: 4)]),
+            .chunkStat(version: 9, length: 1234),
         ]
         for r in replies { #expect(try StorageReply(wireBytes: r.wireBytes()) == r) }
     }
