@@ -8,15 +8,17 @@ import Musl
 import Darwin
 #endif
 
-/// Maps `errno` values from file system calls to `DiskError`s, the same way for every
-/// call: missing files are `notFound`, full devices and quotas are `noSpace`, and
-/// everything else is `ioError` naming the call, the `strerror` text and the number.
-enum POSIXErrno {
+/// Maps error numbers from file system calls (`errno`, or a negated io_uring
+/// completion result) to `DiskError`s, the same way for every disk: missing files
+/// are `notFound`, full devices and quotas are `noSpace`, and everything else is
+/// `ioError` naming the call, the `strerror` text and the number. Shared by the POSIX
+/// and io_uring disks so both report errors alike.
+public enum POSIXErrno {
     /// The current thread's `errno`.
-    static var current: Int32 { errno }
+    public static var current: Int32 { errno }
 
     /// `strerror` text with the symbolic number, e.g. "No such file or directory (errno 2)".
-    static func describe(_ code: Int32) -> String {
+    public static func describe(_ code: Int32) -> String {
         let text = strerror(code).map { String(cString: $0) } ?? "unknown error"
         return "\(text) (errno \(code))"
     }
@@ -24,7 +26,7 @@ enum POSIXErrno {
     /// The `DiskError` for `code`, raised by `call` on `path`. `neededBytes` is what the
     /// operation tried to allocate or write (for `noSpace`); `root` is the directory
     /// whose file system's free space is reported.
-    static func error(
+    public static func error(
         _ code: Int32, call: String, path: String, root: String, neededBytes: UInt64 = 0
     ) -> DiskError {
         switch code {
@@ -41,14 +43,14 @@ enum POSIXErrno {
 
     /// Bytes available to unprivileged users on the file system holding `directory`
     /// (0 when `statvfs` fails).
-    static func freeBytes(_ directory: String) -> UInt64 {
+    public static func freeBytes(_ directory: String) -> UInt64 {
         var info = statvfs()
         guard statvfs(directory, &info) == 0 else { return 0 }
         return UInt64(info.f_bavail) &* UInt64(info.f_frsize)
     }
 
     /// Total and available bytes of the file system holding `directory`.
-    static func space(_ directory: String) throws(DiskError) -> DiskSpace {
+    public static func space(_ directory: String) throws(DiskError) -> DiskSpace {
         var info = statvfs()
         guard statvfs(directory, &info) == 0 else {
             throw .ioError(path: directory, detail: "statvfs failed: \(String(cString: strerror(errno)))")

@@ -1,3 +1,4 @@
+import CisternCore
 import Synchronization
 
 /// A connection shared between threads: the `Mutex` hands the libpq connection to one

@@ -1,3 +1,4 @@
+import CisternPOSIX
 import CURingShim
 import CisternCore
 
@@ -79,9 +80,9 @@ struct IOUringBatch {
                 ring.broken = true
                 for transfer in transfers where results[transfer.op] == nil {
                     results[transfer.op] = .failure(
-                        .ioError(path: transfer.descriptor.path, detail: "io_uring_enter: \(URingErrno.describe(code))"))
+                        .ioError(path: transfer.descriptor.path, detail: "io_uring_enter: \(POSIXErrno.describe(code))"))
                 }
-                failRemainingWithPath { "io_uring_enter: \(URingErrno.describe(code))" }
+                failRemainingWithPath { "io_uring_enter: \(POSIXErrno.describe(code))" }
                 return
             }
             for transfer in transfers { transfer.buffer?.deallocate() }
@@ -298,8 +299,8 @@ struct IOUringBatch {
         var rc: Int32
         repeat { rc = ftruncate(descriptor.fd, size) } while rc != 0 && errno == EINTR
         if rc != 0 {
-            return .failure(URingErrno.error(
-                URingErrno.current, call: "ftruncate", path: descriptor.path, root: root, neededBytes: length))
+            return .failure(POSIXErrno.error(
+                POSIXErrno.current, call: "ftruncate", path: descriptor.path, root: root, neededBytes: length))
         }
         return .success(.done)
     }
@@ -370,7 +371,7 @@ struct IOUringBatch {
         if res < 0 && -res == EINTR { return nil }
         switch transfer.kind {
         case .read:
-            if res < 0 { return .failure(URingErrno.error(-res, call: "io_uring read", path: path, root: root)) }
+            if res < 0 { return .failure(POSIXErrno.error(-res, call: "io_uring read", path: path, root: root)) }
             transfer.done += Int(res)
             if res > 0 && UInt64(transfer.done) < transfer.length { return nil }
             // Finished, or end of file (a read of 0 bytes).
@@ -378,15 +379,15 @@ struct IOUringBatch {
         case .write:
             let code: Int32 = res == 0 ? EIO : -res  // no progress and no error: a device failure
             if res <= 0 {
-                return .failure(URingErrno.error(code, call: "io_uring write", path: path, root: root, neededBytes: transfer.length))
+                return .failure(POSIXErrno.error(code, call: "io_uring write", path: path, root: root, neededBytes: transfer.length))
             }
             transfer.done += Int(res)
             return UInt64(transfer.done) < transfer.length ? nil : .success(.done)
         case .fsync:
             if res < 0 {
-                let error = URingErrno.error(-res, call: "io_uring fsync", path: path, root: root)
+                let error = POSIXErrno.error(-res, call: "io_uring fsync", path: path, root: root)
                 descriptor.markPoisoned(
-                    "an earlier fsync failed (\(URingErrno.describe(-res))); writes since the last successful fsync may be lost")
+                    "an earlier fsync failed (\(POSIXErrno.describe(-res))); writes since the last successful fsync may be lost")
                 return .failure(error)
             }
             return .success(.done)
@@ -394,7 +395,7 @@ struct IOUringBatch {
             // Where the file system cannot preallocate, nothing is reserved (as POSIXDisk).
             if res < 0 && -res != EOPNOTSUPP {
                 return .failure(
-                    URingErrno.error(-res, call: "io_uring fallocate", path: path, root: root, neededBytes: transfer.length))
+                    POSIXErrno.error(-res, call: "io_uring fallocate", path: path, root: root, neededBytes: transfer.length))
             }
             return .success(.done)
         }

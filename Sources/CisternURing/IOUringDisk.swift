@@ -121,7 +121,7 @@ public final class IOUringDisk: Disk {
             if let reason = descriptor.poisoned { return .failure(.ioError(path: file.path, detail: reason)) }
             var info = stat()
             guard fstat(descriptor.fd, &info) == 0 else {
-                return .failure(URingErrno.error(URingErrno.current, call: "fstat", path: file.path, root: root))
+                return .failure(POSIXErrno.error(POSIXErrno.current, call: "fstat", path: file.path, root: root))
             }
             return .success(UInt64(info.st_size))
         }.get()
@@ -183,9 +183,9 @@ public final class IOUringDisk: Disk {
             if fd >= 0 {
                 var info = stat()
                 guard fstat(fd, &info) == 0 else {
-                    let code = URingErrno.current
+                    let code = POSIXErrno.current
                     _ = uringClose(fd)
-                    return .failure(URingErrno.error(code, call: "fstat", path: path, root: root))
+                    return .failure(POSIXErrno.error(code, call: "fstat", path: path, root: root))
                 }
                 let descriptor = URingFileDescriptor(fd: fd, path: path, key: key(of: info))
                 if case .failure(let error) = syncDirectory(parent(of: full), path: path, root: root) {
@@ -193,12 +193,12 @@ public final class IOUringDisk: Disk {
                 }
                 return .success(descriptor)
             }
-            let code = URingErrno.current
-            if code != EEXIST { return .failure(URingErrno.error(code, call: "open", path: path, root: root)) }
+            let code = POSIXErrno.current
+            if code != EEXIST { return .failure(POSIXErrno.error(code, call: "open", path: path, root: root)) }
         }
         var fd: Int32
         repeat { fd = uringOpen(full, O_RDWR | O_CLOEXEC) } while fd < 0 && errno == EINTR
-        if fd < 0 { return .failure(URingErrno.error(URingErrno.current, call: "open", path: path, root: root)) }
+        if fd < 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "open", path: path, root: root)) }
         var info = stat()
         if fstat(fd, &info) != 0 || (info.st_mode & S_IFMT) != S_IFREG {
             _ = uringClose(fd)
@@ -222,7 +222,7 @@ public final class IOUringDisk: Disk {
             if mkdir(next, 0o755) == 0 {
                 if case .failure(let error) = syncDirectory(directory, path: path, root: root) { return error }
             } else if errno != EEXIST {
-                return URingErrno.error(URingErrno.current, call: "mkdir", path: path, root: root)
+                return POSIXErrno.error(POSIXErrno.current, call: "mkdir", path: path, root: root)
             }
             directory = next
         }
@@ -232,11 +232,11 @@ public final class IOUringDisk: Disk {
     /// fsyncs a directory so the names in it are durable.
     private static func syncDirectory(_ directory: String, path: String, root: String) -> Result<Void, DiskError> {
         let fd = uringOpen(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { return .failure(URingErrno.error(URingErrno.current, call: "open directory", path: path, root: root)) }
+        if fd < 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "open directory", path: path, root: root)) }
         defer { _ = uringClose(fd) }
         var rc: Int32
         repeat { rc = uringFsync(fd) } while rc != 0 && errno == EINTR
-        if rc != 0 { return .failure(URingErrno.error(URingErrno.current, call: "fsync directory", path: path, root: root)) }
+        if rc != 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "fsync directory", path: path, root: root)) }
         return .success(())
     }
 

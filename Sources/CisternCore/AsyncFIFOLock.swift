@@ -5,7 +5,7 @@ import Synchronization
 ///
 /// Waiting is not cancellable: a cancelled task still waits its turn (the critical
 /// sections it guards are short and always end).
-final class AsyncFIFOLock: Sendable {
+public final class AsyncFIFOLock: Sendable {
     private struct State: ~Copyable {
         var locked = false
         var waiters: [CheckedContinuation<Void, Never>] = []
@@ -14,10 +14,10 @@ final class AsyncFIFOLock: Sendable {
 
     private let state = Mutex(State())
 
-    init() {}
+    public init() {}
 
     /// Waits until this caller owns the lock.
-    func lock() async {
+    public func lock() async {
         let acquired = state.withLock { state -> Bool in
             if state.locked { return false }
             state.locked = true
@@ -38,7 +38,7 @@ final class AsyncFIFOLock: Sendable {
     }
 
     /// Releases the lock, handing it directly to the longest waiter if there is one.
-    func unlock() {
+    public func unlock() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             precondition(state.locked, "AsyncFIFOLock unlocked while not locked")
             guard state.head < state.waiters.count else {
