@@ -133,3 +133,12 @@ final class ClusterRecorder: MgmtdObserver, RoutingObserver, @unchecked Sendable
         return nil
     }
 }
+
+extension MgmtdConfig {
+    /// The defaults, with the workload's heartbeat interval and failure timeout.
+    init(_ workload: Workload) {
+        self.init()
+        if let v = workload.heartbeatInterval { heartbeatIntervalNanoseconds = v.nanoseconds }
+        if let v = workload.failureTimeout { failureTimeoutNanoseconds = v.nanoseconds }
+    }
+}

@@ -18,7 +18,7 @@ final class ClusterRun: @unchecked Sendable {
     var mgmtdIDs: [NodeID] = []
     var clients: [NodeID: MgmtdClient] = [:]
     var bootstrapped = false
-    var resolvedTokens: [String: String] = [:]
+    var driver: FaultDriver!
     var storageKills: [(node: String, at: UInt64)] = []
     var storageRestarts: [(node: String, at: UInt64)] = []
     /// Nodes a fault could take away from the manager (killed, paused, cut off,
@@ -32,9 +32,7 @@ final class ClusterRun: @unchecked Sendable {
         self.seed = seed
         self.plan = FaultPlan(scenario: scenario).plan(seed: seed)
         self.recorder = ClusterRecorder(now: { [unowned world] in world.nowNanoseconds })
-        var c = MgmtdConfig()
-        if let v = scenario.workload.heartbeatInterval { c.heartbeatIntervalNanoseconds = v.nanoseconds }
-        if let v = scenario.workload.failureTimeout { c.failureTimeoutNanoseconds = v.nanoseconds }
+        var c = MgmtdConfig(scenario.workload)
         c.plantedEarlyTakeover = scenario.workload.plantedBug == "early_takeover"
         self.config = c
     }
@@ -83,7 +81,10 @@ final class ClusterRun: @unchecked Sendable {
         admin.boot = { [unowned self] ctx in await self.bootstrap(ctx, storageNodes: storageCount) }
         world.start(admin)
         let driver = FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name))
-        driver.resolve = { [unowned self] name in self.node(name) }
+        self.driver = driver
+        driver.select = { [unowned self] name in
+            name.hasPrefix("@mgmtd-primary") ? self.recorder.currentPrimary(at: self.world.nowNanoseconds).flatMap { self.world.node($0) } : nil
+        }
         driver.onFault = { [unowned self] fault in self.noteFaulted(fault) }
         driver.onKill = { [unowned self] x in
             if self.isStorage(x) { self.storageKills.append((x.name, self.world.nowNanoseconds)) }
@@ -232,16 +233,7 @@ final class ClusterRun: @unchecked Sendable {
 
     // MARK: Faults
 
-    func node(_ name: String) -> SimNode? {
-        if name.hasPrefix("@mgmtd-primary") {
-            if let resolved = resolvedTokens[name] { return try? world.node(named: resolved) }
-            guard let id = recorder.currentPrimary(at: world.nowNanoseconds), let n = world.node(id) else { return nil }
-            resolvedTokens[name] = n.name
-            world.trace.note(.fault, at: world.nowNanoseconds, "\(name) is \(n.name)")
-            return n
-        }
-        return try? world.node(named: name)
-    }
+    func node(_ name: String) -> SimNode? { driver.resolve(name) }
 
     /// Remembers the nodes a fault could take away from the manager.
     func noteFaulted(_ fault: PlannedFault) {

@@ -7,8 +7,11 @@ import CisternSim
 final class FaultDriver: @unchecked Sendable {
     let world: SimWorld
     let topology: [String]
-    /// Finds the node a fault names; nil for an unknown or unresolvable name.
-    var resolve: (String) -> SimNode?
+    /// Chooses the node an `@` selector (`@mgmtd-primary`, `@chain-head`, ...) names
+    /// when the first fault using it fires; nil when it names nothing now.
+    var select: (String) -> SimNode? = { _ in nil }
+    /// Selector tokens already resolved: a fault's undo reaches the node it hit.
+    private var selected: [String: String] = [:]
     var onFault: (PlannedFault) -> Void = { _ in }
     var onKill: (SimNode) -> Void = { _ in }
     var onStart: (SimNode) -> Void = { _ in }
@@ -25,7 +28,16 @@ final class FaultDriver: @unchecked Sendable {
         self.topology = topology
         self.baseLoss = world.network.config.lossProbability
         self.baseDiskErrors = world.defaultDisk.errorProbability
-        self.resolve = { [unowned world] name in try? world.node(named: name) }
+    }
+
+    /// The node a fault names; nil for an unknown or unresolvable name.
+    func resolve(_ name: String) -> SimNode? {
+        guard name.hasPrefix("@") else { return try? world.node(named: name) }
+        if let known = selected[name] { return try? world.node(named: known) }
+        guard let found = select(name) else { return nil }
+        selected[name] = found.name
+        world.trace.note(.fault, at: world.nowNanoseconds, "\(name) is \(found.name)")
+        return found
     }
 
     /// Schedules every fault of `plan` at its time. The timers keep the driver alive.

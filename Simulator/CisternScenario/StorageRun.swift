@@ -24,7 +24,6 @@ final class StorageRun: @unchecked Sendable {
     var chains: [ChainID] = []
     var verifierDone = false
     var mixed: [String] = []
-    var resolvedTokens: [String: String] = [:]
 
     init(scenario: Scenario, world: SimWorld, seed: UInt64) {
         self.scenario = scenario
@@ -32,10 +31,7 @@ final class StorageRun: @unchecked Sendable {
         self.seed = seed
         self.plan = FaultPlan(scenario: scenario).plan(seed: seed)
         self.recorder = ClusterRecorder(now: { [unowned world] in world.nowNanoseconds })
-        var c = MgmtdConfig()
-        if let v = scenario.workload.heartbeatInterval { c.heartbeatIntervalNanoseconds = v.nanoseconds }
-        if let v = scenario.workload.failureTimeout { c.failureTimeoutNanoseconds = v.nanoseconds }
-        self.config = c
+        self.config = MgmtdConfig(scenario.workload)
     }
 
     var replicas: Int { scenario.workload.replicas ?? 3 }
@@ -96,7 +92,7 @@ final class StorageRun: @unchecked Sendable {
         world.start(admin)
         verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
         let driver = FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name))
-        driver.resolve = { [unowned self] name in self.node(name) }
+        driver.select = { [unowned self] name in self.select(name) }
         driver.flipBit = { [unowned self] node, filter in self.flipChunkBit(node, filter) }
         driver.schedule(plan)
         world.executor.schedule(at: scenario.duration.nanoseconds) { [unowned self] in self.world.start(verifier) }
@@ -159,24 +155,16 @@ final class StorageRun: @unchecked Sendable {
 
     // MARK: Roles
 
-    /// Resolves a fault's node name; selectors (`@mgmtd-primary`, `@chain-head`,
-    /// `@chain-tail`: of the first chain) are resolved when the fault first fires.
-    func node(_ name: String) -> SimNode? {
-        guard name.hasPrefix("@") else { return try? world.node(named: name) }
-        if let resolved = resolvedTokens[name] { return try? world.node(named: resolved) }
-        var found: SimNode?
+    /// The node a selector names now: `@mgmtd-primary`, or `@chain-head` /
+    /// `@chain-tail` of the first chain.
+    func select(_ name: String) -> SimNode? {
         if name.hasPrefix("@mgmtd-primary") {
-            found = recorder.currentPrimary(at: world.nowNanoseconds).flatMap { world.node($0) }
-        } else if let r = recorder.lastCommitted, let c = chains.first, let chain = r.chain(c) {
-            let writers = chain.writeTargets
-            let t = name.hasPrefix("@chain-head") ? writers.first?.target : writers.last?.target
-            found = t.flatMap { r.target($0)?.node }.flatMap { world.node($0) }
+            return recorder.currentPrimary(at: world.nowNanoseconds).flatMap { world.node($0) }
         }
-        if let found {
-            resolvedTokens[name] = found.name
-            world.trace.note(.fault, at: world.nowNanoseconds, "\(name) is \(found.name)")
-        }
-        return found
+        guard let r = recorder.lastCommitted, let c = chains.first, let chain = r.chain(c) else { return nil }
+        let writers = chain.writeTargets
+        let t = name.hasPrefix("@chain-head") ? writers.first?.target : writers.last?.target
+        return t.flatMap { r.target($0)?.node }.flatMap { world.node($0) }
     }
 
     func mgmtdClient(_ ctx: SimProcessContext, role: CisternRouting.NodeRole) -> MgmtdClient {
@@ -316,8 +304,6 @@ final class StorageRun: @unchecked Sendable {
         guard let r = recorder.lastCommitted, !chains.isEmpty else { return false }
         return chains.allSatisfy { c in r.chain(c)?.targets.allSatisfy { $0.state == .serving } ?? false }
     }
-
-    var lastSettledCheck: [String] = []
 
     /// Every replica of every chain must be SERVING with the same committed bytes for
     /// every chunk, as its live engine reads them when the run settles.

@@ -9,17 +9,10 @@ struct ChunkLocks {
     private var held: Set<Key> = []
     private var waiters: [Key: [UnsafeContinuation<Void, Never>]] = [:]
 
-    /// Takes the lock now (returns true) or queues `waiter` to be resumed with it.
-    mutating func acquire(_ key: Key, waiter: UnsafeContinuation<Void, Never>) -> Bool {
-        if held.insert(key).inserted { return true }
-        waiters[key, default: []].append(waiter)
-        return false
-    }
-
-    func isFree(_ key: Key) -> Bool { !held.contains(key) }
-
+    /// Takes the lock if it is free.
     mutating func tryAcquire(_ key: Key) -> Bool { held.insert(key).inserted }
 
+    /// Queues `waiter` to be resumed when the lock is handed to it.
     mutating func enqueue(_ key: Key, _ waiter: UnsafeContinuation<Void, Never>) {
         waiters[key, default: []].append(waiter)
     }
