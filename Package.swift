@@ -17,6 +17,8 @@ let package = Package(
         .executable(name: "cistern", targets: ["cistern"]),
         .library(name: "CisternCore", targets: ["CisternCore"]),
         .library(name: "CisternSim", targets: ["CisternSim"]),
+        // The client library: file I/O, batched I/O and the native KV API.
+        .library(name: "Cistern", targets: ["Cistern"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -62,6 +64,10 @@ let package = Package(
         // The metadata service: namespace over the transactional KV.
         .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
+        // The KV cache index (slab of page slots, LRU, leases) served by the metadata servers.
+        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternStorage"], swiftSettings: strict),
+        // `import Cistern`: the client library.
+        .target(name: "Cistern", dependencies: ["CisternKV", "CisternMeta", "CisternStorage", "CisternMgmtd", "CisternRouting"], swiftSettings: strict),
 
         // Production implementations of the seams.
         .target(
@@ -104,7 +110,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "CisternScenario",
-            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", "CisternMeta", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", "CisternMeta", "CisternKV", "Cistern", .product(name: "Yams", package: "Yams")],
             path: "Simulator/CisternScenario",
             swiftSettings: strict),
 
@@ -126,6 +132,7 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternRouting", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
         .testTarget(name: "MetaTests", dependencies: ["CisternMeta", "CisternSim", "CisternSQLite", "CisternNIO", "CisternStorage", "CisternMgmtd"], swiftSettings: strict),
+        .testTarget(name: "ClientTests", dependencies: ["Cistern", "CisternKV", "CisternSim", "CisternSQLite"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),

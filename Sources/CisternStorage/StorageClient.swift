@@ -30,11 +30,14 @@ public actor StorageClient {
     private var rng: DeterministicRandom
     public var attemptsMax = 80
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
+    /// Requests in flight to one storage node at most; more wait their turn.
+    public nonisolated let limiter: InFlightLimiter<NodeID>
 
     /// Sets how many times a request is tried before giving up.
     public func setAttempts(_ n: Int) { attemptsMax = max(1, n) }
 
-    public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32) {
+    public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32, perNodeInFlightMax: Int = 32) {
+        self.limiter = InFlightLimiter(perKeyMax: max(1, perNodeInFlightMax))
         self.runtime = runtime
         self.transport = transport
         self.mgmtd = mgmtd
@@ -47,6 +50,23 @@ public actor StorageClient {
         let known = await mgmtd.routing
         if refresh || known == nil { await mgmtd.refreshRouting() }
         return await mgmtd.routing?.chain(id)
+    }
+
+    /// One call to a storage node, within the per-node in-flight limit.
+    private func send(_ node: NodeID, _ message: Message) async throws -> Message {
+        await limiter.acquire(node)
+        defer { limiter.release(node) }
+        return try await transport.call(node, service: storageService, message, timeoutNanoseconds: timeoutNanoseconds)
+    }
+
+    /// A random SERVING replica of `chain`, preferring ones that have not failed this
+    /// request yet (reads fail over to other replicas).
+    private func pickReplica(_ chain: Chain, avoiding avoid: Set<TargetID>) -> TargetID? {
+        let serving = chain.servingTargets
+        guard !serving.isEmpty else { return nil }
+        let fresh = serving.filter { !avoid.contains($0) }
+        let pool = fresh.isEmpty ? serving : fresh
+        return pool[Int.random(in: 0..<pool.count, using: &rng)]
     }
 
     private func backoff(_ attempt: Int) async {
@@ -74,7 +94,7 @@ public actor StorageClient {
             }
             let args = WriteArgs(target: head.target, chain: id, chainVersion: chain.version, chunk: chunk, offset: offset, tag: tag)
             do {
-                let response = try await transport.call(node, service: storageService, StorageRequest.write(args).message(bulk: data), timeoutNanoseconds: timeoutNanoseconds)
+                let response = try await send(node, StorageRequest.write(args).message(bulk: data))
                 let reply = try StorageReply(wireBytes: response.header)
                 if case .written(let v) = reply { return v }
                 last = "\(head.target): \(reply)"
@@ -91,14 +111,12 @@ public actor StorageClient {
     public func readBatch(_ chunks: [ChunkID], chain id: ChainID) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8])?] {
         var result: [ChunkID: (version: UInt64, data: [UInt8])?] = [:]
         var pending = chunks
-        if let chain = await chain(id, refresh: false), !chain.servingTargets.isEmpty, !chunks.isEmpty {
-            let serving = chain.servingTargets
-            let target = serving[Int.random(in: 0..<serving.count, using: &rng)]
+        if let chain = await chain(id, refresh: false), !chunks.isEmpty, let target = pickReplica(chain, avoiding: []) {
             let routing = await mgmtd.routing
             if let node = routing?.target(target)?.node {
                 for batch in stride(from: 0, to: chunks.count, by: StorageLimits.batchChunksMax).map({ Array(chunks[$0..<min($0 + StorageLimits.batchChunksMax, chunks.count)]) }) {
                     let request = StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: batch).message()
-                    guard let response = try? await transport.call(node, service: storageService, request, timeoutNanoseconds: timeoutNanoseconds),
+                    guard let response = try? await send(node, request),
                           let reply = try? StorageReply(wireBytes: response.header), case .batch(let items) = reply,
                           items.count == batch.count, items.reduce(0, { $0 + $1.length }) == response.bulk.count
                     else { continue }
@@ -126,6 +144,7 @@ public actor StorageClient {
     /// The committed length of `chunk`, or nil if it does not exist (no data moves).
     public func length(of chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> Int? {
         var last = "no attempt"
+        var avoid: Set<TargetID> = []
         var refresh = false
         for attempt in 0..<attemptsMax {
             if attempt > 0 { await backoff(attempt) }
@@ -135,14 +154,13 @@ public actor StorageClient {
                 continue
             }
             refresh = true
-            let serving = chain.servingTargets
-            guard !serving.isEmpty else { continue }
-            let target = serving[Int.random(in: 0..<serving.count, using: &rng)]
+            guard let target = pickReplica(chain, avoiding: avoid) else { continue }
+            avoid.insert(target)
             let routing = await mgmtd.routing
             guard let node = routing?.target(target)?.node else { continue }
             let request = StorageRequest.statChunk(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
             do {
-                let response = try await transport.call(node, service: storageService, request, timeoutNanoseconds: timeoutNanoseconds)
+                let response = try await send(node, request)
                 switch try StorageReply(wireBytes: response.header) {
                 case .chunkStat(_, let length): return length
                 case .notFound: return nil
@@ -158,6 +176,7 @@ public actor StorageClient {
     /// The committed content of `chunk` and its version, or nil if it does not exist.
     public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
         var last = "no attempt"
+        var avoid: Set<TargetID> = []
         var refresh = false
         for attempt in 0..<attemptsMax {
             if attempt > 0 { await backoff(attempt) }
@@ -167,17 +186,16 @@ public actor StorageClient {
                 continue
             }
             refresh = true
-            let serving = chain.servingTargets
-            guard !serving.isEmpty else {
+            guard let target = pickReplica(chain, avoiding: avoid) else {
                 last = "\(chain) has no serving replica"
                 continue
             }
-            let target = serving[Int.random(in: 0..<serving.count, using: &rng)]
+            avoid.insert(target)
             let routing = await mgmtd.routing
             guard let node = routing?.target(target)?.node else { continue }
             let request = StorageRequest.read(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
             do {
-                let response = try await transport.call(node, service: storageService, request, timeoutNanoseconds: timeoutNanoseconds)
+                let response = try await send(node, request)
                 let reply = try StorageReply(wireBytes: response.header)
                 switch reply {
                 case .data(let v, let checksum):

@@ -1,0 +1,224 @@
+import CisternCore
+import CisternKV
+import CisternStorage
+import CisternWire
+
+/// What a put did with one page.
+public enum KVPutOutcome: Hashable, Sendable {
+    /// The page is stored and visible to readers.
+    case stored
+    /// The key was already stored: nothing was written (a cheap no-op).
+    case existed
+    /// No slot could be had: every page is reserved or being read.
+    case full
+    /// The page was not stored (its write or confirm failed); the reason says why.
+    case failed(String)
+
+    public var isStored: Bool { self == .stored || self == .existed }
+}
+
+/// What a get found for one key.
+public enum KVGetResult: Hashable, Sendable {
+    case found([UInt8])
+    /// The key is not stored (never put, deleted, or evicted).
+    case missing
+    /// The page could not be read now (storage unreachable after retries).
+    case failed(String)
+
+    public var bytes: [UInt8]? {
+        if case .found(let b) = self { return b }
+        return nil
+    }
+}
+
+/// The answer to a batched exists: each key's presence and how many keys from the
+/// first are present in a row (SGLang HiCache's prefix-hit contract).
+public struct KVExistsResult: Hashable, Sendable {
+    public var present: [Bool]
+    public var consecutiveHits: Int
+    public init(present: [Bool]) {
+        self.present = present
+        self.consecutiveHits = present.firstIndex(of: false) ?? present.count
+    }
+}
+
+/// A KV namespace: fixed-size pages keyed by strings, stored in slots of a few large
+/// files (one chunk per slot) and indexed in the metadata store.
+///
+/// - `put` is two-phase: reserve slots, write the pages, confirm. Readers never see a
+///   page before its confirm, and a key already stored is skipped without moving data.
+/// - `get` takes a read lease on each slot it looks up: eviction and reuse wait for
+///   the lease, and the reader discards a read that outlived it. Every page is checked
+///   against the length and CRC32C the index recorded, so a reader never returns
+///   mixed bytes.
+/// - When the namespace is full, the least recently read pages are evicted.
+public struct KVNamespace: Sendable {
+    public let client: CisternClient
+    public let config: KVNamespaceConfig
+    public var name: String { config.name }
+    public var pageBytes: Int { Int(config.pageBytes) }
+
+    /// Margin kept from a lease or reservation for clock-rate differences and the
+    /// reply's flight time.
+    static let marginNanoseconds: UInt64 = 2_000_000_000
+
+    func index(_ request: KVRequest) async throws(CisternError) -> KVReply {
+        do {
+            return try await client.kvIndex.call(request)
+        } catch {
+            throw .kv(error)
+        }
+    }
+
+    /// Stores pages (at most `KVCacheLimits.batchKeysMax` per call, each at most the
+    /// page size). Returns each page's outcome in order.
+    public func put(_ pages: [(key: String, bytes: [UInt8])]) async throws(CisternError) -> [KVPutOutcome] {
+        let keys = pages.map(\.key)
+        do throws(KVCacheError) {
+            try KVCacheError.check(keys: keys)
+        } catch {
+            throw .kv(error)
+        }
+        for p in pages where p.bytes.count > pageBytes {
+            throw .kv(.pageTooLarge(key: p.key, bytes: p.bytes.count, pageBytes: pageBytes))
+        }
+        if pages.isEmpty { return [] }
+        let runtime = client.runtime
+        let start = runtime.nowNanoseconds()
+        guard case .reserved(let reservations, _) = try await index(.reserve(name: name, keys: keys)), reservations.count == pages.count else {
+            throw .kv(.unavailable("the index answered a reserve with the wrong shape"))
+        }
+        // A write must not land after the reservation could have expired.
+        let deadline = start + KVCacheLimits.reservationNanoseconds - Self.marginNanoseconds * 10
+        var outcomes = [KVPutOutcome](repeating: .existed, count: pages.count)
+        var writes: [(i: Int, slot: PageSlot, token: UInt64)] = []
+        for (i, r) in reservations.enumerated() {
+            switch r {
+            case .exists: outcomes[i] = .existed
+            case .full: outcomes[i] = .full
+            case .reserved(let slot, let token): writes.append((i, slot, token))
+            }
+        }
+        let config = self.config
+        let storage = client.pageStorage
+        let written = await runtime.concurrentMap(writes, limit: client.options.inFlightMax) { w -> String? in
+            guard let (chunk, chain) = config.location(of: w.slot) else { return "\(w.slot) is outside the namespace" }
+            guard runtime.nowNanoseconds() < deadline else { return "the reservation ran out before the write started" }
+            do {
+                _ = try await storage.write(chunk, chain: chain, pages[w.i].bytes)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        var confirms: [KVConfirmItem] = []
+        var aborts: [(PageSlot, UInt64)] = []
+        for (w, failure) in zip(writes, written) {
+            if let failure {
+                outcomes[w.i] = .failed(failure)
+                aborts.append((w.slot, w.token))
+            } else {
+                let bytes = pages[w.i].bytes
+                confirms.append(KVConfirmItem(key: pages[w.i].key, slot: w.slot, token: w.token, length: UInt32(bytes.count), checksum: CRC32C.checksum(bytes)))
+            }
+        }
+        if !aborts.isEmpty {
+            _ = try? await index(.abort(name: name, slots: aborts.map(\.0), tokens: aborts.map(\.1)))
+        }
+        if !confirms.isEmpty {
+            guard case .confirmed(let done) = try await index(.confirm(name: name, items: confirms)), done.count == confirms.count else {
+                throw .kv(.unavailable("the index answered a confirm with the wrong shape"))
+            }
+            var k = 0
+            for (w, failure) in zip(writes, written) where failure == nil {
+                switch done[k] {
+                case .confirmed: outcomes[w.i] = .stored
+                case .exists: outcomes[w.i] = .existed
+                case .expired: outcomes[w.i] = .failed("the reservation expired before the confirm; put it again")
+                }
+                k += 1
+            }
+        }
+        return outcomes
+    }
+
+    /// Reads pages. A page whose bytes do not match the index (a slot reused under a
+    /// reader whose lease ran out) is looked up and read again, up to three times.
+    public func get(_ keys: [String]) async throws(CisternError) -> [KVGetResult] {
+        do throws(KVCacheError) {
+            try KVCacheError.check(keys: keys)
+        } catch {
+            throw .kv(error)
+        }
+        var results = [KVGetResult?](repeating: nil, count: keys.count)
+        let lease = client.options.kvLeaseNanoseconds
+        let runtime = client.runtime
+        for attempt in 0..<3 {
+            let pending = keys.indices.filter { results[$0] == nil }
+            if pending.isEmpty { break }
+            let start = runtime.nowNanoseconds()
+            guard case .located(let found) = try await index(.lookup(name: name, keys: pending.map { keys[$0] }, leaseNanoseconds: lease)), found.count == pending.count else {
+                throw .kv(.unavailable("the index answered a lookup with the wrong shape"))
+            }
+            var wanted: [(ChunkID, ChainID)] = []
+            var where_: [Int: (ChunkID, KVPageLocation)] = [:]
+            for (j, i) in pending.enumerated() {
+                guard let loc = found[j] else {
+                    results[i] = .missing
+                    continue
+                }
+                guard let (chunk, chain) = config.location(of: loc.slot) else {
+                    results[i] = .failed("\(loc.slot) is outside the namespace")
+                    continue
+                }
+                wanted.append((chunk, chain))
+                where_[i] = (chunk, loc)
+            }
+            if wanted.isEmpty { break }
+            let chunks: [ChunkID: [UInt8]?]
+            do {
+                chunks = try await client.readChunks(wanted)
+            } catch {
+                for i in where_.keys { results[i] = .failed("\(error)") }
+                break
+            }
+            // A read that outlived its lease may have raced a reuse of the slot.
+            let finished = runtime.nowNanoseconds()
+            for (i, (chunk, loc)) in where_ {
+                guard finished + Self.marginNanoseconds <= start + loc.leaseNanoseconds else { continue }
+                guard let data = chunks[chunk] ?? nil, data.count >= Int(loc.length) else { continue }
+                let page = Array(data.prefix(Int(loc.length)))
+                if CRC32C.checksum(page) == loc.checksum { results[i] = .found(page) }
+            }
+            if attempt == 2 {
+                for i in where_.keys where results[i] == nil { results[i] = .failed("the page kept changing under the reader") }
+            }
+        }
+        return results.map { $0 ?? .failed("not read") }
+    }
+
+    /// Whether each key is stored, and the number of consecutive hits from the first.
+    public func exists(_ keys: [String]) async throws(CisternError) -> KVExistsResult {
+        guard case .present(let p) = try await index(.exists(name: name, keys: keys)), p.count == keys.count else {
+            throw .kv(.unavailable("the index answered exists with the wrong shape"))
+        }
+        return KVExistsResult(present: p)
+    }
+
+    /// Removes keys; returns how many were stored.
+    @discardableResult
+    public func delete(_ keys: [String]) async throws(CisternError) -> Int {
+        guard case .deleted(let n) = try await index(.delete(name: name, keys: keys)) else {
+            throw .kv(.unavailable("the index answered delete with the wrong shape"))
+        }
+        return n
+    }
+
+    /// How the namespace's slots are used now.
+    public func usage() async throws(CisternError) -> KVUsage {
+        guard case .usage(let u) = try await index(.usage(name: name)) else {
+            throw .kv(.unavailable("the index answered usage with the wrong shape"))
+        }
+        return u
+    }
+}

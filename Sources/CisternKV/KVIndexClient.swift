@@ -1,0 +1,52 @@
+import CisternCore
+import CisternWire
+
+/// Talks to the KV cache index on the metadata servers: retries a request on another
+/// server after a failure or an `unavailable` answer (every request is safe to
+/// repeat), with capped exponential backoff.
+public actor KVIndexClient {
+    public nonisolated let unownedExecutor: UnownedSerialExecutor
+    let runtime: any Runtime
+    let transport: any Transport
+    let servers: [NodeID]
+    private var cursor: Int
+    public var attemptsMax = 60
+    public var timeoutNanoseconds: UInt64 = 1_000_000_000
+
+    public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], seed: UInt64) {
+        precondition(!servers.isEmpty, "a KV index client needs at least one metadata server")
+        self.runtime = runtime
+        self.transport = transport
+        self.servers = servers
+        self.cursor = Int(seed % UInt64(servers.count))
+        self.unownedExecutor = runtime.makeActorExecutor()
+    }
+
+    /// Sends `request`; refusals come back as `KVCacheError`, and running out of
+    /// attempts as `.unavailable` naming the last error.
+    public func call(_ request: KVRequest) async throws(KVCacheError) -> KVReply {
+        let message = request.message()
+        var last = "no attempt"
+        var backoff: UInt64 = 10_000_000
+        for _ in 0..<attemptsMax {
+            let server = servers[cursor % servers.count]
+            do {
+                let response = try await transport.call(server, service: kvIndexService, message, timeoutNanoseconds: timeoutNanoseconds)
+                let reply = try KVReply(wireBytes: response.header)
+                switch reply {
+                case .refused(let e): throw e
+                case .unavailable(let text): last = "\(server): \(text)"
+                default: return reply
+                }
+            } catch let e as KVCacheError {
+                throw e
+            } catch {
+                last = "\(server): \(error)"
+                cursor += 1
+            }
+            try? await runtime.sleep(nanoseconds: backoff)
+            backoff = min(backoff * 2, 500_000_000)
+        }
+        throw .unavailable("no metadata server answered after \(attemptsMax) attempts (last: \(last)); check the metadata servers and the KV store")
+    }
+}

@@ -1,0 +1,152 @@
+import CisternCore
+import CisternMeta
+import CisternWire
+
+/// The KV cache index, served by the metadata servers (like them, stateless: every
+/// request is one serializable transaction on the shared transactional KV, so any
+/// server can answer any request).
+///
+/// Retries are safe without idempotency records: a repeated reserve only holds extra
+/// slots until their reservations expire; confirm, abort, delete and lookup give the
+/// same result when applied twice.
+public actor KVIndexService {
+    public nonisolated let unownedExecutor: UnownedSerialExecutor
+    let kv: any TransactionalKV
+    let runtime: any Runtime
+    /// Where namespaces' data files go (the chains of the current chain table).
+    public private(set) var policy: LayoutPolicy?
+    /// How long a put may take between reserve and confirm.
+    public var reservationNanoseconds: UInt64 = KVCacheLimits.reservationNanoseconds
+    private var rng: DeterministicRandom
+    public private(set) var evictions = 0
+    /// The folder of every namespace's data files.
+    public static let root = "/.kvcache"
+
+    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy?) {
+        self.kv = kv
+        self.runtime = runtime
+        self.policy = policy
+        self.rng = runtime.random("kv.index")
+        self.unownedExecutor = runtime.makeActorExecutor()
+    }
+
+    public func setPolicy(_ p: LayoutPolicy) { policy = p }
+
+    /// Serves `kvIndexService` requests on `transport`.
+    public func serve(on transport: any Transport) async {
+        await transport.serve(kvIndexService) { [self] request in
+            let parsed = try KVRequest(wireBytes: request.message.header)
+            return Message(method: 0, header: await self.execute(parsed).wireBytes())
+        }
+    }
+
+    /// Runs one request.
+    public func execute(_ request: KVRequest) async -> KVReply {
+        let now = runtime.nowNanoseconds()
+        do {
+            if let ns = request.namespace { try KVCacheError.check(namespace: ns) }
+            switch request {
+            case .createNamespace(let name, let pageBytes, let capacity, let files):
+                return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, now: now))
+            case .describe(let name):
+                return .config(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).config(name) })
+            case .reserve(let name, let keys):
+                try KVCacheError.check(keys: keys)
+                let tokens = keys.map { _ in rng.next() | 1 }
+                let reservation = reservationNanoseconds
+                let (outcomes, evicted) = try await kv.transact(runtime: runtime, idempotent: true) { tx in
+                    try await KVIndex(tx, now: now).reserve(name, keys: keys, tokens: tokens, reservationNanoseconds: reservation)
+                }
+                evictions += evicted
+                return .reserved(outcomes, evicted: evicted)
+            case .confirm(let name, let items):
+                try KVCacheError.check(keys: items.map(\.key))
+                return .confirmed(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).confirm(name, items) })
+            case .abort(let name, let slots, let tokens):
+                guard slots.count == tokens.count, slots.count <= KVCacheLimits.batchKeysMax else {
+                    throw KVCacheError.invalidConfig("abort needs one token per slot, at most \(KVCacheLimits.batchKeysMax)")
+                }
+                let pairs = Array(zip(slots, tokens))
+                try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).abort(name, pairs.map { ($0.0, $0.1) }) }
+                return .ok
+            case .lookup(let name, let keys, let lease):
+                try KVCacheError.check(keys: keys)
+                return .located(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).lookup(name, keys: keys, leaseNanoseconds: lease) })
+            case .exists(let name, let keys):
+                try KVCacheError.check(keys: keys)
+                return .present(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).exists(name, keys: keys) })
+            case .delete(let name, let keys):
+                try KVCacheError.check(keys: keys)
+                return .deleted(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).delete(name, keys: keys) })
+            case .usage(let name):
+                return .usage(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).usage(name) })
+            case .drop(let name):
+                try await kv.transact(runtime: runtime, idempotent: true) { tx in
+                    let index = KVIndex(tx, now: now)
+                    _ = try await index.config(name)
+                    for kind in KVKeys.kinds { try await tx.clearRange(.prefix(KVKeys.tag(kind, name))) }
+                    _ = try await Namespace(tx, now: now).remove("\(Self.root)/\(name)", recursive: true)
+                }
+                return .ok
+            case .list:
+                let names = try await kv.transact(runtime: runtime, idempotent: true) { tx in
+                    let prefix = Array("kvn/".utf8)
+                    return try await tx.getRange(.prefix(prefix), limit: 10_000, reverse: false).map { p in
+                        String(decoding: p.key.dropFirst(prefix.count).dropLast(), as: UTF8.self)
+                    }
+                }
+                return .namespaces(names)
+            }
+        } catch let e as KVCacheError {
+            return .refused(e)
+        } catch let e as MetaError {
+            return .refused(.invalidConfig("\(e)"))
+        } catch {
+            return .unavailable("\(error)")
+        }
+    }
+
+    /// Creates a namespace (or returns it if it exists with the same shape): its data
+    /// files under `/.kvcache/NAME/`, each a chunk per slot with chunk size = page size,
+    /// striped over every chain of the table, and its configuration in the index.
+    func createNamespace(_ name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, now: UInt64) async throws -> KVNamespaceConfig {
+        guard (UInt32(KVCacheLimits.pageBytesMin)...UInt32(KVCacheLimits.pageBytesMax)).contains(pageBytes) else {
+            throw KVCacheError.invalidConfig("page size \(pageBytes) bytes is outside \(KVCacheLimits.pageBytesMin)...\(KVCacheLimits.pageBytesMax)")
+        }
+        guard capacityPages >= 1, capacityPages <= KVCacheLimits.capacityPagesMax else {
+            throw KVCacheError.invalidConfig("capacity of \(capacityPages) pages is outside 1...\(KVCacheLimits.capacityPagesMax)")
+        }
+        guard files >= 1, files <= KVCacheLimits.filesMax, UInt64(files) <= capacityPages else {
+            throw KVCacheError.invalidConfig("\(files) data files: use 1...\(KVCacheLimits.filesMax), at most one per page")
+        }
+        guard let base = policy, !base.chains.isEmpty else {
+            throw KVCacheError.unavailable("no chain table yet: create chains first (cistern admin create-chains)")
+        }
+        var pagePolicy = base
+        pagePolicy.chunkBytes = pageBytes
+        pagePolicy.stripe = base.chains.count
+        let perFile = (capacityPages + UInt64(files) - 1) / UInt64(files)
+        return try await kv.transact(runtime: runtime, idempotent: true) { tx in
+            let index = KVIndex(tx, now: now)
+            if let existing = try? await index.config(name) {
+                guard existing.pageBytes == pageBytes, existing.capacityPages == capacityPages, existing.files.count == Int(files) else {
+                    throw KVCacheError.namespaceMismatch(name, existing: existing.description)
+                }
+                return existing
+            }
+            let ns = Namespace(tx, now: now)
+            let folder = "\(Self.root)/\(name)"
+            _ = try await ns.mkdir(folder, parents: true)
+            var dataFiles: [KVDataFile] = []
+            for i in 0..<Int(files) {
+                let file = try await ns.create("\(folder)/pages.\(i)", mode: 0o600, policy: pagePolicy, exclusive: false)
+                _ = try await ns.truncate("\(folder)/pages.\(i)", length: perFile * UInt64(pageBytes))
+                guard let layout = file.layout else { throw KVCacheError.invalidConfig("data file \(i) has no layout") }
+                dataFiles.append(KVDataFile(inode: file.id, layout: layout))
+            }
+            let config = KVNamespaceConfig(name: name, pageBytes: pageBytes, capacityPages: capacityPages, slotsPerFile: perFile, files: dataFiles)
+            try await index.putConfig(config)
+            return config
+        }
+    }
+}

@@ -1,0 +1,187 @@
+import Cistern
+import CisternCore
+import CisternKV
+import CisternMeta
+import CisternRouting
+import CisternSQLite
+import Testing
+
+/// The KV cache index's slab of page slots, exercised directly on a real
+/// transactional KV (SQLite in memory) with a virtual clock.
+struct IndexHarness {
+    let kv: SQLiteKV
+    let ns = "t"
+    var now: UInt64 = 1_000_000_000
+
+    init(capacity: UInt64) async throws {
+        kv = try SQLiteKV()
+        let config = KVNamespaceConfig(name: ns, pageBytes: 4_096, capacityPages: capacity, slotsPerFile: capacity,
+                                       files: [KVDataFile(inode: InodeID(10), layout: Layout(chunkBytes: 4_096, table: 1, tableVersion: 1, chains: [ChainID(1)], seed: 0))])
+        try await kv.attempt { tx in try await KVIndex(tx, now: 0).putConfig(config) }
+    }
+
+    func run<T: Sendable>(_ body: @Sendable (KVIndex) async throws -> T) async throws -> T {
+        let now = self.now
+        return try await kv.attempt { tx in try await body(KVIndex(tx, now: now)) }
+    }
+
+    func audit() async throws -> [String] { try await run { try await $0.audit("t") } }
+}
+
+@Suite struct KVIndexTests {
+    static let reservation: UInt64 = 60_000_000_000
+
+    @Test func aPageIsInvisibleUntilConfirmedAndAPutOfAStoredKeyIsANoOp() async throws {
+        let h = try await IndexHarness(capacity: 8)
+        let (r, _) = try await h.run { try await $0.reserve("t", keys: ["a"], tokens: [7], reservationNanoseconds: Self.reservation) }
+        guard case .reserved(let slot, let token) = r[0] else { Issue.record("expected a reservation, got \(r)"); return }
+        #expect(try await h.run { try await $0.lookup("t", keys: ["a"], leaseNanoseconds: 1_000) } == [nil])
+        #expect(try await h.run { try await $0.exists("t", keys: ["a"]) } == [false])
+        let done = try await h.run { try await $0.confirm("t", [KVConfirmItem(key: "a", slot: slot, token: token, length: 3, checksum: 9)]) }
+        #expect(done == [.confirmed])
+        #expect(try await h.run { try await $0.exists("t", keys: ["a", "b"]) } == [true, false])
+        #expect(try await h.run { try await $0.lookup("t", keys: ["a"], leaseNanoseconds: 1_000) } == [KVPageLocation(slot: slot, length: 3, checksum: 9, leaseNanoseconds: 1_000)])
+        // Again: a no-op, and a repeated confirm (a retry) answers the same.
+        let again = try await h.run { try await $0.reserve("t", keys: ["a"], tokens: [8], reservationNanoseconds: Self.reservation) }
+        #expect(again.outcomes == [.exists])
+        #expect(try await h.run { try await $0.confirm("t", [KVConfirmItem(key: "a", slot: slot, token: token, length: 3, checksum: 9)]) } == [.confirmed])
+        #expect(try await h.audit().isEmpty)
+    }
+
+    @Test func twoConcurrentPutsOfOneKeyStoreItOnceAndFreeTheLosersSlot() async throws {
+        let h = try await IndexHarness(capacity: 8)
+        let (r, _) = try await h.run { try await $0.reserve("t", keys: ["k", "k"], tokens: [1, 2], reservationNanoseconds: Self.reservation) }
+        guard case .reserved(let s1, _) = r[0], case .reserved(let s2, _) = r[1] else { Issue.record("\(r)"); return }
+        #expect(s1 != s2)
+        let done = try await h.run { try await $0.confirm("t", [KVConfirmItem(key: "k", slot: s2, token: 2, length: 1, checksum: 1), KVConfirmItem(key: "k", slot: s1, token: 1, length: 1, checksum: 1)]) }
+        #expect(done == [.confirmed, .exists])
+        let u = try await h.run { try await $0.usage("t") }
+        #expect(u.confirmed == 1 && u.free == 1 && u.reserved == 0)
+        #expect(try await h.audit().isEmpty)
+    }
+
+    @Test func consecutiveHitsCountFromTheFirstKey() {
+        #expect(KVExistsResult(present: [true, true, false, true]).consecutiveHits == 2)
+        #expect(KVExistsResult(present: [false, true]).consecutiveHits == 0)
+        #expect(KVExistsResult(present: [true, true]).consecutiveHits == 2)
+        #expect(KVExistsResult(present: []).consecutiveHits == 0)
+    }
+
+    @Test func leasedSlotsAreNeitherEvictedNorReusedUntilTheLeaseEnds() async throws {
+        var h = try await IndexHarness(capacity: 2)
+        for (i, key) in ["a", "b"].enumerated() {
+            let (r, _) = try await h.run { try await $0.reserve("t", keys: [key], tokens: [UInt64(i + 1)], reservationNanoseconds: Self.reservation) }
+            guard case .reserved(let s, let t) = r[0] else { Issue.record("\(r)"); return }
+            _ = try await h.run { try await $0.confirm("t", [KVConfirmItem(key: key, slot: s, token: t, length: 1, checksum: 1)]) }
+            h.now += 2_000_000_000
+        }
+        // Both are read under a 10 s lease; "a" is the least recently used after.
+        _ = try await h.run { try await $0.lookup("t", keys: ["a"], leaseNanoseconds: 10_000_000_000) }
+        h.now += 2_000_000_000
+        _ = try await h.run { try await $0.lookup("t", keys: ["b"], leaseNanoseconds: 10_000_000_000) }
+        h.now += 1_000_000_000
+        let full = try await h.run { try await $0.reserve("t", keys: ["c"], tokens: [3], reservationNanoseconds: Self.reservation) }
+        #expect(full.outcomes == [.full], "nothing may be evicted while both slots are leased")
+        // Deleting a leased key frees its slot only when the lease ends.
+        #expect(try await h.run { try await $0.delete("t", keys: ["b"]) } == 1)
+        #expect(try await h.run { try await $0.reserve("t", keys: ["c"], tokens: [4], reservationNanoseconds: Self.reservation) }.outcomes == [.full])
+        h.now += 20_000_000_000
+        let later = try await h.run { try await $0.reserve("t", keys: ["c", "d"], tokens: [5, 6], reservationNanoseconds: Self.reservation) }
+        #expect(later.outcomes.allSatisfy { if case .reserved = $0 { return true } else { return false } }, "\(later)")
+        #expect(later.evicted == 1, "a (least recently used, lease over) is evicted; b's slot comes from the free list")
+        #expect(try await h.run { try await $0.exists("t", keys: ["a", "b"]) } == [false, false])
+        #expect(try await h.audit().isEmpty)
+    }
+
+    @Test func evictionTakesTheLeastRecentlyReadKey() async throws {
+        var h = try await IndexHarness(capacity: 3)
+        for (i, key) in ["a", "b", "c"].enumerated() {
+            let (r, _) = try await h.run { try await $0.reserve("t", keys: [key], tokens: [UInt64(i + 1)], reservationNanoseconds: Self.reservation) }
+            guard case .reserved(let s, let t) = r[0] else { Issue.record("\(r)"); return }
+            _ = try await h.run { try await $0.confirm("t", [KVConfirmItem(key: key, slot: s, token: t, length: 1, checksum: 1)]) }
+            h.now += 2_000_000_000
+        }
+        _ = try await h.run { try await $0.lookup("t", keys: ["a"], leaseNanoseconds: 1) }
+        h.now += 2_000_000_000
+        let r = try await h.run { try await $0.reserve("t", keys: ["d"], tokens: [9], reservationNanoseconds: Self.reservation) }
+        #expect(r.evicted == 1)
+        #expect(try await h.run { try await $0.exists("t", keys: ["a", "b", "c"]) } == [true, false, true])
+        #expect(try await h.audit().isEmpty)
+    }
+
+    /// Random puts, confirms, aborts, abandoned reservations (clients that die between
+    /// reserve and confirm), reads under leases, deletes and time passing, over many
+    /// seeds: the slab's invariants hold after every step; no reservation ever hands
+    /// out a slot that is held or under a live lease; and after every client "crashes"
+    /// and the reservations expire, every slot is accounted for and usable again.
+    @Test(arguments: 1...40)
+    func noSlotIsHandedOutTwiceAndNoneLeaksAfterCrashes(seed: UInt64) async throws {
+        let capacity: UInt64 = 24
+        var h = try await IndexHarness(capacity: capacity)
+        var rng = DeterministicRandom(seed: seed)
+        var nextToken: UInt64 = 1
+        // The model: who holds each slot, and each slot's latest lease end.
+        var reservedUntil: [PageSlot: UInt64] = [:]
+        var leaseEnd: [PageSlot: UInt64] = [:]
+        var open: [(key: String, slot: PageSlot, token: UInt64)] = []
+        let keys = (0..<40).map { "key\($0)" }
+        for step in 0..<300 {
+            let roll = rng.unit()
+            if roll < 0.35 {
+                let batch = (0..<Int.random(in: 1...4, using: &rng)).map { _ in keys[Int.random(in: 0..<keys.count, using: &rng)] }
+                let tokens = batch.map { _ in defer { nextToken += 1 }; return nextToken }
+                let (r, _) = try await h.run { try await $0.reserve("t", keys: batch, tokens: tokens, reservationNanoseconds: Self.reservation) }
+                for (i, o) in r.enumerated() {
+                    guard case .reserved(let s, let t) = o else { continue }
+                    #expect(s.rawValue < capacity)
+                    #expect((reservedUntil[s] ?? 0) <= h.now, "step \(step): \(s) handed out while another put's reservation holds it")
+                    #expect((leaseEnd[s] ?? 0) <= h.now, "step \(step): \(s) reused under a live lease")
+                    reservedUntil[s] = h.now + Self.reservation
+                    open.append((batch[i], s, t))
+                }
+            } else if roll < 0.6, !open.isEmpty {
+                let i = Int.random(in: 0..<open.count, using: &rng)
+                let p = open.remove(at: i)
+                reservedUntil[p.slot] = nil
+                _ = try await h.run { try await $0.confirm("t", [KVConfirmItem(key: p.key, slot: p.slot, token: p.token, length: 1, checksum: 1)]) }
+            } else if roll < 0.65, !open.isEmpty {
+                let p = open.removeFirst()
+                reservedUntil[p.slot] = nil
+                try await h.run { try await $0.abort("t", [(p.slot, p.token)]) }
+            } else if roll < 0.7, !open.isEmpty {
+                open.removeFirst()   // the putting client died: never confirmed, never aborted
+            } else if roll < 0.85 {
+                let batch = (0..<3).map { _ in keys[Int.random(in: 0..<keys.count, using: &rng)] }
+                let lease = UInt64.random(in: 1...5, using: &rng) * 1_000_000_000
+                let found = try await h.run { try await $0.lookup("t", keys: batch, leaseNanoseconds: lease) }
+                for loc in found.compactMap({ $0 }) {
+                    #expect(loc.leaseNanoseconds >= lease / 2, "a lease shorter than half the request")
+                    leaseEnd[loc.slot] = max(leaseEnd[loc.slot] ?? 0, h.now + loc.leaseNanoseconds)
+                }
+            } else if roll < 0.9 {
+                let key = keys[Int.random(in: 0..<keys.count, using: &rng)]
+                _ = try await h.run { try await $0.delete("t", keys: [key]) }
+            } else {
+                h.now += UInt64.random(in: 1...4, using: &rng) * 1_000_000_000
+            }
+            let problems = try await h.audit()
+            #expect(problems.isEmpty, "seed \(seed) step \(step): \(problems)")
+            if !problems.isEmpty { return }
+        }
+        // Every client crashes; the reservations expire; every slot comes back.
+        h.now += Self.reservation + 10_000_000_000
+        _ = try await h.run { try await $0.reclaimExpired("t", limit: 10_000) }
+        let u = try await h.run { try await $0.usage("t") }
+        #expect(u.reserved == 0, "\(u)")
+        #expect(u.confirmed + u.free == u.highWater, "leaked slots: \(u)")
+        #expect(try await h.audit().isEmpty)
+        // And the whole capacity can be reserved again by new keys.
+        let fresh = (0..<Int(capacity)).map { "new\($0)" }
+        let (r, _) = try await h.run { try await $0.reserve("t", keys: fresh, tokens: fresh.indices.map { UInt64($0) + 1_000_000 }, reservationNanoseconds: Self.reservation) }
+        let slots = r.compactMap { o -> PageSlot? in if case .reserved(let s, _) = o { return s } else { return nil } }
+        #expect(slots.count == Int(capacity), "only \(slots.count) of \(capacity) slots could be reserved after recovery")
+        #expect(Set(slots).count == slots.count, "a slot was handed out twice")
+        #expect(try await h.audit().isEmpty)
+    }
+}
+
