@@ -25,6 +25,7 @@ extension MetaService {
                 let (i, g) = try await read { try await $0.statfs() }
                 return .statfs(inodes: i, garbage: g)
             case .create(let p, let mode, let ex):
+                guard !policy.chains.isEmpty else { return .unavailable("no chain table yet to place \(p) on: create chains first (cistern admin create-chains)") }
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.create(p, mode: mode, policy: policy, exclusive: ex) })
             case .mkdir(let p, let parents):
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.mkdir(p, parents: parents) })

@@ -26,7 +26,11 @@ public actor StorageClient {
     let transport: any Transport
     let mgmtd: MgmtdClient
     let clientID: UInt32
-    private var sequence: UInt64 = 0
+    /// Channels free for the next write, and each channel's last sequence number.
+    /// A write holds a channel from its first try to its last, so concurrent writes
+    /// never share one (the storage nodes' dedup keeps one request per channel).
+    private var freeChannels: [UInt32] = []
+    private var channelSequence: [UInt64] = []
     private var rng: DeterministicRandom
     public var attemptsMax = 80
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
@@ -75,8 +79,16 @@ public actor StorageClient {
 
     /// Writes `data` at `offset` of `chunk`; returns the committed version.
     public func write(_ chunk: ChunkID, chain id: ChainID, offset: Int = 0, _ data: [UInt8]) async throws(StorageClientError) -> UInt64 {
-        sequence += 1
-        let tag = ClientTag(client: clientID, channel: 0, sequence: sequence)
+        let channel: UInt32
+        if let c = freeChannels.popLast() {
+            channel = c
+        } else {
+            channel = UInt32(channelSequence.count)
+            channelSequence.append(0)
+        }
+        defer { freeChannels.append(channel) }
+        channelSequence[Int(channel)] += 1
+        let tag = ClientTag(client: clientID, channel: channel, sequence: channelSequence[Int(channel)])
         var last = "no attempt"
         var refresh = false
         for attempt in 0..<attemptsMax {
