@@ -183,8 +183,15 @@ public struct Workload: Codable, Sendable {
     /// Cluster workload: a killed storage node's targets must be offline in routing
     /// within this bound (default: failure timeout + 2 s).
     public var failureDetectionBound: SimDuration?
+    /// KV cache workload: page size, the namespace's capacity in pages, how many
+    /// distinct prompt prefixes clients draw from, and the most pages per prefix.
+    public var pageBytes: ByteSize?
+    public var capacityPages: Int?
+    public var prefixes: Int?
+    public var prefixPages: Int?
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kind, keys, replicas, chunks
+        case kind, keys, replicas, chunks, prefixes
+        case pageBytes = "page_bytes", capacityPages = "capacity_pages", prefixPages = "prefix_pages"
         case chunkBytes = "chunk_bytes"
         case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time", plantedBug = "planted_bug"
         case heartbeatInterval = "heartbeat_interval", failureTimeout = "failure_timeout", failureDetectionBound = "failure_detection_bound"
@@ -204,6 +211,10 @@ public struct Workload: Codable, Sendable {
         heartbeatInterval = try c.decodeIfPresent(SimDuration.self, forKey: .heartbeatInterval)
         failureTimeout = try c.decodeIfPresent(SimDuration.self, forKey: .failureTimeout)
         failureDetectionBound = try c.decodeIfPresent(SimDuration.self, forKey: .failureDetectionBound)
+        pageBytes = try c.decodeIfPresent(ByteSize.self, forKey: .pageBytes)
+        capacityPages = try c.decodeIfPresent(Int.self, forKey: .capacityPages)
+        prefixes = try c.decodeIfPresent(Int.self, forKey: .prefixes)
+        prefixPages = try c.decodeIfPresent(Int.self, forKey: .prefixPages)
     }
 }
 

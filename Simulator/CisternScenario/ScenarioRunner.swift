@@ -111,6 +111,7 @@ public enum ScenarioRunner {
             case "cluster": return ClusterRun(scenario: scenario, world: world, seed: seed).execute()
             case "storage": return StorageRun(scenario: scenario, world: world, seed: seed).execute()
             case "meta": return MetaRun(scenario: scenario, world: world, seed: seed).execute()
+            case "kvcache": return KVCacheRun(scenario: scenario, world: world, seed: seed).execute()
             default: return RegisterRun(scenario: scenario, world: world, seed: seed).execute()
             }
         }

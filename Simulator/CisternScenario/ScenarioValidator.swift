@@ -7,11 +7,12 @@ public enum ScenarioValidator {
     public static let storageInvariants = ["linearizable", "no_lost_writes", "replicas_identical", "single_head", "routing_monotonic", "liveness"]
     public static var knownInvariants: [String] {
         var all: [String] = []
-        for i in registerInvariants + clusterInvariants + storageInvariants + metaInvariants where !all.contains(i) { all.append(i) }
+        for i in registerInvariants + clusterInvariants + storageInvariants + metaInvariants + kvcacheInvariants where !all.contains(i) { all.append(i) }
         return all
     }
     public static let metaInvariants = ["namespace_model", "namespace_integrity", "liveness"]
-    public static let knownWorkloads = ["register", "cluster", "storage", "meta"]
+    public static let kvcacheInvariants = ["pages_intact", "last_put", "no_lost_pages", "index_sound", "single_head", "routing_monotonic", "liveness"]
+    public static let knownWorkloads = ["register", "cluster", "storage", "meta", "kvcache"]
     /// Node names faults may use besides the topology's: `kv` is the transactional KV
     /// store (for partitions), `@mgmtd-primary` is whichever replica holds the lease
     /// when the fault fires.
@@ -44,7 +45,22 @@ public enum ScenarioValidator {
             if !s.topology.nodes.contains(where: { $0.role == .meta }) { out.append("topology: the meta workload needs at least one node with role: meta") }
             if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
         }
-        if s.workload.kind == "cluster" || s.workload.kind == "storage" {
+        if s.workload.kind == "kvcache" {
+            if !s.topology.nodes.contains(where: { $0.role == .meta }) { out.append("topology: the kvcache workload needs at least one node with role: meta (it serves the KV index)") }
+            if clients == 0 { out.append("topology: the workload needs at least one node with role: client") }
+            let page = s.workload.pageBytes?.bytes ?? 4_096
+            if page < 512 || page > 64 << 20 { out.append("workload.page_bytes: \(page) bytes is outside 512 bytes...64 MiB") }
+            let capacity = s.workload.capacityPages ?? 1_000
+            let prefixes = s.workload.prefixes ?? 20
+            let perPrefix = s.workload.prefixPages ?? 8
+            if capacity < 1 { out.append("workload.capacity_pages: must be at least 1") }
+            if prefixes < 1 || perPrefix < 1 { out.append("workload.prefixes and workload.prefix_pages: must be at least 1") }
+            let invariants = s.invariants ?? kvcacheInvariants
+            if invariants.contains("no_lost_pages") && capacity < prefixes * perPrefix {
+                out.append("invariants: no_lost_pages holds only under capacity, but capacity_pages (\(capacity)) is below prefixes x prefix_pages (\(prefixes * perPrefix)); raise the capacity or drop the invariant")
+            }
+        }
+        if s.workload.kind == "cluster" || s.workload.kind == "storage" || s.workload.kind == "kvcache" {
             let mgmtds = s.topology.nodes.filter { $0.role == .mgmtd }.count
             let storage = s.topology.nodes.filter { $0.role == .storage }.count
             let chainReplicas = s.workload.replicas ?? 3

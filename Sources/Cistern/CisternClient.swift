@@ -17,7 +17,7 @@ public struct ClientOptions: Sendable {
     public var chunkAttemptsMax = 40
     /// How long a KV reader may take to read a page it looked up: its slot is not
     /// evicted or reused before then.
-    public var kvLeaseNanoseconds: UInt64 = 30_000_000_000
+    public var kvLeaseNanoseconds: UInt64 = 5_000_000_000
     /// Tries of a KV page write; bounded so a put finishes well within its reservation.
     public var kvWriteAttemptsMax = 20
     public init() {}

@@ -60,7 +60,7 @@ public struct KVNamespace: Sendable {
 
     /// Margin kept from a lease or reservation for clock-rate differences and the
     /// reply's flight time.
-    static let marginNanoseconds: UInt64 = 2_000_000_000
+    static let marginNanoseconds: UInt64 = 1_000_000_000
 
     func index(_ request: KVRequest) async throws(CisternError) -> KVReply {
         do {

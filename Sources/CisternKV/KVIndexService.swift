@@ -96,6 +96,8 @@ public actor KVIndexService {
                     }
                 }
                 return .namespaces(names)
+            case .audit(let name):
+                return .problems(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).audit(name) })
             }
         } catch let e as KVCacheError {
             return .refused(e)

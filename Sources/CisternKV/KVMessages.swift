@@ -18,11 +18,13 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
     case usage(name: String)
     case drop(name: String)
     case list
+    /// Checks the namespace's slab and index invariants (a full scan).
+    case audit(name: String)
 
     public var namespace: String? {
         switch self {
         case .createNamespace(let n, _, _, _), .describe(let n), .reserve(let n, _), .confirm(let n, _), .abort(let n, _, _),
-             .lookup(let n, _, _), .exists(let n, _), .delete(let n, _), .usage(let n), .drop(let n):
+             .lookup(let n, _, _), .exists(let n, _), .delete(let n, _), .usage(let n), .drop(let n), .audit(let n):
             return n
         case .list: return nil
         }
@@ -88,6 +90,9 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
         case .list:
             writer.writeVarint(11)
             writer.writeMessage { _ in }
+        case .audit(let n):
+            writer.writeVarint(12)
+            writer.writeMessage { $0.writeString(n) }
         }
     }
 
@@ -106,6 +111,7 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
             case 9: return .usage(name: try m.readString())
             case 10: return .drop(name: try m.readString())
             case 11: return .list
+            case 12: return .audit(name: try m.readString())
             default: throw .unknownTag(type: "KVRequest", tag: tag)
             }
         }
@@ -202,6 +208,8 @@ public enum KVReply: Sendable, Equatable, WireCodable {
     case namespaces([String])
     /// Refused; retrying will not help.
     case refused(KVCacheError)
+    /// What an audit found wrong (empty when sound).
+    case problems([String])
     /// The store failed or was unreachable; retry.
     case unavailable(String)
 
@@ -218,6 +226,7 @@ public enum KVReply: Sendable, Equatable, WireCodable {
         case .namespaces(let n): writer.writeVarint(9); writer.writeMessage { $0.write(n) }
         case .refused(let e): writer.writeVarint(10); writer.writeMessage { $0.write(e) }
         case .unavailable(let t): writer.writeVarint(11); writer.writeMessage { $0.writeString(t) }
+        case .problems(let p): writer.writeVarint(12); writer.writeMessage { $0.write(p) }
         }
     }
 
@@ -236,6 +245,7 @@ public enum KVReply: Sendable, Equatable, WireCodable {
             case 9: return .namespaces(try m.read([String].self))
             case 10: return .refused(try m.read(KVCacheError.self))
             case 11: return .unavailable(try m.readString())
+            case 12: return .problems(try m.read([String].self))
             default: throw .unknownTag(type: "KVReply", tag: tag)
             }
         }

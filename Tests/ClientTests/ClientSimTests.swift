@@ -174,7 +174,7 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
                 // Fill past capacity: the least recently read pages go.
                 try await ctxSleep(client, seconds: 2)
                 _ = try await ns.get(["h5", "h6"])
-                try await ctxSleep(client, seconds: 31)   // let the read leases end
+                try await ctxSleep(client, seconds: 6)   // let the read leases end
                 _ = try await ns.get(["h5", "h6"])
                 let more = (0..<8).map { (key: "n\($0)", bytes: pattern(1_000 + $0, seed: UInt64(200 + $0))) }
                 let stored = try await ns.put(more)
