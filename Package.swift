@@ -88,7 +88,7 @@ let package = Package(
             dependencies: ["CisternCore", "CLibPQ", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
         .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
-        .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs"], swiftSettings: strict),
+        .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs", "CisternNIO", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // `cistern bench disk` and `cistern bench meta`: raw limits beside the chunk engine's
         // and the metadata service's figures.
         .target(
@@ -143,6 +143,7 @@ let package = Package(
                 "CisternRDMA", "CisternPostgres",
             ],
             swiftSettings: strict),
+        .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternNIO", "CisternConformance"], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
         .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario"], swiftSettings: strict),
     ]
