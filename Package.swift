@@ -26,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // System libraries, linked through module maps; apt names the packages to install.
@@ -60,7 +63,7 @@ let package = Package(
         // The cluster manager service and its client.
         .target(name: "CisternMgmtd", dependencies: ["CisternRouting"], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
-        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd"], swiftSettings: strict),
+        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
         .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
@@ -99,6 +102,22 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // Production server processes: configuration, discovery, metrics, lifecycle,
+        // and the local cluster behind `cistern up`.
+        .target(
+            name: "CisternServer",
+            dependencies: [
+                "Cistern", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+
         // The deterministic simulator and the scenario runner.
         .target(
             name: "CisternSim",
@@ -118,7 +137,7 @@ let package = Package(
             name: "cistern",
             dependencies: [
                 "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA", "CisternBench",
+                "CisternRDMA", "CisternBench", "CisternServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/cistern",

@@ -1,3 +1,4 @@
+import CisternCore
 /// A fault-injection scenario, as written in a YAML file under Scenarios/: a
 /// cluster topology, network/disk/KV parameters, a workload, timed faults, random
 /// fault generators, a heal time, and the invariants to check.

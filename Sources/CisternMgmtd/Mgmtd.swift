@@ -346,15 +346,16 @@ public actor Mgmtd {
         for report in live { reports[report.target] = report }
         let known = routing.node(h.node)
         let unknownTargets = live.filter { routing.target($0.target) == nil }
-        guard known == nil || known?.status == .failed || !unknownTargets.isEmpty || known?.name != h.name else {
+        guard known == nil || known?.status == .failed || !unknownTargets.isEmpty || known?.name != h.name || known?.addresses != h.addresses else {
             return .ok(routingVersion: routing.version)
         }
         let version = try await mutate { r throws(CommitError) in
             if let i = r.nodes.firstIndex(where: { $0.id == h.node }) {
                 if r.nodes[i].status == .failed { r.nodes[i].status = .active }
                 r.nodes[i].name = h.name
+                r.nodes[i].addresses = h.addresses
             } else {
-                r.nodes.append(NodeInfo(id: h.node, role: h.role, name: h.name, status: .active))
+                r.nodes.append(NodeInfo(id: h.node, role: h.role, name: h.name, status: .active, addresses: h.addresses))
                 r.nodes.sort { $0.id < $1.id }
             }
             for report in live where r.target(report.target) == nil {

@@ -44,6 +44,10 @@ public actor MgmtdClient {
     private var sequence: UInt64 = 0
     private let bootID: UInt64
     public private(set) var routing: RoutingInfo?
+    /// Where this node can be reached, sent with every heartbeat so routing tells
+    /// everyone (production; the simulator finds nodes through its name service).
+    public private(set) var advertisedAddresses: [String] = []
+    public func advertise(_ addresses: [String]) { advertisedAddresses = addresses }
     private var refreshing = false
 
     public init(node: NodeID, role: NodeRole, name: String, runtime: any Runtime, transport: any Transport, replicas: [NodeID], observer: (any RoutingObserver)? = nil) {
@@ -123,7 +127,7 @@ public actor MgmtdClient {
     /// Sends one heartbeat with `targets`; pulls routing if the reply names a newer version.
     public func heartbeat(targets: [TargetReport]) async throws(MgmtdClientError) {
         sequence += 1
-        let reply = try await call(.heartbeat(Heartbeat(node: node, role: role, name: name, sequence: sequence, targets: targets, bootID: bootID)))
+        let reply = try await call(.heartbeat(Heartbeat(node: node, role: role, name: name, sequence: sequence, targets: targets, bootID: bootID, addresses: advertisedAddresses)))
         if case .ok(let version) = reply, version > (routing?.version ?? 0) {
             await refreshRouting()
         }

@@ -46,13 +46,16 @@ public struct Heartbeat: Hashable, Sendable, WireCodable {
     public var targets: [TargetReport]
     /// Random per process start (appended field: 0 from senders that predate it).
     public var bootID: UInt64
-    public init(node: NodeID, role: NodeRole, name: String, sequence: UInt64, targets: [TargetReport] = [], bootID: UInt64 = 0) {
+    /// Where the node can be reached (appended field: empty from older senders).
+    public var addresses: [String]
+    public init(node: NodeID, role: NodeRole, name: String, sequence: UInt64, targets: [TargetReport] = [], bootID: UInt64 = 0, addresses: [String] = []) {
         self.node = node
         self.role = role
         self.name = name
         self.sequence = sequence
         self.targets = targets
         self.bootID = bootID
+        self.addresses = addresses
     }
     public func encode(to writer: inout WireWriter) {
         writer.writeMessage { w in
@@ -62,12 +65,13 @@ public struct Heartbeat: Hashable, Sendable, WireCodable {
             w.writeVarint(sequence)
             w.write(targets)
             w.writeVarint(bootID)
+            w.write(addresses)
         }
     }
     public init(from reader: inout WireReader) throws(WireError) {
-        (node, role, name, sequence, targets, bootID) = try reader.readMessage("Heartbeat") { r throws(WireError) in
+        (node, role, name, sequence, targets, bootID, addresses) = try reader.readMessage("Heartbeat") { r throws(WireError) in
             (try r.read(NodeID.self), try r.read(NodeRole.self), try r.readString("name"), try r.readVarint("sequence"), try r.read([TargetReport].self),
-             r.isAtEnd ? 0 : try r.readVarint("boot id"))
+             r.isAtEnd ? 0 : try r.readVarint("boot id"), r.isAtEnd ? [] : try r.read([String].self))
         }
     }
 }

@@ -37,11 +37,15 @@ public struct NodeInfo: Hashable, Sendable, WireCodable {
     public var role: NodeRole
     public var name: String
     public var status: NodeStatus
-    public init(id: NodeID, role: NodeRole, name: String, status: NodeStatus) {
+    /// Where the node can be reached ("host:port", host names allowed), as it
+    /// advertises them in its heartbeats (appended field: empty when absent).
+    public var addresses: [String]
+    public init(id: NodeID, role: NodeRole, name: String, status: NodeStatus, addresses: [String] = []) {
         self.id = id
         self.role = role
         self.name = name
         self.status = status
+        self.addresses = addresses
     }
     public func encode(to writer: inout WireWriter) {
         writer.writeMessage { w in
@@ -49,11 +53,13 @@ public struct NodeInfo: Hashable, Sendable, WireCodable {
             w.write(role)
             w.writeString(name)
             w.write(status)
+            w.write(addresses)
         }
     }
     public init(from reader: inout WireReader) throws(WireError) {
-        (id, role, name, status) = try reader.readMessage("NodeInfo") { r throws(WireError) in
-            (try r.read(NodeID.self), try r.read(NodeRole.self), try r.readString("name"), try r.read(NodeStatus.self))
+        (id, role, name, status, addresses) = try reader.readMessage("NodeInfo") { r throws(WireError) in
+            (try r.read(NodeID.self), try r.read(NodeRole.self), try r.readString("name"), try r.read(NodeStatus.self),
+             r.isAtEnd ? [] : try r.read([String].self))
         }
     }
 }

@@ -95,9 +95,11 @@ public actor StorageService {
             let engine = try await ChunkEngine.open(disk: SubdirectoryDisk(disk, folder: "targets/t\(t.rawValue)"), runtime: runtime)
             await service.attach(t, engine)
         }
+        let metrics = StorageMetrics()
         await transport.serve(storageService) { [service] request in
             let parsed = try StorageRequest(request.message)
             let (reply, bulk) = await service.handle(parsed, bulk: request.message.bulk)
+            metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: bulk.count)
             return Message(method: 0, header: reply.wireBytes(), bulk: bulk)
         }
         await mgmtd.serveHints()

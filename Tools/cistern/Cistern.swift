@@ -1,9 +1,9 @@
 import ArgumentParser
 
 @main
-struct Cistern: AsyncParsableCommand {
+struct CisternCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cistern",
         abstract: "A distributed file system and KVCache store for LLM inference, simulation first.",
-        subcommands: [Sim.self, Bench.self, Doctor.self])
+        subcommands: [Sim.self, Server.self, Up.self, Down.self, Admin.self, KV.self, FS.self, Bench.self, Doctor.self])
 }

@@ -1,0 +1,259 @@
+import Cistern
+import CisternCore
+import CisternNIO
+import Foundation
+import Yams
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a local-cluster command failed; each names the fix.
+public enum LocalClusterError: Error, CustomStringConvertible {
+    case alreadyRunning(String)
+    case notRunning(String)
+    case startFailed(String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .alreadyRunning(let d): return "a cluster is already running from \(d); stop it first: cistern down --data-dir \(d)"
+        case .notRunning(let d): return "no cluster found in \(d): start one with cistern up --data-dir \(d)"
+        case .startFailed(let why): return "the cluster did not start: \(why)"
+        case .io(let why): return why
+        }
+    }
+}
+
+/// A real cluster on loopback, one process per node (`cistern up`/`cistern down`):
+/// one cluster manager, one metadata server (SQLite), N storage nodes with two
+/// targets each in DIR, and a chain table. Its layout under DIR:
+/// `cluster.yaml` (how clients find it), `config/NODE.yaml`, `logs/NODE.log`,
+/// `pids/NODE.pid`, `data/NODE/` (targets), `kv/` (SQLite files).
+public struct LocalCluster: Sendable {
+    public let dataDir: String
+
+    public init(dataDir: String) {
+        self.dataDir = (dataDir as NSString).standardizingPath.hasPrefix("/") ? (dataDir as NSString).standardizingPath
+            : FileManager.default.currentDirectoryPath + "/" + dataDir
+    }
+
+    /// Where `cistern up` records the last cluster it started.
+    public static var lastClusterFile: String { (NSHomeDirectory() as NSString).appendingPathComponent(".cistern/last-cluster") }
+
+    /// The data dir given, or the last cluster `cistern up` started.
+    public static func resolve(_ dataDir: String?) throws -> LocalCluster {
+        if let dataDir { return LocalCluster(dataDir: dataDir) }
+        guard let last = try? String(contentsOfFile: lastClusterFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !last.isEmpty else {
+            throw LocalClusterError.notRunning("(no --data-dir and no cluster started by cistern up)")
+        }
+        return LocalCluster(dataDir: last)
+    }
+
+    func path(_ parts: String...) -> String { ([dataDir] + parts).joined(separator: "/") }
+
+    /// Node names with a pid file whose process is alive.
+    public func runningNodes() -> [String: Int32] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path("pids"))) ?? []
+        var out: [String: Int32] = [:]
+        for n in names where n.hasSuffix(".pid") {
+            guard let text = try? String(contentsOfFile: path("pids", n), encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { continue }
+            if kill(pid, 0) == 0 { out[String(n.dropLast(4))] = pid }
+        }
+        return out
+    }
+
+    /// A free TCP port on 127.0.0.1 (bound and released).
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LocalClusterError.io("socket: errno \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0 else { throw LocalClusterError.io("bind: errno \(errno)") }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    /// The configurations of every node of a cluster of `storageNodes` storage nodes.
+    func configs(storageNodes: Int) throws -> [ServerConfig] {
+        let mgmtd = ServerConfig.Peer(id: 1, address: "127.0.0.1:\(try Self.freePort())")
+        let meta = ServerConfig.Peer(id: 10, address: "127.0.0.1:\(try Self.freePort())")
+        let cluster = ServerConfig.Cluster(mgmtd: [mgmtd], meta: [meta])
+        var out = [
+            ServerConfig(node: .init(id: 1, name: "mgmtd1", role: .mgmtd, listen: mgmtd.address), cluster: cluster,
+                         kv: .init(kind: "sqlite", path: path("kv", "mgmtd.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")),
+            ServerConfig(node: .init(id: 10, name: "meta1", role: .meta, listen: meta.address), cluster: cluster,
+                         kv: .init(kind: "sqlite", path: path("kv", "meta.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")),
+        ]
+        for i in 1...storageNodes {
+            let id = UInt32(100 + i)
+            out.append(ServerConfig(node: .init(id: id, name: "storage\(i)", role: .storage, listen: "127.0.0.1:\(try Self.freePort())"), cluster: cluster,
+                                    storage: .init(dataDir: path("data", "storage\(i)"), targets: [UInt64(id) * 100 + 1, UInt64(id) * 100 + 2]),
+                                    metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")))
+        }
+        return out
+    }
+
+    /// Starts the processes (`binary server --config …`) and waits until the cluster
+    /// serves: every storage node registered, chains created, files creatable.
+    public func up(storageNodes: Int, binary: String, progress: @Sendable (String) -> Void = { _ in }) async throws {
+        guard storageNodes >= 1 else { throw LocalClusterError.startFailed("--storage-nodes must be at least 1") }
+        if !runningNodes().isEmpty { throw LocalClusterError.alreadyRunning(dataDir) }
+        let fm = FileManager.default
+        for d in ["config", "logs", "pids", "data", "kv"] { try fm.createDirectory(atPath: path(d), withIntermediateDirectories: true) }
+        let configs = try configs(storageNodes: storageNodes)
+        let encoder = YAMLEncoder()
+        for c in configs { try encoder.encode(c).write(toFile: path("config", "\(c.node.name).yaml"), atomically: true, encoding: .utf8) }
+        try encoder.encode(configs[0].cluster).write(toFile: path("cluster.yaml"), atomically: true, encoding: .utf8)
+        for c in configs { try start(c.node.name, role: c.node.role.rawValue, binary: binary) }
+        do {
+            for c in configs { try await waitForPID(c.node.name) }
+        } catch {
+            try? await down()
+            throw error
+        }
+        progress("started \(configs.count) processes (logs in \(path("logs")))")
+        do {
+            let session = try await ClientSession.connect(self)
+            try await session.waitUntilServing(storageNodes: storageNodes, replicas: min(3, storageNodes), progress: progress)
+            await session.close()
+        } catch {
+            try? await down()
+            throw LocalClusterError.startFailed("\(error); see the logs in \(path("logs"))")
+        }
+        try fm.createDirectory(atPath: (Self.lastClusterFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try dataDir.write(toFile: Self.lastClusterFile, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts (or restarts) one node's process from its configuration.
+    public func start(_ name: String, role: String, binary: String) throws {
+        let p = Process()
+        let setsid = "/usr/bin/setsid"
+        if FileManager.default.isExecutableFile(atPath: setsid) {
+            p.executableURL = URL(fileURLWithPath: setsid)
+            p.arguments = [binary, "server", "--role", role, "--config", path("config", "\(name).yaml"), "--pid-file", path("pids", "\(name).pid")]
+        } else {
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["server", "--role", role, "--config", path("config", "\(name).yaml"), "--pid-file", path("pids", "\(name).pid")]
+        }
+        _ = FileManager.default.createFile(atPath: path("logs", "\(name).log"), contents: nil)
+        guard let log = FileHandle(forWritingAtPath: path("logs", "\(name).log")) else { throw LocalClusterError.io("cannot open \(path("logs", "\(name).log"))") }
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        p.standardInput = FileHandle.nullDevice
+        try? FileManager.default.removeItem(atPath: path("pids", "\(name).pid"))
+        try p.run()
+    }
+
+    /// Waits until `name`'s process has written its pid file (it serves then).
+    public func waitForPID(_ name: String, timeoutSeconds: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while runningNodes()[name] == nil {
+            guard Date() < deadline else { throw LocalClusterError.startFailed("\(name) did not start within \(Int(timeoutSeconds)) s; see \(path("logs", "\(name).log"))") }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
+    /// Stops every process: SIGTERM, then SIGKILL after `graceSeconds`.
+    public func down(graceSeconds: Double = 10) async throws {
+        let running = runningNodes()
+        for (_, pid) in running { kill(pid, SIGTERM) }
+        let deadline = Date().addingTimeInterval(graceSeconds)
+        while Date() < deadline, !runningNodes().isEmpty { try? await Task.sleep(nanoseconds: 100_000_000) }
+        for (_, pid) in runningNodes() { kill(pid, SIGKILL) }
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: path("pids"))) ?? [] { try? FileManager.default.removeItem(atPath: path("pids", n)) }
+    }
+
+    /// Kills one node's process with SIGKILL (for failure tests).
+    public func kill9(_ name: String) {
+        if let pid = runningNodes()[name] { kill(pid, SIGKILL) }
+    }
+
+    public func clusterConfig() throws -> ServerConfig.Cluster {
+        guard let text = try? String(contentsOfFile: path("cluster.yaml"), encoding: .utf8) else { throw LocalClusterError.notRunning(dataDir) }
+        return try YAMLDecoder().decode(ServerConfig.Cluster.self, from: text)
+    }
+}
+
+/// A client connected to a running cluster over TCP (for the CLI and end-to-end tests).
+public final class ClientSession: Sendable {
+    public let client: CisternClient
+    public let transport: TCPTransport
+    public let resolver: ClusterResolver
+
+    init(client: CisternClient, transport: TCPTransport, resolver: ClusterResolver) {
+        self.client = client
+        self.transport = transport
+        self.resolver = resolver
+    }
+
+    /// Connects to the cluster described by `cluster.yaml` in the data dir.
+    public static func connect(_ cluster: LocalCluster, name: String = "cli") async throws -> ClientSession {
+        try await connect(cluster.clusterConfig(), name: name)
+    }
+
+    public static func connect(_ config: ServerConfig.Cluster, name: String = "cli") async throws -> ClientSession {
+        var seeds: [NodeID: [NodeAddress]] = [:]
+        for p in config.mgmtd + (config.meta ?? []) { seeds[NodeID(p.id), default: []].append(try ServerConfig.address(p.address)) }
+        let resolver = ClusterResolver(seeds: seeds)
+        let runtime = ProductionRuntime(nodeName: name, logLevel: .error)
+        var rng = SystemRandomNumberGenerator()
+        let me = NodeID(UInt32.random(in: 100_000..<16_000_000, using: &rng))
+        let transport = TCPTransport(localNode: me, listen: NodeAddress(host: "127.0.0.1", port: 0), resolver: resolver, runtime: runtime)
+        try await transport.start()
+        var options = ClientOptions()
+        options.chunkAttemptsMax = 60
+        let client = CisternClient(runtime: runtime, transport: transport, node: me, name: name, mgmtd: config.mgmtd.map { NodeID($0.id) },
+                                   meta: (config.meta ?? []).map { NodeID($0.id) }, options: options, incarnation: UInt32.random(in: 0...255, using: &rng))
+        await client.start()
+        if let r = await client.mgmtd.routing { resolver.update(from: r) }
+        resolver.follow(client.mgmtd, runtime: runtime)
+        return ClientSession(client: client, transport: transport, resolver: resolver)
+    }
+
+    /// Waits until `storageNodes` storage nodes are registered, creates the chain
+    /// table if there is none, and waits until files can be created.
+    public func waitUntilServing(storageNodes: Int, replicas: Int, timeoutSeconds: Double = 60, progress: @Sendable (String) -> Void = { _ in }) async throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        var said = ""
+        func say(_ s: String) {
+            if s != said { progress(s); said = s }
+        }
+        while true {
+            guard Date() < deadline else { throw LocalClusterError.startFailed("not serving after \(Int(timeoutSeconds)) s (last: \(said))") }
+            await client.mgmtd.refreshRouting()
+            guard let r = await client.mgmtd.routing else {
+                say("waiting for the cluster manager")
+                try await Task.sleep(nanoseconds: 200_000_000)
+                continue
+            }
+            resolver.update(from: r)
+            let active = r.nodes.filter { $0.role == .storage && $0.status == .active }.count
+            if active < storageNodes {
+                say("waiting for storage nodes: \(active)/\(storageNodes) registered")
+                try await Task.sleep(nanoseconds: 200_000_000)
+                continue
+            }
+            if r.tables.isEmpty {
+                say("creating chains (\(replicas) replicas)")
+                _ = try? await client.mgmtd.call(.createChains(replicas: replicas))
+                continue
+            }
+            break
+        }
+        say("waiting for the metadata server to place files")
+        try await client.writeFile("/.cistern-up-probe", [1])
+        try await client.remove("/.cistern-up-probe")
+        say("serving")
+    }
+
+    public func close() async {
+        await transport.shutdown()
+    }
+}

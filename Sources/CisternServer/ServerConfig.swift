@@ -1,0 +1,278 @@
+import CisternCore
+import Foundation
+import Yams
+
+/// A server process's configuration (`cistern server --config FILE`), read strictly:
+/// an unknown key, a missing field, a bad address or a role-specific section that is
+/// missing is an error naming the place and the fix.
+///
+/// ```yaml
+/// node: { id: 1, name: m1, role: mgmtd, listen: "127.0.0.1:9001" }
+/// cluster:
+///   mgmtd: [{ id: 1, address: "127.0.0.1:9001" }]
+///   meta:  [{ id: 10, address: "127.0.0.1:9010" }]
+/// kv: { kind: sqlite, path: /var/lib/cistern/mgmtd.sqlite }      # mgmtd and meta
+/// storage: { data_dir: /var/lib/cistern/s1, targets: [101, 102] } # storage
+/// metrics: { listen: "127.0.0.1:9101" }                           # optional
+/// log_level: info                                                 # optional
+/// ```
+public struct ServerConfig: Codable, Sendable, Equatable {
+    public enum Role: String, Codable, Sendable, CaseIterable { case mgmtd, meta, storage }
+
+    public struct Node: Codable, Sendable, Equatable {
+        public var id: UInt32
+        public var name: String
+        public var role: Role
+        /// "host:port" to listen on.
+        public var listen: String
+        /// "host:port" addresses others use to reach this node (default: `listen`).
+        public var advertise: [String]?
+        enum CodingKeys: String, CodingKey, CaseIterable { case id, name, role, listen, advertise }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(UInt32.self, forKey: .id)
+            name = try c.decode(String.self, forKey: .name)
+            let text = try c.decode(String.self, forKey: .role)
+            guard let r = Role(rawValue: text) else {
+                throw DecodingError.dataCorruptedError(forKey: .role, in: c, debugDescription: "unknown role '\(text)'; expected one of: mgmtd, meta, storage")
+            }
+            role = r
+            listen = try c.decode(String.self, forKey: .listen)
+            advertise = try c.decodeIfPresent([String].self, forKey: .advertise)
+        }
+        public init(id: UInt32, name: String, role: Role, listen: String, advertise: [String]? = nil) {
+            self.id = id
+            self.name = name
+            self.role = role
+            self.listen = listen
+            self.advertise = advertise
+        }
+    }
+
+    public struct Peer: Codable, Sendable, Equatable {
+        public var id: UInt32
+        public var address: String
+        enum CodingKeys: String, CodingKey, CaseIterable { case id, address }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(UInt32.self, forKey: .id)
+            address = try c.decode(String.self, forKey: .address)
+        }
+        public init(id: UInt32, address: String) {
+            self.id = id
+            self.address = address
+        }
+    }
+
+    public struct Cluster: Codable, Sendable, Equatable {
+        public var mgmtd: [Peer]
+        public var meta: [Peer]?
+        enum CodingKeys: String, CodingKey, CaseIterable { case mgmtd, meta }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            mgmtd = try c.decode([Peer].self, forKey: .mgmtd)
+            meta = try c.decodeIfPresent([Peer].self, forKey: .meta)
+        }
+        public init(mgmtd: [Peer], meta: [Peer]?) {
+            self.mgmtd = mgmtd
+            self.meta = meta
+        }
+    }
+
+    public struct KV: Codable, Sendable, Equatable {
+        /// `sqlite` (a file, the default) or `postgres` (a libpq connection string).
+        public var kind: String
+        public var path: String?
+        public var conninfo: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case kind, path, conninfo }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "sqlite"
+            path = try c.decodeIfPresent(String.self, forKey: .path)
+            conninfo = try c.decodeIfPresent(String.self, forKey: .conninfo)
+        }
+        public init(kind: String, path: String? = nil, conninfo: String? = nil) {
+            self.kind = kind
+            self.path = path
+            self.conninfo = conninfo
+        }
+    }
+
+    public struct Storage: Codable, Sendable, Equatable {
+        public var dataDir: String
+        public var targets: [UInt64]
+        /// `auto` (io_uring when the kernel allows, else POSIX), `io_uring` or `posix`.
+        public var disk: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case targets, disk
+            case dataDir = "data_dir"
+        }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            dataDir = try c.decode(String.self, forKey: .dataDir)
+            targets = try c.decode([UInt64].self, forKey: .targets)
+            disk = try c.decodeIfPresent(String.self, forKey: .disk)
+        }
+        public init(dataDir: String, targets: [UInt64], disk: String? = nil) {
+            self.dataDir = dataDir
+            self.targets = targets
+            self.disk = disk
+        }
+    }
+
+    public struct Metrics: Codable, Sendable, Equatable {
+        public var listen: String
+        enum CodingKeys: String, CodingKey, CaseIterable { case listen }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            listen = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .listen)
+        }
+        public init(listen: String) { self.listen = listen }
+    }
+
+    public var node: Node
+    public var cluster: Cluster
+    public var kv: KV?
+    public var storage: Storage?
+    public var metrics: Metrics?
+    public var logLevel: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case node, cluster, kv, storage, metrics
+        case logLevel = "log_level"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        node = try c.decode(Node.self, forKey: .node)
+        cluster = try c.decode(Cluster.self, forKey: .cluster)
+        kv = try c.decodeIfPresent(KV.self, forKey: .kv)
+        storage = try c.decodeIfPresent(Storage.self, forKey: .storage)
+        metrics = try c.decodeIfPresent(Metrics.self, forKey: .metrics)
+        logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel)
+    }
+
+    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, metrics: Metrics? = nil, logLevel: String? = nil) {
+        self.node = node
+        self.cluster = cluster
+        self.kv = kv
+        self.storage = storage
+        self.metrics = metrics
+        self.logLevel = logLevel
+    }
+
+    /// Parses and validates YAML text; `path` names the source in errors.
+    public static func parse(_ text: String, path: String = "<config>") throws(ConfigError) -> ServerConfig {
+        let config: ServerConfig
+        do {
+            config = try YAMLDecoder().decode(ServerConfig.self, from: text)
+        } catch let error as DecodingError {
+            throw .malformed(path: path, detail: describeDecodingError(error))
+        } catch {
+            throw .malformed(path: path, detail: "not valid YAML: \(error)")
+        }
+        let problems = config.problems()
+        if !problems.isEmpty { throw .invalid(path: path, problems: problems) }
+        return config
+    }
+
+    public static func load(path: String) throws(ConfigError) -> ServerConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw .unreadable(path: path, reason: (error as NSError).localizedDescription)
+        }
+        return try parse(text, path: path)
+    }
+
+    /// What the YAML schema cannot see.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if node.id == 0 { out.append("node.id: 0 is reserved; use a positive number unique in the cluster") }
+        if node.name.isEmpty { out.append("node.name: must not be empty") }
+        if (try? Self.address(node.listen)) == nil { out.append("node.listen: '\(node.listen)' is not host:port (for example 127.0.0.1:9001)") }
+        for (i, a) in (node.advertise ?? []).enumerated() where (try? Self.address(a)) == nil {
+            out.append("node.advertise[\(i)]: '\(a)' is not host:port")
+        }
+        if cluster.mgmtd.isEmpty { out.append("cluster.mgmtd: list at least one cluster manager (id and address)") }
+        for (i, p) in cluster.mgmtd.enumerated() where (try? Self.address(p.address)) == nil {
+            out.append("cluster.mgmtd[\(i)].address: '\(p.address)' is not host:port")
+        }
+        for (i, p) in (cluster.meta ?? []).enumerated() where (try? Self.address(p.address)) == nil {
+            out.append("cluster.meta[\(i)].address: '\(p.address)' is not host:port")
+        }
+        switch node.role {
+        case .mgmtd, .meta:
+            if let kv {
+                switch kv.kind {
+                case "sqlite": if kv.path?.isEmpty ?? true { out.append("kv.path: the sqlite KV needs a file path") }
+                case "postgres": if kv.conninfo?.isEmpty ?? true { out.append("kv.conninfo: the postgres KV needs a libpq connection string") }
+                default: out.append("kv.kind: unknown KV '\(kv.kind)'; expected sqlite or postgres")
+                }
+            } else {
+                out.append("kv: the \(node.role.rawValue) role needs a kv section (kind: sqlite, path: FILE)")
+            }
+            if node.role == .mgmtd && !cluster.mgmtd.contains(where: { $0.id == node.id }) {
+                out.append("cluster.mgmtd: this mgmtd (node.id \(node.id)) is not in the list of cluster managers")
+            }
+            if storage != nil { out.append("storage: only the storage role has a storage section") }
+        case .storage:
+            if let storage {
+                if storage.dataDir.isEmpty { out.append("storage.data_dir: must not be empty") }
+                if storage.targets.isEmpty { out.append("storage.targets: list at least one target id") }
+                if Set(storage.targets).count != storage.targets.count { out.append("storage.targets: target ids must be unique") }
+                if storage.targets.contains(0) { out.append("storage.targets: 0 is reserved") }
+                if let d = storage.disk, !["auto", "io_uring", "posix"].contains(d) { out.append("storage.disk: unknown disk '\(d)'; expected auto, io_uring or posix") }
+            } else {
+                out.append("storage: the storage role needs a storage section (data_dir, targets)")
+            }
+            if kv != nil { out.append("kv: the storage role keeps no KV; remove the kv section") }
+        }
+        if let m = metrics, (try? Self.address(m.listen)) == nil { out.append("metrics.listen: '\(m.listen)' is not host:port") }
+        if let l = logLevel, !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(l) {
+            out.append("log_level: unknown level '\(l)'; expected trace, debug, info, notice, warning, error or critical")
+        }
+        return out
+    }
+
+    /// Parses "host:port" (IPv6 in brackets).
+    public static func address(_ text: String) throws(ConfigError) -> NodeAddress {
+        var host = Substring(text)
+        var portText: Substring
+        if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+            let rest = host[host.index(after: close)...]
+            guard rest.hasPrefix(":") else { throw .malformed(path: text, detail: "expected [host]:port") }
+            portText = rest.dropFirst()
+            host = host[host.index(after: host.startIndex)..<close]
+        } else {
+            guard let colon = host.lastIndex(of: ":") else { throw .malformed(path: text, detail: "expected host:port") }
+            portText = host[host.index(after: colon)...]
+            host = host[..<colon]
+        }
+        guard !host.isEmpty, let port = UInt16(portText) else { throw .malformed(path: text, detail: "expected host:port with a port in 0...65535") }
+        return NodeAddress(host: String(host), port: port)
+    }
+}
+
+/// Why a configuration could not be used.
+public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case malformed(path: String, detail: String)
+    case invalid(path: String, problems: [String])
+
+    public var description: String {
+        switch self {
+        case .unreadable(let p, let r): return "\(p): cannot read the configuration: \(r)"
+        case .malformed(let p, let d): return "\(p): \(d)"
+        case .invalid(let p, let problems):
+            return "\(p): \(problems.count) problem(s):\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+        }
+    }
+}

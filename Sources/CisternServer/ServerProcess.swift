@@ -1,0 +1,137 @@
+import Cistern
+import CisternCore
+import CisternKV
+import CisternMgmtd
+import CisternNIO
+import CisternPOSIX
+import CisternPostgres
+import CisternRDMA
+import CisternSQLite
+import CisternStorage
+import CisternURing
+import CoreMetrics
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// One server process (`cistern server --role R --config FILE`): the same actors the
+/// simulator runs, over TCP, io_uring or POSIX disks and SQLite or PostgreSQL. Runs
+/// until SIGTERM or SIGINT, then stops serving and exits cleanly.
+public struct ServerProcess: Service {
+    public let config: ServerConfig
+    /// Called once the node serves, with the bound address (tests and `cistern up`).
+    let onReady: @Sendable (NodeAddress) -> Void
+
+    public init(config: ServerConfig, onReady: @escaping @Sendable (NodeAddress) -> Void = { _ in }) {
+        self.config = config
+        self.onReady = onReady
+    }
+
+    /// Runs the process under a service group that turns SIGTERM/SIGINT into a
+    /// graceful shutdown.
+    public static func runUntilSignalled(_ config: ServerConfig, pidFile: String? = nil) async throws {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let process = ServerProcess(config: config) { address in
+            let line = "cistern server: \(config.node.name) (\(config.node.role.rawValue), node \(config.node.id)) serving on \(address)\n"
+            FileHandle.standardOutput.write(Data(line.utf8))
+            if let pidFile { try? "\(getpid())".write(toFile: pidFile, atomically: true, encoding: .utf8) }
+        }
+        var logger = Logger(label: "cistern.server")
+        logger.logLevel = .warning
+        let group = ServiceGroup(services: [MetricsService(config: config, registry: registry), process], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+        if let pidFile { try? FileManager.default.removeItem(atPath: pidFile) }
+    }
+
+    public func run() async throws {
+        let level = Logger.Level(rawValue: config.logLevel ?? "info") ?? .info
+        let runtime = ProductionRuntime(nodeName: config.node.name, logLevel: level)
+        let log = runtime.logger("server")
+        let me = NodeID(config.node.id)
+        var seeds: [NodeID: [NodeAddress]] = [:]
+        for p in config.cluster.mgmtd + (config.cluster.meta ?? []) { seeds[NodeID(p.id), default: []].append(try ServerConfig.address(p.address)) }
+        let resolver = ClusterResolver(seeds: seeds)
+        let listen = try ServerConfig.address(config.node.listen)
+        let transport = TCPTransport(localNode: me, listen: listen, resolver: resolver, runtime: runtime)
+        let bound = try await transport.start()
+        let transportKind: String
+        switch RDMAProbe.devices() {
+        case .devices(let names): transportKind = "tcp (RDMA devices \(names) present; the verbs bulk path is not wired into servers yet)"
+        case .none(let reason):
+            transportKind = "tcp"
+            log.notice("no RDMA device (\(reason)); using TCP")
+        }
+        let advertised = config.node.advertise ?? [bound.description]
+        let mgmtdIDs = config.cluster.mgmtd.map { NodeID($0.id) }
+        var keep: [any Sendable] = []
+        switch config.node.role {
+        case .mgmtd:
+            let kv = try openKV()
+            keep.append(await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: kv))
+            let follower = MgmtdClient(node: me, role: .mgmtd, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
+            resolver.follow(follower, runtime: runtime)
+            keep.append(follower)
+        case .meta:
+            let kv = try openKV()
+            let mgmtd = MgmtdClient(node: me, role: .meta, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
+            await mgmtd.advertise(advertised)
+            resolver.follow(mgmtd, runtime: runtime)
+            keep.append(await MetadataServer.start(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd))
+        case .storage:
+            guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
+            let (disk, kind) = try openDisk(s)
+            log.info("storage disk: \(kind) at \(s.dataDir)")
+            let mgmtd = MgmtdClient(node: me, role: .storage, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
+            await mgmtd.advertise(advertised)
+            resolver.follow(mgmtd, runtime: runtime)
+            keep.append(try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
+                                                       targets: s.targets.map(TargetID.init)))
+            keep.append(mgmtd)
+        }
+        log.info("\(config.node.name) serving as \(config.node.role.rawValue) on \(bound) (transport: \(transportKind))")
+        onReady(bound)
+        try? await gracefulShutdown()
+        log.info("\(config.node.name): SIGTERM, shutting down")
+        await transport.shutdown()
+        withExtendedLifetime(keep) {}
+    }
+
+    func openKV() throws -> any TransactionalKV {
+        guard let kv = config.kv else { throw ConfigError.invalid(path: "config", problems: ["kv: missing"]) }
+        switch kv.kind {
+        case "postgres": return try PostgresKV(conninfo: kv.conninfo ?? "")
+        default: return try SQLiteKV(path: kv.path ?? "")
+        }
+    }
+
+    func openDisk(_ s: ServerConfig.Storage) throws -> (any Disk, String) {
+        try FileManager.default.createDirectory(atPath: s.dataDir, withIntermediateDirectories: true)
+        switch s.disk ?? "auto" {
+        case "posix": return (try POSIXDisk(root: s.dataDir), "posix")
+        case "io_uring": return (try IOUringDisk(root: s.dataDir), "io_uring")
+        default: return try DiskFactory.makeBest(root: s.dataDir)
+        }
+    }
+}
+
+/// Serves `/metrics` while the process runs, and samples gauges that no component
+/// updates itself.
+struct MetricsService: Service {
+    let config: ServerConfig
+    let registry: PrometheusCollectorRegistry
+
+    func run() async throws {
+        guard let m = config.metrics else {
+            try? await gracefulShutdown()
+            return
+        }
+        let endpoint = try await MetricsEndpoint.start(listen: try ServerConfig.address(m.listen), registry: registry)
+        let up = Gauge(label: "cistern_up", dimensions: [("role", config.node.role.rawValue), ("node", config.node.name)])
+        up.record(1)
+        try? await gracefulShutdown()
+        await endpoint.close()
+    }
+}
