@@ -163,6 +163,8 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternNIO", "CisternConformance"], swiftSettings: strict),
+        // Real processes on loopback (needs the cistern executable, built with the tests).
+        .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "cistern"], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
         .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario"], swiftSettings: strict),
     ]
