@@ -7,6 +7,8 @@
 set -euo pipefail
 
 packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config)
+# `scripts/deps.sh --bench` also installs what the benchmarks compare with.
+if [[ "${1:-}" == "--bench" ]]; then packages+=(redis-server); fi
 
 if ! command -v swift >/dev/null 2>&1; then
     echo "error: swift is not on PATH. Install Swift 6.1 or newer (https://www.swift.org/install/) and run this again." >&2
@@ -27,6 +29,7 @@ else
     [[ -f /usr/include/postgresql/libpq-fe.h || -f /usr/include/libpq-fe.h ]] || missing+=(libpq-dev)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    if [[ "${1:-}" == "--bench" ]]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
 fi
 
 if (( ${#missing[@]} == 0 )); then

@@ -15,6 +15,9 @@ public struct ClientOptions: Sendable {
     /// Tries per chunk request before giving up (each waits for fresh routing and
     /// backs off up to 400 ms).
     public var chunkAttemptsMax = 40
+    /// How long one chunk request may take before it is retried (raise it for large
+    /// chunks on slow disks: a write waits for every replica's fsync).
+    public var chunkTimeoutNanoseconds: UInt64 = 1_000_000_000
     /// How long a KV reader may take to read a page it looked up: its slot is not
     /// evicted or reused before then.
     public var kvLeaseNanoseconds: UInt64 = 5_000_000_000
@@ -82,6 +85,8 @@ public actor CisternClient {
     public func start() async {
         await storage.setAttempts(options.chunkAttemptsMax)
         await pageStorage.setAttempts(options.kvWriteAttemptsMax)
+        await storage.setTimeout(options.chunkTimeoutNanoseconds)
+        await pageStorage.setTimeout(options.chunkTimeoutNanoseconds)
         await mgmtd.serveHints()
         await mgmtd.refreshRouting()
     }

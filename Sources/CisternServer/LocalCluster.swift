@@ -209,6 +209,7 @@ public final class ClientSession: Sendable {
         try await transport.start()
         var options = ClientOptions()
         options.chunkAttemptsMax = 60
+        options.chunkTimeoutNanoseconds = 5_000_000_000
         let client = CisternClient(runtime: runtime, transport: transport, node: me, name: name, mgmtd: config.mgmtd.map { NodeID($0.id) },
                                    meta: (config.meta ?? []).map { NodeID($0.id) }, options: options, incarnation: UInt32.random(in: 0...255, using: &rng))
         await client.start()

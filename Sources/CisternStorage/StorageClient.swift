@@ -40,6 +40,9 @@ public actor StorageClient {
     /// Sets how many times a request is tried before giving up.
     public func setAttempts(_ n: Int) { attemptsMax = max(1, n) }
 
+    /// Sets how long one request may take before it is retried.
+    public func setTimeout(_ nanoseconds: UInt64) { timeoutNanoseconds = max(1_000_000, nanoseconds) }
+
     public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32, perNodeInFlightMax: Int = 32) {
         self.limiter = InFlightLimiter(perKeyMax: max(1, perNodeInFlightMax))
         self.runtime = runtime

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CisternBench
+import CisternServer
 import CisternSim
 import Foundation
 
@@ -7,7 +8,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmarks.",
-        subcommands: [SimBench.self, DiskBench.self, MetaBench.self])
+        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self])
 }
 
 struct SimBench: ParsableCommand {
@@ -182,6 +183,31 @@ struct MetaBench: AsyncParsableCommand {
             print(MetaBenchmark.table(report))
             print("(\(build) build)")
             if build == "debug" { print("note: a debug build is slower; measure with `make bench-meta`") }
+        }
+    }
+}
+
+struct KVBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kv",
+        abstract: "KV page put/get through a real loopback cluster beside loopback TCP, the disk and redis-server.")
+
+    @Option(help: "Scratch directory (a fresh folder inside it is used and removed)") var dir = NSTemporaryDirectory()
+    @Option(help: "Bytes moved per page size") var megabytes = 256
+    @Option(help: "Pages per batch") var batch = 128
+    @Flag(help: "Print the result as one JSON object.") var json = false
+
+    func run() async throws {
+        let work = (dir as NSString).appendingPathComponent("cistern-bench-kv-\(getpid())")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let report = try await KVBenchmark.run(binary: selfExecutable(), workDir: work, batch: batch, bytesPerSize: megabytes << 20) { line in
+            if !json { FileHandle.standardError.write(Data("... \(line)\n".utf8)) }
+        }
+        if json {
+            let data = try JSONEncoder().encode(report)
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(KVBenchmark.format(report))
         }
     }
 }
