@@ -10,7 +10,7 @@ BIN := .build/debug/cistern
 FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
 	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml
 
-.PHONY: run test deps build bench bench-disk bench-meta release doctor clean
+.PHONY: run test deps build bench bench-disk bench-meta bench-kv demo release doctor clean
 
 run: build
 	$(BIN) sim Scenarios/ --seeds $(SEEDS)
@@ -41,6 +41,15 @@ bench-disk: release
 
 bench-meta: release
 	.build-release/release/cistern bench meta
+
+# KV pages through a real loopback cluster beside loopback TCP, the disk and redis.
+bench-kv: release
+	@scripts/deps.sh --bench
+	.build-release/release/cistern bench kv
+
+# A real local cluster (separate processes) under a KV cache workload, with progress.
+demo: release
+	.build-release/release/cistern demo
 
 doctor: build
 	$(BIN) doctor
