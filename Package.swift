@@ -91,7 +91,7 @@ let package = Package(
             dependencies: ["CisternCore", "CLibPQ", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
         .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
-        .target(name: "CisternRDMA", dependencies: ["CisternCore", "CIBVerbs", "CisternNIO", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
+        .target(name: "CisternRDMA", dependencies: ["CisternCore", "CisternWire", "CIBVerbs", "CisternNIO", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         // `cistern bench disk` and `cistern bench meta`: raw limits beside the chunk engine's
         // and the metadata service's figures.
         .target(
@@ -162,7 +162,7 @@ let package = Package(
                 "CisternRDMA", "CisternPostgres",
             ],
             swiftSettings: strict),
-        .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternNIO", "CisternConformance"], swiftSettings: strict),
+        .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternWire", "CisternNIO", "CisternConformance", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Real processes on loopback (needs the cistern executable, built with the tests).
         .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "cistern"], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),

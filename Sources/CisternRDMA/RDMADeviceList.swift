@@ -12,6 +12,7 @@ public enum RDMADeviceList: Sendable, Equatable, CustomStringConvertible {
         return []
     }
 
+    /// The device names, or why there are none.
     public var description: String {
         switch self {
         case .devices(let names): return "RDMA devices: " + names.joined(separator: ", ")

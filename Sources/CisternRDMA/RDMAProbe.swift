@@ -12,6 +12,7 @@ import Musl
 /// returning; it never crashes. A NULL list or an empty one gives `.none` with the
 /// errno text (ENOSYS where the kernel has no RDMA support or no device).
 public enum RDMAProbe {
+    /// The RDMA devices libibverbs lists, or why there are none.
     public static func devices() -> RDMADeviceList {
         var count: Int32 = 0
         errno = 0

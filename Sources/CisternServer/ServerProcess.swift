@@ -55,15 +55,12 @@ public struct ServerProcess: Service {
         for p in config.cluster.mgmtd + (config.cluster.meta ?? []) { seeds[NodeID(p.id), default: []].append(try ServerConfig.address(p.address)) }
         let resolver = ClusterResolver(seeds: seeds)
         let listen = try ServerConfig.address(config.node.listen)
-        let transport = TCPTransport(localNode: me, listen: listen, resolver: resolver, runtime: runtime)
+        // RDMA verbs for bulk transfers when a device is usable; otherwise TCP (said
+        // once in the log with the reason).
+        let factory = TransportFactory(runtime: runtime, logger: log)
+        let transport = factory.makeTransport(localNode: me, listen: listen, resolver: resolver)
         let bound = try await transport.start()
-        let transportKind: String
-        switch RDMAProbe.devices() {
-        case .devices(let names): transportKind = "tcp (RDMA devices \(names) present; the verbs bulk path is not wired into servers yet)"
-        case .none(let reason):
-            transportKind = "tcp"
-            log.notice("no RDMA device (\(reason)); using TCP")
-        }
+        let transportKind = "\(factory.choice())"
         let advertised = config.node.advertise ?? [bound.description]
         let mgmtdIDs = config.cluster.mgmtd.map { NodeID($0.id) }
         var keep: [any Sendable] = []
