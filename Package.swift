@@ -61,7 +61,7 @@ let package = Package(
         // chain-table builder (pure, shared by every service and the client).
         .target(name: "CisternRouting", dependencies: ["CisternCore"], swiftSettings: strict),
         // The cluster manager service and its client.
-        .target(name: "CisternMgmtd", dependencies: ["CisternRouting"], swiftSettings: strict),
+        .target(name: "CisternMgmtd", dependencies: ["CisternRouting", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
         .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.

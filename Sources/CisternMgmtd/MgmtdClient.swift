@@ -1,4 +1,5 @@
 import CisternCore
+import CoreMetrics
 import CisternRouting
 import CisternWire
 import Logging
@@ -47,6 +48,9 @@ public actor MgmtdClient {
     /// Where this node can be reached, sent with every heartbeat so routing tells
     /// everyone (production; the simulator finds nodes through its name service).
     public private(set) var advertisedAddresses: [String] = []
+    /// Heartbeat metrics (swift-metrics; no-ops unless a backend is bootstrapped).
+    private let heartbeatsSent = Counter(label: "cistern_heartbeats_sent_total")
+    private let heartbeatsFailed = Counter(label: "cistern_heartbeats_failed_total")
     public func advertise(_ addresses: [String]) { advertisedAddresses = addresses }
     private var refreshing = false
 
@@ -127,7 +131,14 @@ public actor MgmtdClient {
     /// Sends one heartbeat with `targets`; pulls routing if the reply names a newer version.
     public func heartbeat(targets: [TargetReport]) async throws(MgmtdClientError) {
         sequence += 1
-        let reply = try await call(.heartbeat(Heartbeat(node: node, role: role, name: name, sequence: sequence, targets: targets, bootID: bootID, addresses: advertisedAddresses)))
+        heartbeatsSent.increment()
+        let reply: MgmtdReply
+        do {
+            reply = try await call(.heartbeat(Heartbeat(node: node, role: role, name: name, sequence: sequence, targets: targets, bootID: bootID, addresses: advertisedAddresses)))
+        } catch {
+            heartbeatsFailed.increment()
+            throw error
+        }
         if case .ok(let version) = reply, version > (routing?.version ?? 0) {
             await refreshRouting()
         }

@@ -76,6 +76,7 @@ public struct ServerProcess: Service {
             let mgmtd = MgmtdClient(node: me, role: .meta, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
             await mgmtd.advertise(advertised)
             resolver.follow(mgmtd, runtime: runtime)
+            keep.append(mgmtd)
             keep.append(await MetadataServer.start(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd))
         case .storage:
             guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
@@ -87,6 +88,9 @@ public struct ServerProcess: Service {
             keep.append(try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
                                                        targets: s.targets.map(TargetID.init)))
             keep.append(mgmtd)
+        }
+        if let follower = keep.lazy.compactMap({ $0 as? MgmtdClient }).first {
+            runtime.spawn("metrics.routing") { await RoutingGauges().follow(follower, runtime: runtime) }
         }
         log.info("\(config.node.name) serving as \(config.node.role.rawValue) on \(bound) (transport: \(transportKind))")
         onReady(bound)
@@ -130,5 +134,30 @@ struct MetricsService: Service {
         up.record(1)
         try? await gracefulShutdown()
         await endpoint.close()
+    }
+}
+
+/// Chain and node gauges from the routing this process sees (sampled every second).
+struct RoutingGauges {
+    let version = Gauge(label: "cistern_routing_version")
+    let chains = Gauge(label: "cistern_chains_total")
+    let serving = Gauge(label: "cistern_chains_fully_serving")
+    let degraded = Gauge(label: "cistern_chains_degraded")
+    let nodesActive = Gauge(label: "cistern_nodes", dimensions: [("status", "active")])
+    let nodesFailed = Gauge(label: "cistern_nodes", dimensions: [("status", "failed")])
+
+    func follow(_ mgmtd: MgmtdClient, runtime: any Runtime) async {
+        while true {
+            if let r = await mgmtd.routing {
+                version.record(Double(r.version))
+                chains.record(Double(r.chains.count))
+                let full = r.chains.filter { c in c.targets.allSatisfy { $0.state == .serving } }.count
+                serving.record(Double(full))
+                degraded.record(Double(r.chains.count - full))
+                nodesActive.record(Double(r.nodes.filter { $0.status == .active }.count))
+                nodesFailed.record(Double(r.nodes.filter { $0.status == .failed }.count))
+            }
+            do { try await runtime.sleep(nanoseconds: 1_000_000_000) } catch { return }
+        }
     }
 }
