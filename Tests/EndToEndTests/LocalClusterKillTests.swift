@@ -127,3 +127,48 @@ final class StopFlag: @unchecked Sendable {
     var isSet: Bool { lock.withLock { value } }
     func set() { lock.withLock { value = true } }
 }
+
+/// The CLI against a running cluster: `cistern kv` and `cistern fs` round trips.
+@Suite(.serialized) struct CLICommandTests {
+    func run(_ args: [String]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: LocalClusterKillTests.binary)
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        while p.isRunning { usleep(10_000) }
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func kvAndFsCommandsRoundTripThroughARealCluster() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: LocalClusterKillTests.binary))
+        let dir = NSTemporaryDirectory() + "cistern-cli-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        let (upStatus, upOut) = try run(["up", "--data-dir", dir, "--storage-nodes", "3"])
+        #expect(upStatus == 0, "\(upOut)")
+        defer {
+            _ = try? run(["down", "--data-dir", dir])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let page = dir + "/page.bin", back = dir + "/back.bin"
+        try Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }).write(to: URL(fileURLWithPath: page))
+        #expect(try run(["kv", "put", "ns1", "key1", page, "--data-dir", dir]).1.contains("key1: stored"))
+        #expect(try run(["kv", "put", "ns1", "key1", page, "--data-dir", dir]).1.contains("key1: existed"))
+        #expect(try run(["kv", "get", "ns1", "key1", back, "--data-dir", dir]).0 == 0)
+        #expect(FileManager.default.contentsEqual(atPath: page, andPath: back))
+        #expect(try run(["kv", "exists", "ns1", "key1", "nope", "--data-dir", dir]).1.contains("consecutive hits: 1"))
+        let (missing, why) = try run(["kv", "get", "ns1", "nope", "--data-dir", dir])
+        #expect(missing == 1 && why.contains("not in ns1"), "\(why)")
+        #expect(try run(["fs", "mkdir", "/d", "--data-dir", dir]).0 == 0)
+        #expect(try run(["fs", "put", page, "/d/f", "--data-dir", dir]).0 == 0)
+        #expect(try run(["fs", "ls", "/d", "--data-dir", dir]).1.contains("100000\tf"))
+        try? FileManager.default.removeItem(atPath: back)
+        #expect(try run(["fs", "get", "/d/f", back, "--data-dir", dir]).0 == 0)
+        #expect(FileManager.default.contentsEqual(atPath: page, andPath: back))
+        #expect(try run(["admin", "nodes", "--data-dir", dir]).1.contains("storage3"))
+        #expect(try run(["fs", "rm", "/d", "--recursive", "--data-dir", dir]).0 == 0)
+    }
+}

@@ -1,0 +1,58 @@
+import CisternServer
+import Testing
+
+@Suite struct ServerConfigTests {
+    static let good = """
+    node: { id: 101, name: s1, role: storage, listen: "127.0.0.1:9101" }
+    cluster:
+      mgmtd: [{ id: 1, address: "127.0.0.1:9001" }]
+      meta: [{ id: 10, address: "localhost:9010" }]
+    storage: { data_dir: /tmp/s1, targets: [10101, 10102], disk: auto }
+    metrics: { listen: "127.0.0.1:9201" }
+    log_level: info
+    """
+
+    @Test func aValidConfigParses() throws {
+        let c = try ServerConfig.parse(Self.good)
+        #expect(c.node.role == .storage && c.storage?.targets == [10101, 10102] && c.cluster.meta?.first?.address == "localhost:9010")
+    }
+
+    /// Each mistake is refused with a message naming the place and the fix.
+    @Test(arguments: [
+        ("log_levle: info", "unknown key 'log_levle'"),
+        ("storage: { data_dir: /tmp/s1, targets: [1], disk: floppy }", "storage.disk: unknown disk 'floppy'"),
+        ("node: { id: 101, name: s1, role: storage, listen: \"nowhere\" }", "node.listen: 'nowhere' is not host:port"),
+        ("node: { id: 101, name: s1, role: archive, listen: \"127.0.0.1:1\" }", "unknown role 'archive'"),
+        ("kv: { kind: sqlite, path: /tmp/x }", "kv: the storage role keeps no KV"),
+        ("storage: { data_dir: /tmp/s1, targets: [] }", "storage.targets: list at least one target id"),
+    ])
+    func mistakesAreNamed(change: String, expected: String) {
+        // Replace the line that starts with the same key, or append.
+        let key = change.prefix { $0 != ":" }
+        var lines = Self.good.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if let i = lines.firstIndex(where: { $0.hasPrefix(key + ":") }) { lines[i] = change } else { lines.append(change) }
+        do {
+            _ = try ServerConfig.parse(lines.joined(separator: "\n"), path: "s1.yaml")
+            Issue.record("accepted: \(change)")
+        } catch {
+            #expect("\(error)".contains(expected), "\(error)")
+            #expect("\(error)".hasPrefix("s1.yaml"), "\(error)")
+        }
+    }
+
+    @Test func aMetaServerWithoutAKVSectionIsRefused() {
+        let text = """
+        node: { id: 10, name: meta1, role: meta, listen: "127.0.0.1:9010" }
+        cluster: { mgmtd: [{ id: 1, address: "127.0.0.1:9001" }] }
+        """
+        #expect(throws: ConfigError.self) { try ServerConfig.parse(text) }
+        do { _ = try ServerConfig.parse(text) } catch { #expect("\(error)".contains("needs a kv section")) }
+    }
+
+    @Test func addressesParseWithIPv6AndRefuseBadPorts() throws {
+        #expect(try ServerConfig.address("[::1]:9000").host == "::1")
+        #expect(try ServerConfig.address("db.example:5432").port == 5432)
+        #expect(throws: ConfigError.self) { try ServerConfig.address("host:99999") }
+        #expect(throws: ConfigError.self) { try ServerConfig.address(":80") }
+    }
+}
