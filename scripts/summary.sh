@@ -3,7 +3,8 @@
 # runs them all; the XCTest runner that precedes it has none and reports 0).
 set -euo pipefail
 log=${1:?usage: scripts/summary.sh TEST_LOG}
-passed=$(sed -nE 's/.*Test run with ([0-9]+) tests? .*passed.*/\1/p' "$log" | tail -n 1)
+# One line per `swift test` run (make test runs two); add them up.
+passed=$(sed -nE 's/.*Test run with ([0-9]+) tests? .*passed.*/\1/p' "$log" | awk '{ s += $1 } END { if (NR) print s }')
 if [[ -z "$passed" ]]; then
     echo "no Swift Testing summary found in $log" >&2
     exit 1
