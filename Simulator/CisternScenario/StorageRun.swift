@@ -190,10 +190,15 @@ final class StorageRun: @unchecked Sendable {
         let client = mgmtdClient(ctx, role: .client)
         while chains.isEmpty {
             await client.refreshRouting()
-            if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes,
-               case .ok? = try? await client.call(.createChains(replicas: replicas)) {
-                await client.refreshRouting()
-                chains = (await client.routing)?.tables.first?.chains ?? []
+            // Take the table from routing, not from the reply: a createChains whose
+            // reply was lost did create the chains (and a retry is refused).
+            if let t = (await client.routing)?.tables.first, !t.chains.isEmpty {
+                chains = t.chains
+                break
+            }
+            if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes {
+                _ = try? await client.call(.createChains(replicas: replicas))
+                continue
             }
             try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
         }
