@@ -71,7 +71,7 @@ public struct RunResult: Codable, Sendable {
         metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
     }
 
-    init(scenario: String, seed: UInt64) {
+    public init(scenario: String, seed: UInt64) {
         self.scenario = scenario
         self.seed = seed
         digest = ""

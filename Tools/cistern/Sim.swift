@@ -27,8 +27,15 @@ struct Sim: ParsableCommand {
     @Flag(help: "Print the simulated nodes' logs to standard error.")
     var verbose = false
 
+    @Option(help: "Runs at once, each in its own process (default: the machine's cores; 1 runs in this process).")
+    var jobs: Int?
+
+    @Option(help: "After the runs, repeat this many of them (spread over the list) in fresh processes and require identical digests.")
+    var determinismSample = 0
+
     func validate() throws {
         if seed != nil && seeds != nil { throw ValidationError("give --seed or --seeds, not both") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if let seeds, SeedRange(seeds) == nil {
             throw ValidationError("--seeds '\(seeds)' is not a range; write it as A...B, for example 1...20")
         }
@@ -54,36 +61,141 @@ struct Sim: ParsableCommand {
             FileHandle.standardError.write(Data("error: no .yaml scenario files in \(path)\n".utf8))
             throw ExitCode(2)
         }
-        var failures: [RunResult] = []
-        var runs = 0
+        let work = scenarios.flatMap { (file, scenario) in seedList.map { (file: file, scenario: scenario, seed: $0) } }
+        let workers = verbose ? 1 : min(jobs ?? ProcessInfo.processInfo.activeProcessorCount, work.count)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        for (file, scenario) in scenarios {
-            for s in seedList {
-                let result = ScenarioRunner.run(scenario, path: file, seed: s, verbose: verbose)
-                runs += 1
-                if !result.passed { failures.append(result) }
-                if json {
-                    let line = String(decoding: try encoder.encode(result), as: UTF8.self)
-                    print(line)
-                } else {
-                    let status = result.passed ? "ok  " : "FAIL"
-                    print("\(status) \(scenario.name) seed=\(s) digest=\(result.digest) sim=\(String(format: "%.1f", result.simulatedSeconds))s wall=\(String(format: "%.2f", result.wallSeconds))s ops=\(result.operationsSucceeded)/\(result.operations) faults=\(result.faults) msgs=\(result.messages)\(result.metrics.keys.sorted().map { " \($0)=\(String(format: "%.3g", result.metrics[$0]!))" }.joined())")
-                    if !result.passed {
-                        if result.expectedViolations {
-                            print("     expected a violation, none was detected")
-                        }
-                        for v in result.violations.prefix(10) { print("     violation: \(v)") }
-                        print("     replay: \(result.replay)")
-                    }
-                }
+        var results: [RunResult] = []
+        if workers <= 1 {
+            for w in work {
+                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose)
+                results.append(result)
+                try report(result, encoder: encoder)
+            }
+        } else {
+            results = try SimPool.run(work.map { ($0.file, $0.seed) }, workers: workers, progress: !json)
+            for r in results { try report(r, encoder: encoder) }
+        }
+        let failures = results.filter { !$0.passed }
+        var nondeterministic: [String] = []
+        if determinismSample > 0 && !results.isEmpty {
+            let n = min(determinismSample, results.count)
+            let picks = (0..<n).map { results[$0 * results.count / n] }
+            let again = try SimPool.run(picks.map { r in (work.first { $0.scenario.name == r.scenario && $0.seed == r.seed }!.file, r.seed) }, workers: max(workers, 1), progress: false)
+            for (a, b) in zip(picks, again) where a.digest != b.digest {
+                nondeterministic.append("\(a.scenario) seed \(a.seed): \(a.digest) then \(b.digest); replay: \(a.replay)")
+            }
+            if !json {
+                print(nondeterministic.isEmpty ? "determinism: \(n) run(s) repeated in fresh processes gave identical digests" : "NONDETERMINISTIC:\n" + nondeterministic.joined(separator: "\n"))
             }
         }
         if !json {
-            print("\(runs) run(s), \(runs - failures.count) passed, \(failures.count) failed")
+            if results.count > 1 { print(SimSummary.table(results)) }
+            print("\(results.count) run(s), \(results.count - failures.count) passed, \(failures.count) failed")
             for f in failures { print("replay: \(f.replay)") }
         }
-        if !failures.isEmpty { throw ExitCode(1) }
+        if !failures.isEmpty || !nondeterministic.isEmpty { throw ExitCode(1) }
+    }
+
+    func report(_ result: RunResult, encoder: JSONEncoder) throws {
+        if json {
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            return
+        }
+        let status = result.passed ? "ok  " : "FAIL"
+        print("\(status) \(result.scenario) seed=\(result.seed) digest=\(result.digest) sim=\(String(format: "%.1f", result.simulatedSeconds))s wall=\(String(format: "%.2f", result.wallSeconds))s ops=\(result.operationsSucceeded)/\(result.operations) faults=\(result.faults) msgs=\(result.messages)\(result.metrics.keys.sorted().map { " \($0)=\(String(format: "%.3g", result.metrics[$0]!))" }.joined())")
+        if !result.passed {
+            if result.expectedViolations { print("     expected a violation, none was detected") }
+            for v in result.violations.prefix(10) { print("     violation: \(v)") }
+            print("     replay: \(result.replay)")
+        }
+    }
+}
+
+/// Runs (file, seed) pairs as `cistern sim FILE --seed S --json` child processes, at
+/// most `workers` at once, with a progress line on standard error; returns the
+/// results in the order given.
+enum SimPool {
+    static func run(_ work: [(String, UInt64)], workers: Int, progress: Bool) throws -> [RunResult] {
+        let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var results = [RunResult?](repeating: nil, count: work.count)
+        var running: [(index: Int, process: Process, output: Pipe, data: DataBox)] = []
+        var next = 0, done = 0, failed = 0
+        let start = Date()
+        let decoder = JSONDecoder()
+        func launch(_ i: Int) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["sim", work[i].0, "--seed", "\(work[i].1)", "--json", "--jobs", "1"]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            let box = DataBox()
+            out.fileHandleForReading.readabilityHandler = { h in box.append(h.availableData) }
+            try p.run()
+            running.append((i, p, out, box))
+        }
+        while done < work.count {
+            while running.count < workers && next < work.count {
+                try launch(next)
+                next += 1
+            }
+            usleep(5_000)
+            for (k, r) in running.enumerated().reversed() where !r.process.isRunning {
+                r.output.fileHandleForReading.readabilityHandler = nil
+                r.data.append(r.output.fileHandleForReading.readDataToEndOfFile())
+                let line = r.data.value.split(separator: UInt8(ascii: "\n")).last.map { Data($0) } ?? Data()
+                if let result = try? decoder.decode(RunResult.self, from: line) {
+                    results[r.index] = result
+                    if !result.passed { failed += 1 }
+                } else {
+                    var broken = RunResult(scenario: (work[r.index].0 as NSString).lastPathComponent, seed: work[r.index].1)
+                    broken.violations = ["the run's process exited with status \(r.process.terminationStatus) without a result (crash or tripwire); replay it alone"]
+                    broken.replay = "cistern sim \(work[r.index].0) --seed \(work[r.index].1)"
+                    results[r.index] = broken
+                    failed += 1
+                }
+                running.remove(at: k)
+                done += 1
+                if progress {
+                    let t = Date().timeIntervalSince(start)
+                    let eta = done > 0 ? t / Double(done) * Double(work.count - done) : 0
+                    FileHandle.standardError.write(Data(String(format: "\r[%d/%d] %d failed, %.0fs elapsed, ~%.0fs left   ", done, work.count, failed, t, eta).utf8))
+                }
+            }
+        }
+        if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+        return results.map { $0! }
+    }
+}
+
+final class DataBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    func append(_ d: Data) { lock.withLock { data.append(d) } }
+    var value: Data { lock.withLock { data } }
+}
+
+/// The summary table: per scenario, seeds run, failures, events per wall second and
+/// simulated seconds per wall second.
+enum SimSummary {
+    static func table(_ results: [RunResult]) -> String {
+        var order: [String] = []
+        var groups: [String: [RunResult]] = [:]
+        for r in results {
+            if groups[r.scenario] == nil { order.append(r.scenario) }
+            groups[r.scenario, default: []].append(r)
+        }
+        var out = "scenario                             seeds  failed   events/s   sim-s/wall-s\n"
+        for name in order {
+            let rs = groups[name]!
+            let wall = max(rs.reduce(0) { $0 + $1.wallSeconds }, 1e-9)
+            let events = Double(rs.reduce(UInt64(0)) { $0 + $1.events })
+            let sim = rs.reduce(0) { $0 + $1.simulatedSeconds }
+            out += name.padding(toLength: 36, withPad: " ", startingAt: 0)
+                + String(format: " %5d  %6d  %9.0f  %13.1f\n", rs.count, rs.filter { !$0.passed }.count, events / wall, sim / wall)
+        }
+        return out
     }
 }
 
