@@ -115,14 +115,13 @@ final class KVCacheRun: @unchecked Sendable {
         let storageCount = scenario.topology.nodes.filter { $0.role == .storage }.count
         for spec in scenario.topology.nodes {
             guard let node = try? world.node(named: spec.name) else { continue }
+            if cluster.assignClusterRole(spec, node) {
+                world.start(node)
+                continue
+            }
             switch spec.role {
-            case .mgmtd:
-                node.boot = { [unowned self] ctx in
-                    ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv, config: self.cluster.config, observer: self.cluster.recorder))
-                }
-            case .storage:
-                let targets = (1...(spec.targets ?? 1)).map { TargetID(UInt64(node.id.rawValue) * 100 + UInt64($0)) }
-                node.boot = { [unowned self] ctx in await self.cluster.bootStorage(ctx, targets: targets) }
+            case .mgmtd, .storage:
+                break
             case .meta:
                 node.boot = { [unowned self] ctx in
                     let mgmtd = self.cluster.mgmtdClient(ctx, role: .meta)

@@ -73,18 +73,8 @@ final class StorageRun: @unchecked Sendable {
         let storageCount = scenario.topology.nodes.filter { $0.role == .storage }.count
         for spec in scenario.topology.nodes {
             guard let node = try? world.node(named: spec.name) else { continue }
-            switch spec.role {
-            case .mgmtd:
-                node.boot = { [unowned self] ctx in
-                    ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv, config: self.config, observer: self.recorder))
-                }
-            case .storage:
-                let targets = (1...(spec.targets ?? 1)).map { TargetID(UInt64(node.id.rawValue) * 100 + UInt64($0)) }
-                node.boot = { [unowned self] ctx in await self.bootStorage(ctx, targets: targets) }
-            case .client:
+            if !assignClusterRole(spec, node), spec.role == .client {
                 node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
-            case .register, .meta:
-                break
             }
             world.start(node)
         }
@@ -169,6 +159,24 @@ final class StorageRun: @unchecked Sendable {
 
     func mgmtdClient(_ ctx: SimProcessContext, role: CisternRouting.NodeRole) -> MgmtdClient {
         MgmtdClient(node: ctx.node, role: role, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: mgmtdIDs, observer: recorder)
+    }
+
+    /// Sets the boot of a cluster-manager or storage node (shared by the workloads
+    /// that run this cluster); false for other roles.
+    func assignClusterRole(_ spec: NodeSpec, _ node: SimNode) -> Bool {
+        switch spec.role {
+        case .mgmtd:
+            node.boot = { [unowned self] ctx in
+                ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv, config: self.config, observer: self.recorder))
+            }
+            return true
+        case .storage:
+            let targets = (1...(spec.targets ?? 1)).map { TargetID(UInt64(node.id.rawValue) * 100 + UInt64($0)) }
+            node.boot = { [unowned self] ctx in await self.bootStorage(ctx, targets: targets) }
+            return true
+        case .client, .register, .meta:
+            return false
+        }
     }
 
     func bootStorage(_ ctx: SimProcessContext, targets: [TargetID]) async {

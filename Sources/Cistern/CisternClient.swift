@@ -199,7 +199,8 @@ public actor CisternClient {
     /// parallel); nil for chunks that do not exist.
     func readChunks(_ wanted: [(ChunkID, ChainID)], using client: StorageClient? = nil) async throws(CisternError) -> [ChunkID: [UInt8]?] {
         var byChain: [ChainID: [ChunkID]] = [:]
-        for (c, chain) in wanted where !(byChain[chain]?.contains(c) ?? false) { byChain[chain, default: []].append(c) }
+        var seen: Set<ChunkID> = []
+        for (c, chain) in wanted where seen.insert(c).inserted { byChain[chain, default: []].append(c) }
         let groups = byChain.keys.sorted().map { ($0, byChain[$0]!) }
         let storage = client ?? self.storage
         let results = await runtime.concurrentMap(groups, limit: options.inFlightMax) { (chain, chunks) -> Result<[ChunkID: [UInt8]?], StorageClientError> in

@@ -8,6 +8,8 @@ enum KVKeys {
     static func tag(_ kind: String, _ ns: String) -> [UInt8] { Array("kv\(kind)/".utf8) + Array(ns.utf8) + [0] }
     /// The namespace's shape.
     static func config(_ ns: String) -> [UInt8] { tag("n", ns) }
+    /// Every namespace's configuration key starts with this.
+    static let configPrefix = Array(tag("n", "").dropLast())
     /// The next never-used slot (the high-water mark of the slab).
     static func alloc(_ ns: String) -> [UInt8] { tag("a", ns) }
     static func key(_ ns: String, _ key: String) -> [UInt8] { tag("k", ns) + Array(key.utf8) }

@@ -90,9 +90,8 @@ public actor KVIndexService {
                 return .ok
             case .list:
                 let names = try await kv.transact(runtime: runtime, idempotent: true) { tx in
-                    let prefix = Array("kvn/".utf8)
-                    return try await tx.getRange(.prefix(prefix), limit: 10_000, reverse: false).map { p in
-                        String(decoding: p.key.dropFirst(prefix.count).dropLast(), as: UTF8.self)
+                    try await tx.getRange(.prefix(KVKeys.configPrefix), limit: 10_000, reverse: false).map { p in
+                        String(decoding: p.key.dropFirst(KVKeys.configPrefix.count).dropLast(), as: UTF8.self)
                     }
                 }
                 return .namespaces(names)

@@ -63,41 +63,37 @@ public struct ServerProcess: Service {
         let transportKind = "\(factory.choice())"
         let advertised = config.node.advertise ?? [bound.description]
         let mgmtdIDs = config.cluster.mgmtd.map { NodeID($0.id) }
-        var keep: [any Sendable] = []
+        // Every role talks to the cluster manager through one client: it advertises
+        // this node's addresses (in heartbeats, where the role sends them), feeds the
+        // resolver and the routing gauges.
+        let role: NodeRole = switch config.node.role {
+        case .mgmtd: .mgmtd
+        case .meta: .meta
+        case .storage: .storage
+        }
+        let mgmtd = MgmtdClient(node: me, role: role, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
+        await mgmtd.advertise(advertised)
+        resolver.follow(mgmtd, runtime: runtime)
+        runtime.spawn("metrics.routing") { await RoutingGauges().follow(mgmtd, runtime: runtime) }
+        let service: any Sendable
         switch config.node.role {
         case .mgmtd:
-            let kv = try openKV()
-            keep.append(await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: kv))
-            let follower = MgmtdClient(node: me, role: .mgmtd, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
-            resolver.follow(follower, runtime: runtime)
-            keep.append(follower)
+            service = await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: try openKV())
         case .meta:
-            let kv = try openKV()
-            let mgmtd = MgmtdClient(node: me, role: .meta, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
-            await mgmtd.advertise(advertised)
-            resolver.follow(mgmtd, runtime: runtime)
-            keep.append(mgmtd)
-            keep.append(await MetadataServer.start(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd))
+            service = await MetadataServer.start(kv: try openKV(), runtime: runtime, transport: transport, mgmtd: mgmtd)
         case .storage:
             guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
             let (disk, kind) = try openDisk(s)
             log.info("storage disk: \(kind) at \(s.dataDir)")
-            let mgmtd = MgmtdClient(node: me, role: .storage, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
-            await mgmtd.advertise(advertised)
-            resolver.follow(mgmtd, runtime: runtime)
-            keep.append(try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
-                                                       targets: s.targets.map(TargetID.init)))
-            keep.append(mgmtd)
-        }
-        if let follower = keep.lazy.compactMap({ $0 as? MgmtdClient }).first {
-            runtime.spawn("metrics.routing") { await RoutingGauges().follow(follower, runtime: runtime) }
+            service = try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
+                                                     targets: s.targets.map(TargetID.init))
         }
         log.info("\(config.node.name) serving as \(config.node.role.rawValue) on \(bound) (transport: \(transportKind))")
         onReady(bound)
         try? await gracefulShutdown()
         log.info("\(config.node.name): SIGTERM, shutting down")
         await transport.shutdown()
-        withExtendedLifetime(keep) {}
+        withExtendedLifetime((service, mgmtd)) {}
     }
 
     func openKV() throws -> any TransactionalKV {

@@ -156,40 +156,18 @@ public actor StorageClient {
         return result
     }
 
-    /// The committed length of `chunk`, or nil if it does not exist (no data moves).
-    public func length(of chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> Int? {
-        var last = "no attempt"
-        var avoid: Set<TargetID> = []
-        var refresh = false
-        for attempt in 0..<attemptsMax {
-            if attempt > 0 { await backoff(attempt) }
-            guard let chain = await chain(id, refresh: refresh) else {
-                last = "\(id) unknown"
-                refresh = true
-                continue
-            }
-            refresh = true
-            guard let target = pickReplica(chain, avoiding: avoid) else { continue }
-            avoid.insert(target)
-            let routing = await mgmtd.routing
-            guard let node = routing?.target(target)?.node else { continue }
-            let request = StorageRequest.statChunk(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
-            do {
-                let response = try await send(node, request)
-                switch try StorageReply(wireBytes: response.header) {
-                case .chunkStat(_, let length): return length
-                case .notFound: return nil
-                case let other: last = "\(target): \(other)"
-                }
-            } catch {
-                last = "\(target): \(error)"
-            }
-        }
-        throw .exhausted(attempts: attemptsMax, lastError: last)
+    /// What one replica's answer means: a result, or a reason to try again.
+    private enum ReplicaAnswer<T> {
+        case done(T)
+        case retry(String)
     }
 
-    /// The committed content of `chunk` and its version, or nil if it does not exist.
-    public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
+    /// Sends `request` to a SERVING replica of chain `id` until `answer` accepts a
+    /// reply, preferring replicas that have not failed this request yet, refreshing
+    /// routing and backing off between tries.
+    private func fromServingReplica<T>(
+        _ id: ChainID, request: (TargetID, Chain) -> Message, answer: (Message) throws -> ReplicaAnswer<T>
+    ) async throws(StorageClientError) -> T {
         var last = "no attempt"
         var avoid: Set<TargetID> = []
         var refresh = false
@@ -208,26 +186,44 @@ public actor StorageClient {
             avoid.insert(target)
             let routing = await mgmtd.routing
             guard let node = routing?.target(target)?.node else { continue }
-            let request = StorageRequest.read(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
             do {
-                let response = try await send(node, request)
-                let reply = try StorageReply(wireBytes: response.header)
-                switch reply {
-                case .data(let v, let checksum):
-                    guard CRC32C.checksum(response.bulk) == checksum else {
-                        last = "\(target): data failed its checksum in transit"
-                        continue
-                    }
-                    return (v, response.bulk)
-                case .notFound:
-                    return nil
-                default:
-                    last = "\(target): \(reply)"
+                switch try answer(try await send(node, request(target, chain))) {
+                case .done(let value): return value
+                case .retry(let why): last = "\(target): \(why)"
                 }
             } catch {
                 last = "\(target): \(error)"
             }
         }
         throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+
+    /// The committed length of `chunk`, or nil if it does not exist (no data moves).
+    public func length(of chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> Int? {
+        try await fromServingReplica(id, request: { target, chain in
+            StorageRequest.statChunk(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
+        }) { response -> ReplicaAnswer<Int?> in
+            switch try StorageReply(wireBytes: response.header) {
+            case .chunkStat(_, let length): return .done(length)
+            case .notFound: return .done(nil)
+            case let other: return .retry("\(other)")
+            }
+        }
+    }
+
+    /// The committed content of `chunk` and its version, or nil if it does not exist.
+    public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
+        try await fromServingReplica(id, request: { target, chain in
+            StorageRequest.read(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
+        }) { response -> ReplicaAnswer<(version: UInt64, data: [UInt8])?> in
+            let reply = try StorageReply(wireBytes: response.header)
+            switch reply {
+            case .data(let v, let checksum):
+                guard CRC32C.checksum(response.bulk) == checksum else { return .retry("data failed its checksum in transit") }
+                return .done((v, response.bulk))
+            case .notFound: return .done(nil)
+            default: return .retry("\(reply)")
+            }
+        }
     }
 }

@@ -74,10 +74,26 @@ struct Down: AsyncParsableCommand {
     }
 }
 
-/// Connects to the cluster named by `--data-dir` or the last one started.
-func session(_ dataDir: String?) async throws -> ClientSession {
-    let cluster = try LocalCluster.resolve(dataDir)
-    return try await ClientSession.connect(cluster)
+/// Runs `body` with a session to the cluster named by `--data-dir` (or the last one
+/// `cistern up` started), closes the session, and turns any error into the
+/// command's one-line error and exit status 1.
+func withSession(_ dataDir: String?, _ body: (ClientSession) async throws -> Void) async throws {
+    let s: ClientSession
+    do {
+        s = try await ClientSession.connect(try LocalCluster.resolve(dataDir))
+    } catch {
+        throw fail("\(error)")
+    }
+    do {
+        try await body(s)
+        await s.close()
+    } catch let e as ExitCode {
+        await s.close()
+        throw e
+    } catch {
+        await s.close()
+        throw fail("\(error)")
+    }
 }
 
 struct Admin: AsyncParsableCommand {
@@ -89,8 +105,7 @@ struct Admin: AsyncParsableCommand {
     @Option(help: "The cluster's data dir (default: the last one cistern up started)") var dataDir: String?
 
     func run() async throws {
-        do {
-            let s = try await session(dataDir)
+        try await withSession(dataDir) { s in
             await s.client.mgmtd.refreshRouting()
             guard let r = await s.client.mgmtd.routing else { throw fail("no routing from the cluster manager") }
             switch what {
@@ -108,11 +123,6 @@ struct Admin: AsyncParsableCommand {
             default:
                 throw fail("unknown admin command '\(what)'; use nodes, targets, chains, tables or create-chains")
             }
-            await s.close()
-        } catch let e as ExitCode {
-            throw e
-        } catch {
-            throw fail("\(error)")
         }
     }
 }
@@ -136,9 +146,7 @@ struct KV: AsyncParsableCommand {
     @Option(help: "The cluster's data dir (default: the last one cistern up started)") var dataDir: String?
 
     func run() async throws {
-        do {
-            let s = try await session(dataDir)
-            defer { Task { await s.close() } }
+        try await withSession(dataDir) { s in
             switch op {
             case "put":
                 guard let key = rest.first else { throw fail("kv put needs a KEY") }
@@ -174,10 +182,6 @@ struct KV: AsyncParsableCommand {
             default:
                 throw fail("unknown kv command '\(op)'; use put, get, exists, delete or usage")
             }
-        } catch let e as ExitCode {
-            throw e
-        } catch {
-            throw fail("\(error)")
         }
     }
 }
@@ -195,9 +199,7 @@ struct FS: AsyncParsableCommand {
     @Option(help: "The cluster's data dir (default: the last one cistern up started)") var dataDir: String?
 
     func run() async throws {
-        do {
-            let s = try await session(dataDir)
-            defer { Task { await s.close() } }
+        try await withSession(dataDir) { s in
             let c = s.client
             switch (op, paths.count) {
             case ("ls", 1):
@@ -212,10 +214,6 @@ struct FS: AsyncParsableCommand {
             case ("rm", 1): try await c.remove(paths[0], recursive: recursive)
             default: throw fail("usage: cistern fs ls PATH | mkdir PATH | put LOCAL PATH | get PATH [LOCAL] | rm PATH")
             }
-        } catch let e as ExitCode {
-            throw e
-        } catch {
-            throw fail("\(error)")
         }
     }
 }
