@@ -124,6 +124,11 @@ final class ClusterRun: @unchecked Sendable {
         r.faults = plan.count
         r.violations = violations
         r.metrics = metrics
+        if world.trace.keepNotes {
+            var rec = RunRecording.base(world: world, scenario: scenario)
+            rec.add(recorder)
+            r.recording = rec
+        }
         return r
     }
 

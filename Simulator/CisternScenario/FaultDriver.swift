@@ -22,6 +22,8 @@ final class FaultDriver: @unchecked Sendable {
     private let baseDiskErrors: Double
     private var movedHosts = 0
     private var droppedAddresses: [(SimNode, String)] = []
+    /// Nodes the scenario starts later (`start_at`): no restart before they join.
+    var joinsLater: Set<String> = []
 
     init(world: SimWorld, topology: [String]) {
         self.world = world
@@ -59,7 +61,7 @@ final class FaultDriver: @unchecked Sendable {
                 onKill(x)
             }
         case .restart(let n):
-            if let x = resolve(n), x.process?.isDead ?? true { start(x) }
+            if let x = resolve(n), x.process?.isDead == true || (x.process == nil && !joinsLater.contains(x.name)) { start(x) }
         case .pause(let n): if let x = resolve(n) { world.pause(x) }
         case .resume(let n): if let x = resolve(n) { world.resume(x) }
         case .partition(let a, let b, let oneWay): world.network.partition(ids(a), ids(b), oneWay: oneWay)
@@ -85,6 +87,7 @@ final class FaultDriver: @unchecked Sendable {
         case .bitFlip(let n, let filter): if let x = resolve(n) { flipBit(x, filter) }
         case .loss(let p): world.network.config.lossProbability = p ?? baseLoss
         case .kvOutage(let ns): world.kvStore.unavailableUntilNanoseconds = world.nowNanoseconds + ns
+        case .clockSkew(let n, let jump, let drift): if let x = resolve(n) { world.skewClock(x, jumpNanoseconds: jump, driftPPM: drift) }
         case .heal: heal()
         }
     }
@@ -95,7 +98,8 @@ final class FaultDriver: @unchecked Sendable {
     }
 
     /// Undoes every fault: partitions, clogs, loss, KV outage, slow and failing disks,
-    /// dropped addresses, paused and killed nodes.
+    /// clock drift (a clock that ran ahead stays ahead: it never goes back), dropped
+    /// addresses, paused and killed nodes. Nodes that join later are left to join.
     func heal() {
         world.network.healPartitions()
         world.network.unclogAll()
@@ -107,8 +111,9 @@ final class FaultDriver: @unchecked Sendable {
             guard let x = try? world.node(named: name) else { continue }
             x.diskStore.config.slowFactor = 1
             x.diskStore.config.errorProbability = baseDiskErrors
+            if x.clock.driftPPM != 0 { world.skewClock(x, jumpNanoseconds: 0, driftPPM: 0) }
             if x.process?.status == .paused { world.resume(x) }
-            if x.process?.isDead ?? true { start(x) }
+            if x.process?.isDead == true || (x.process == nil && !joinsLater.contains(name)) { start(x) }
         }
     }
 }

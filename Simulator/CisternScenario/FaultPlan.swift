@@ -18,6 +18,7 @@ public struct PlannedFault: Sendable, Equatable {
         case bitFlip(String, prefix: String?)
         case loss(probability: Double?)
         case kvOutage(nanoseconds: UInt64)
+        case clockSkew(String, jumpNanoseconds: UInt64, driftPPM: Int)
         case heal
     }
 
@@ -30,7 +31,12 @@ public struct PlannedFault: Sendable, Equatable {
 /// within what the topology survives.
 public struct FaultPlan: Sendable {
     /// Kinds the random generators may draw.
-    public static let randomKinds: [FaultKind] = [.kill, .crash, .pause, .partition, .clog, .ipChange, .slowDisk, .diskErrors, .loss, .kvOutage]
+    public static let randomKinds: [FaultKind] = [.kill, .crash, .pause, .partition, .clog, .ipChange, .slowDisk, .diskErrors, .loss, .kvOutage, .clockSkew]
+    /// The most a node's clock may be moved ahead over a run: clocks must agree within
+    /// the lease margins (the cluster manager's 500 ms, the KV index's 1 s).
+    public static let clockJumpBudgetNanoseconds: UInt64 = 400_000_000
+    /// The largest drift a random clock fault draws (parts per million).
+    public static let clockDriftMaxPPM = 2_000
 
     /// Nodes that share a failure budget: at most `tolerated` of them may be
     /// unavailable at once, and (where `dataLossMatters`) at most `tolerated` may
@@ -161,6 +167,9 @@ public struct FaultPlan: Sendable {
             add(.loss(probability: f.probability))
             if let end { add(.loss(probability: nil), at: end) }
         case .kvOutage: add(.kvOutage(nanoseconds: f.duration?.nanoseconds ?? 0))
+        case .clockSkew:
+            add(.clockSkew(f.node!, jumpNanoseconds: f.offset?.nanoseconds ?? 0, driftPPM: f.driftPPM ?? 0))
+            if let end, f.driftPPM ?? 0 != 0 { add(.clockSkew(f.node!, jumpNanoseconds: 0, driftPPM: 0), at: end) }
         case .heal: add(.heal)
         }
         return out
@@ -168,11 +177,31 @@ public struct FaultPlan: Sendable {
 
     /// The full plan for `seed`: timed faults plus random ones, each random fault
     /// kept only if the plan still stays within what the topology survives.
-    public func plan(seed: UInt64) -> [PlannedFault] {
+    public func plan(seed: UInt64) -> [PlannedFault] { draw(seed: seed).events }
+
+    /// What a seed draws: the fault specs (the scenario's timed ones, then the random
+    /// ones kept, in order), their actions in time order, and for swarm scenarios the
+    /// mix the seed chose. Writing `specs` as the timed faults of a scenario without
+    /// generators replays the same faults (that is how shrinking works).
+    public struct Draw: Sendable {
+        public var specs: [FaultSpec]
+        public var events: [PlannedFault]
+        public var mix: String?
+    }
+
+    public func draw(seed: UInt64) -> Draw {
         var events = timed
+        var specs = scenario.faults ?? []
         var rng = DeterministicRandom(seed: seed).fork("scenario.random-faults")
         var token = 10_000
-        for g in scenario.randomFaults ?? [] {
+        var generators = scenario.randomFaults ?? []
+        var mix: String?
+        if let swarm = scenario.swarm {
+            let g = swarmGenerator(swarm, seed: seed)
+            generators.append(g)
+            mix = "\(g.kinds.map(\.rawValue).joined(separator: "+")) every ~\(g.meanInterval) for up to \(g.maxDuration ?? .seconds(2)), severity \(String(format: "%.2f", g.severity ?? 1))"
+        }
+        for g in generators {
             let until = (g.until ?? scenario.healTime).nanoseconds
             var t = (g.from ?? SimDuration(nanoseconds: 0)).nanoseconds
             let maxDuration = (g.maxDuration ?? .seconds(2)).nanoseconds
@@ -182,34 +211,59 @@ public struct FaultPlan: Sendable {
                 let kind = g.kinds[Int.random(in: 0..<g.kinds.count, using: &rng)]
                 let length = UInt64.random(in: min(100_000_000, maxDuration)...maxDuration, using: &rng)
                 token += 1
-                let candidate = randomFault(kind, at: t, length: min(length, until - t), token: token, rng: &rng)
-                let trial = Self.sorted(events + candidate)
-                if survivabilityProblem(trial) == nil { events = trial }
+                let spec = randomFault(kind, at: t, length: min(length, until - t), severity: g.severity ?? 1, rng: &rng)
+                let trial = Self.sorted(events + Self.expand(spec, token: token, allNodes: allNodes))
+                if survivabilityProblem(trial) == nil {
+                    events = trial
+                    specs.append(spec)
+                }
             }
         }
-        return events
+        return Draw(specs: specs, events: events, mix: mix)
     }
 
-    func randomFault(_ kind: FaultKind, at t: UInt64, length: UInt64, token: Int, rng: inout DeterministicRandom) -> [PlannedFault] {
-        let pickFrom = [.ipChange, .clog].contains(kind) || faultable.isEmpty ? allNodes : faultable
+    /// The generator a swarm seed draws: a random non-empty subset of the pool, a
+    /// log-uniform mean interval, a maximum fault length and a severity.
+    func swarmGenerator(_ swarm: Swarm, seed: UInt64) -> RandomFaults {
+        var rng = DeterministicRandom(seed: seed).fork("scenario.swarm")
+        let pool = (swarm.kinds ?? Self.randomKinds).filter { Self.randomKinds.contains($0) }
+        var kinds = pool.filter { _ in rng.unit() < 0.5 }
+        if kinds.isEmpty && !pool.isEmpty { kinds = [pool[Int.random(in: 0..<pool.count, using: &rng)]] }
+        let lo = Double((swarm.minInterval ?? .seconds(0.3)).nanoseconds), hi = Double((swarm.maxInterval ?? .seconds(3)).nanoseconds)
+        let interval = exp(log(lo) + rng.unit() * (log(max(hi, lo)) - log(lo)))
+        let longest = Double((swarm.maxDuration ?? .seconds(4)).nanoseconds)
+        let maxDuration = max(200_000_000, longest * (0.25 + 0.75 * rng.unit()))
+        let severity = 0.2 + 0.8 * rng.unit()
+        return RandomFaults(kinds: kinds, meanInterval: SimDuration(nanoseconds: UInt64(interval) / 1_000_000 * 1_000_000), from: swarm.from, until: swarm.until,
+                            maxDuration: SimDuration(nanoseconds: UInt64(maxDuration) / 1_000_000 * 1_000_000), severity: (severity * 100).rounded() / 100)
+    }
+
+    func randomFault(_ kind: FaultKind, at t: UInt64, length: UInt64, severity: Double, rng: inout DeterministicRandom) -> FaultSpec {
+        let pickFrom = [.ipChange, .clog, .clockSkew].contains(kind) || faultable.isEmpty ? allNodes : faultable
         let node = pickFrom[Int.random(in: 0..<pickFrom.count, using: &rng)]
-        var f = FaultSpec(at: SimDuration(nanoseconds: t), kind: kind, node: node)
-        f.duration = SimDuration(nanoseconds: max(length, 1_000_000))
+        // Whole milliseconds, so a spec written out as YAML reads back the same.
+        var f = FaultSpec(at: SimDuration(nanoseconds: t / 1_000_000 * 1_000_000), kind: kind, node: node)
+        f.duration = SimDuration(nanoseconds: max(length / 1_000_000, 1) * 1_000_000)
+        let sev = max(0.05, min(1, severity))
         switch kind {
         case .kill, .crash: break
         case .partition:
             f.node = nil
             f.groups = [[node], allNodes.filter { $0 != node }]
-        case .slowDisk: f.factor = Double(Int.random(in: 5...50, using: &rng))
-        case .diskErrors: f.probability = Double(Int.random(in: 1...20, using: &rng)) / 100
+        case .slowDisk: f.factor = Double(Int.random(in: 2...max(2, Int(50 * sev)), using: &rng))
+        case .diskErrors: f.probability = Double(Int.random(in: 1...max(1, Int(20 * sev)), using: &rng)) / 100
         case .loss:
             f.node = nil
-            f.probability = Double(Int.random(in: 1...10, using: &rng)) / 100
+            f.probability = Double(Int.random(in: 1...max(1, Int(10 * sev)), using: &rng)) / 100
         case .kvOutage: f.node = nil
         case .ipChange: f.duration = nil
+        case .clockSkew:
+            f.offset = SimDuration(nanoseconds: UInt64(Int.random(in: 0...max(1, Int(200 * sev)), using: &rng)) * 1_000_000)
+            let drift = Int(Double(Self.clockDriftMaxPPM) * sev)
+            f.driftPPM = Int.random(in: -drift...drift, using: &rng)
         default: break
         }
-        return Self.expand(f, token: token, allNodes: allNodes)
+        return f
     }
 
     /// Walks `events` and reports the first moment a group has more members
@@ -220,8 +274,14 @@ public struct FaultPlan: Sendable {
         var killed: Set<String> = [], paused: Set<String> = [], failing: Set<String> = []
         var partitions: [(from: [String], to: [String], oneWay: Bool)] = []
         var amnesia: Set<String> = []
+        var clockJumps: [String: UInt64] = [:]
         for e in events {
             switch e.action {
+            case .clockSkew(let n, let jump, let drift):
+                clockJumps[n, default: 0] += jump
+                if clockJumps[n]! > Self.clockJumpBudgetNanoseconds || abs(drift) > 100_000 {
+                    return "faults beyond what the protocol survives: by \(SimDuration(nanoseconds: e.atNanoseconds)) \(n)'s clock ran \(SimDuration(nanoseconds: clockJumps[n]!)) ahead (or drifts \(drift) ppm), but leases assume clocks within \(SimDuration(nanoseconds: Self.clockJumpBudgetNanoseconds)) and drift within 10%; use smaller offsets, or set expect_violations: true if the failure is intended"
+                }
             case .kill(let n, _, let wipe):
                 killed.insert(n)
                 if wipe { amnesia.insert(n) }

@@ -1,3 +1,5 @@
+import CisternSim
+
 /// The client-side record of every operation of a run: what was asked, when, and
 /// what came back. Checkers read only this (and the final state).
 public final class History: @unchecked Sendable {
@@ -29,5 +31,25 @@ public final class History: @unchecked Sendable {
         operations[index].completedNanoseconds = time
         operations[index].succeeded = succeeded
         if case .some(let v) = readValue { operations[index].value = v }
+    }
+}
+
+extension History {
+    /// The liveness phase: after the heal, every operation must finish (succeed or
+    /// fail) within `bound` of the heal or of its own start, whichever is later.
+    /// Operations of a client process that died are exempt (nobody waits for them).
+    public func pendingAfterHeal(healAt: UInt64, bound: UInt64, end: UInt64, isLive: (String, UInt64) -> Bool = { _, _ in true }) -> [String] {
+        var out: [String] = []
+        for op in operations {
+            let deadline = max(op.invokedNanoseconds, healAt) &+ bound
+            if let done = op.completedNanoseconds {
+                guard done > deadline else { continue }
+                out.append("liveness: \(op.client)'s \(op.kind) of \(op.key) started at \(formatSeconds(op.invokedNanoseconds)) finished only at \(formatSeconds(done)), over the \(SimDuration(nanoseconds: bound)) bound after the heal at \(formatSeconds(healAt))")
+            } else if end > deadline && isLive(op.client, op.incarnation) {
+                out.append("liveness: \(op.client)'s \(op.kind) of \(op.key) started at \(formatSeconds(op.invokedNanoseconds)) was still pending at \(formatSeconds(end)), over the \(SimDuration(nanoseconds: bound)) bound after the heal at \(formatSeconds(healAt))")
+            }
+            if out.count >= 5 { break }
+        }
+        return out
     }
 }

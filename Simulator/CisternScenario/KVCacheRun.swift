@@ -171,6 +171,12 @@ final class KVCacheRun: @unchecked Sendable {
         let looked = counters["pages_looked_up", default: 0]
         r.metrics = counters.filter { $0.key != "requests" && $0.key != "requests_ok" }
         r.metrics["hit_ratio"] = looked > 0 ? (gets / looked * 1000).rounded() / 1000 : 0
+        if world.trace.keepNotes {
+            var rec = RunRecording.base(world: world, scenario: scenario)
+            rec.add(cluster.recorder)
+            rec.operations = recordedOperations()
+            r.recording = rec
+        }
         return r
     }
 
@@ -201,7 +207,7 @@ final class KVCacheRun: @unchecked Sendable {
         let ns = await openNamespace(ctx, clientTag: UInt32(ctx.process.incarnation))
         var rng = ctx.runtime.random("workload")
         let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 50_000_000)).nanoseconds)
-        while ctx.runtime.nowNanoseconds() < scenario.duration.nanoseconds {
+        while self.world.nowNanoseconds < scenario.duration.nanoseconds {
             // Popular prefixes come up more often (a squared uniform draw).
             let u = rng.unit()
             let p = min(prefixes - 1, Int(Double(prefixes) * u * u))
@@ -213,9 +219,21 @@ final class KVCacheRun: @unchecked Sendable {
         }
     }
 
+    /// Reads and puts as report operations (a put that never completed is a failure).
+    func recordedOperations() -> [RunRecording.Operation] {
+        var out = reads.map { r -> RunRecording.Operation in
+            if case .page = r.observed { return RunRecording.Operation(invokedNanoseconds: r.invoke, completedNanoseconds: r.complete, succeeded: true, kind: "get") }
+            return RunRecording.Operation(invokedNanoseconds: r.invoke, completedNanoseconds: r.complete, succeeded: true, kind: "exists")
+        }
+        for (_, list) in puts.sorted(by: { $0.key < $1.key }) {
+            for p in list { out.append(RunRecording.Operation(invokedNanoseconds: p.invoke, completedNanoseconds: p.complete, succeeded: p.complete != nil, kind: "put")) }
+        }
+        return out
+    }
+
     /// One inference request: exists, get the hits, put the rest.
     func serve(_ ns: KVNamespace, keys: [String], ctx: SimProcessContext) async {
-        let now = { ctx.runtime.nowNanoseconds() }
+        let now = { self.world.nowNanoseconds }
         let t0 = now()
         guard let e = try? await ns.exists(keys) else { return }
         let t1 = now()
@@ -289,12 +307,12 @@ final class KVCacheRun: @unchecked Sendable {
         for batch in stride(from: 0, to: keys.count, by: 64).map({ Array(keys[$0..<min($0 + 64, keys.count)]) }) {
             var pending = batch
             while !pending.isEmpty {
-                let t0 = ctx.runtime.nowNanoseconds()
+                let t0 = self.world.nowNanoseconds
                 guard let got = try? await ns.get(pending) else {
                     try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
                     continue
                 }
-                let t1 = ctx.runtime.nowNanoseconds()
+                let t1 = self.world.nowNanoseconds
                 var again: [String] = []
                 for (k, g) in zip(pending, got) {
                     switch g {

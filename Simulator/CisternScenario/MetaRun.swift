@@ -22,6 +22,7 @@ final class MetaRun: @unchecked Sendable {
     var clientCount = 0
     var operations = 0
     var succeeded = 0
+    var opLog: [RunRecording.Operation] = []
     var verifierDone = false
 
     init(scenario: Scenario, world: SimWorld, seed: UInt64) {
@@ -79,6 +80,11 @@ final class MetaRun: @unchecked Sendable {
         r.operationsSucceeded = succeeded
         r.faults = plan.count
         r.violations = kept
+        if world.trace.keepNotes {
+            var rec = RunRecording.base(world: world, scenario: scenario)
+            rec.operations = opLog
+            r.recording = rec
+        }
         return r
     }
 
@@ -95,7 +101,7 @@ final class MetaRun: @unchecked Sendable {
             return home + "/" + (0..<depth).map { _ in names[Int.random(in: 0..<names.count, using: &rng)] }.joined(separator: "/")
         }
         guard await perform(.mkdir(home, parents: false), client: client, model: &model, home: home) else { return }
-        while ctx.runtime.nowNanoseconds() < scenario.duration.nanoseconds {
+        while self.world.nowNanoseconds < scenario.duration.nanoseconds {
             let op: NamespaceOp
             let roll = rng.unit()
             if roll < renameShare {
@@ -125,11 +131,15 @@ final class MetaRun: @unchecked Sendable {
     /// Runs one operation and checks it against the model; false ends the client.
     func perform(_ metaOp: MetaOp, client: MetaClient, model: inout NamespaceModel, home: String, op: NamespaceOp? = nil) async -> Bool {
         operations += 1
+        let started = world.nowNanoseconds
+        var ok = false
+        defer { opLog.append(RunRecording.Operation(invokedNanoseconds: started, completedNanoseconds: world.nowNanoseconds, succeeded: ok, kind: "meta")) }
         // The model is rooted at "/", the client's home is its first directory.
         let modelOp = op ?? .mkdir(home)
         do {
             _ = try await client.call(metaOp)
             succeeded += 1
+            ok = true
             if !model.apply(modelOp) {
                 violations.append("namespace_model: the servers accepted '\(modelOp)' for \(home), which a sequential run would refuse")
             }

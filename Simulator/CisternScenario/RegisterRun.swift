@@ -56,6 +56,11 @@ final class RegisterRun: @unchecked Sendable {
         if invariants.contains("liveness") || invariants.contains("no_lost_writes") {
             violations += livenessViolations()
         }
+        if invariants.contains("liveness") {
+            violations += history.pendingAfterHeal(healAt: scenario.healTime.nanoseconds, bound: scenario.liveness.nanoseconds, end: world.nowNanoseconds) { [world] client, incarnation in
+                (try? world.node(named: client))?.process.map { $0.incarnation == incarnation && !$0.isDead } ?? false
+            }
+        }
         violations += bootFailures
         for v in violations { world.trace.note(.violation, at: world.nowNanoseconds, v) }
 
@@ -68,6 +73,11 @@ final class RegisterRun: @unchecked Sendable {
         r.operationsSucceeded = history.operations.filter { $0.succeeded == true }.count
         r.faults = plan.count
         r.violations = violations
+        if world.trace.keepNotes {
+            var rec = RunRecording.base(world: world, scenario: scenario)
+            rec.add(history)
+            r.recording = rec
+        }
         return r
     }
 
@@ -97,16 +107,16 @@ final class RegisterRun: @unchecked Sendable {
         let readFraction = scenario.workload.readFraction ?? 0.5
         let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 5_000_000)).nanoseconds)
         var n = 0
-        while ctx.runtime.nowNanoseconds() < durationNanoseconds {
+        while self.world.nowNanoseconds < durationNanoseconds {
             let key = "k\(Int.random(in: 0..<keys, using: &rng))"
-            let now = ctx.runtime.nowNanoseconds()
+            let now = self.world.nowNanoseconds
             if rng.unit() < readFraction {
                 let i = history.invoke(client: ctx.name, incarnation: incarnation, key: key, kind: .read, value: nil, at: now)
                 do {
                     let v = try await client.read(key)
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true, readValue: .some(v))
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: true, readValue: .some(v))
                 } catch {
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: false)
                 }
             } else {
                 n += 1
@@ -114,9 +124,9 @@ final class RegisterRun: @unchecked Sendable {
                 let i = history.invoke(client: ctx.name, incarnation: incarnation, key: key, kind: .write, value: value, at: now)
                 do {
                     try await client.write(key, value)
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: true)
                 } catch {
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: false)
                 }
             }
             let pause = UInt64(-think * log(max(rng.unit(), 1e-12)))
@@ -131,13 +141,13 @@ final class RegisterRun: @unchecked Sendable {
         for k in 0..<keys {
             let key = "k\(k)"
             while true {
-                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: ctx.runtime.nowNanoseconds())
+                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: self.world.nowNanoseconds)
                 do {
                     let v = try await client.read(key)
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true, readValue: .some(v))
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: true, readValue: .some(v))
                     break
                 } catch {
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: false)
                     try? await ctx.runtime.sleep(nanoseconds: 100_000_000)
                 }
             }

@@ -18,6 +18,8 @@ public struct Scenario: Codable, Sendable {
     public var workload: Workload
     public var faults: [FaultSpec]?
     public var randomFaults: [RandomFaults]?
+    /// Swarm testing: each seed draws its own fault mix (see `Swarm`).
+    public var swarm: Swarm?
     /// Checkers to run; default: all that apply to the workload.
     public var invariants: [String]?
     /// The scenario goes beyond what the protocol can repair on purpose: violations
@@ -25,7 +27,7 @@ public struct Scenario: Codable, Sendable {
     public var expectViolations: Bool?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, description, duration, topology, network, disk, kv, workload, faults, invariants
+        case name, description, duration, topology, network, disk, kv, workload, faults, invariants, swarm
         case healAt = "heal_at", livenessBound = "liveness_bound", randomFaults = "random_faults", expectViolations = "expect_violations"
     }
 
@@ -44,6 +46,7 @@ public struct Scenario: Codable, Sendable {
         workload = try c.decode(Workload.self, forKey: .workload)
         faults = try c.decodeIfPresent([FaultSpec].self, forKey: .faults)
         randomFaults = try c.decodeIfPresent([RandomFaults].self, forKey: .randomFaults)
+        swarm = try c.decodeIfPresent(Swarm.self, forKey: .swarm)
         invariants = try c.decodeIfPresent([String].self, forKey: .invariants)
         expectViolations = try c.decodeIfPresent(Bool.self, forKey: .expectViolations)
     }
@@ -84,9 +87,12 @@ public struct NodeSpec: Codable, Sendable {
     public var targets: Int?
     /// Addresses on other networks, tried after `host` fails.
     public var secondaryHosts: [String]?
+    /// Storage workload: the node joins the running cluster at this time (not at
+    /// boot); once enough new nodes registered, the chain table grows onto them.
+    public var startAt: SimDuration?
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, role, host, targets
-        case secondaryHosts = "secondary_hosts"
+        case secondaryHosts = "secondary_hosts", startAt = "start_at"
     }
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -100,6 +106,7 @@ public struct NodeSpec: Codable, Sendable {
         host = try c.decodeIfPresent(String.self, forKey: .host)
         targets = try c.decodeIfPresent(Int.self, forKey: .targets)
         secondaryHosts = try c.decodeIfPresent([String].self, forKey: .secondaryHosts)
+        startAt = try c.decodeIfPresent(SimDuration.self, forKey: .startAt)
     }
 }
 
@@ -249,6 +256,9 @@ public enum FaultKind: String, Codable, Sendable, CaseIterable {
     case loss
     /// Make the transactional KV store unavailable for `duration`.
     case kvOutage = "kv_outage"
+    /// Move a node's clock `offset` ahead and make it drift `drift_ppm` (for
+    /// `duration`, then it runs at the right rate again; it never goes back).
+    case clockSkew = "clock_skew"
     /// Undo every fault now.
     case heal
 }
@@ -268,10 +278,13 @@ public struct FaultSpec: Codable, Sendable {
     /// `bit_flip`: only files whose path contains this (for example `/chunks/` for
     /// chunk data on a storage node).
     public var path: String?
+    /// `clock_skew`: how far the node's clock jumps ahead, and its rate error.
+    public var offset: SimDuration?
+    public var driftPPM: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case at, kind, node, groups, from, to, duration, factor, probability, host, path
-        case wipeDisk = "wipe_disk"
+        case at, kind, node, groups, from, to, duration, factor, probability, host, path, offset
+        case wipeDisk = "wipe_disk", driftPPM = "drift_ppm"
     }
 
     public init(at: SimDuration, kind: FaultKind, node: String? = nil) {
@@ -299,6 +312,8 @@ public struct FaultSpec: Codable, Sendable {
         host = try c.decodeIfPresent(String.self, forKey: .host)
         wipeDisk = try c.decodeIfPresent(Bool.self, forKey: .wipeDisk)
         path = try c.decodeIfPresent(String.self, forKey: .path)
+        offset = try c.decodeIfPresent(SimDuration.self, forKey: .offset)
+        driftPPM = try c.decodeIfPresent(Int.self, forKey: .driftPPM)
     }
 }
 
@@ -311,10 +326,22 @@ public struct RandomFaults: Codable, Sendable {
     public var from: SimDuration?
     public var until: SimDuration?
     public var maxDuration: SimDuration?
+    /// Scales how bad each fault is (loss and disk-error probabilities, slowdowns,
+    /// clock jumps), 0...1 (default 1).
+    public var severity: Double?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kinds, from, until
+        case kinds, from, until, severity
         case meanInterval = "mean_interval", maxDuration = "max_duration"
+    }
+
+    public init(kinds: [FaultKind], meanInterval: SimDuration, from: SimDuration? = nil, until: SimDuration? = nil, maxDuration: SimDuration? = nil, severity: Double? = nil) {
+        self.kinds = kinds
+        self.meanInterval = meanInterval
+        self.from = from
+        self.until = until
+        self.maxDuration = maxDuration
+        self.severity = severity
     }
 
     public init(from decoder: any Decoder) throws {
@@ -330,6 +357,47 @@ public struct RandomFaults: Codable, Sendable {
         meanInterval = try c.decode(SimDuration.self, forKey: .meanInterval)
         from = try c.decodeIfPresent(SimDuration.self, forKey: .from)
         until = try c.decodeIfPresent(SimDuration.self, forKey: .until)
+        maxDuration = try c.decodeIfPresent(SimDuration.self, forKey: .maxDuration)
+        severity = try c.decodeIfPresent(Double.self, forKey: .severity)
+    }
+}
+
+/// Swarm testing: instead of one fixed fault mix, each seed draws its own: which
+/// fault kinds (a random subset of `kinds`), how often (a mean interval between
+/// `min_interval` and `max_interval`, log-uniform), how long each lasts (up to a
+/// drawn maximum under `max_duration`) and how severe (0.2...1). Faults come between
+/// `from` and `until` (default: the heal time), always within what the topology
+/// survives; after the heal every pending operation must finish within the liveness
+/// bound.
+public struct Swarm: Codable, Sendable {
+    /// The pool of kinds a seed draws from (default: every kind random faults can be).
+    public var kinds: [FaultKind]?
+    public var from: SimDuration?
+    public var until: SimDuration?
+    public var minInterval: SimDuration?
+    public var maxInterval: SimDuration?
+    public var maxDuration: SimDuration?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case kinds, from, until
+        case minInterval = "min_interval", maxInterval = "max_interval", maxDuration = "max_duration"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let texts = try c.decodeIfPresent([String].self, forKey: .kinds) {
+            kinds = try texts.map { t in
+                guard let k = FaultKind(rawValue: t) else {
+                    throw DecodingError.dataCorruptedError(forKey: .kinds, in: c, debugDescription: "unknown fault kind '\(t)'; expected one of: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return k
+            }
+        }
+        from = try c.decodeIfPresent(SimDuration.self, forKey: .from)
+        until = try c.decodeIfPresent(SimDuration.self, forKey: .until)
+        minInterval = try c.decodeIfPresent(SimDuration.self, forKey: .minInterval)
+        maxInterval = try c.decodeIfPresent(SimDuration.self, forKey: .maxInterval)
         maxDuration = try c.decodeIfPresent(SimDuration.self, forKey: .maxDuration)
     }
 }

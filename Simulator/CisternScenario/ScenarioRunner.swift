@@ -22,12 +22,17 @@ public struct RunResult: Codable, Sendable {
     public var build: String
     /// Figures a run measured (for example `detection_max_seconds`), printed in the summary.
     public var metrics: [String: Double] = [:]
+    /// Swarm scenarios: the fault mix this seed drew.
+    public var faultMix: String?
+    /// What the run kept for a report (only with `record: true`; not in the JSON).
+    public var recording: RunRecording?
 
     /// Whether the run met its expectation.
     public var passed: Bool { expectedViolations ? !violations.isEmpty : violations.isEmpty }
 
     enum CodingKeys: String, CodingKey {
         case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed, metrics
+        case faultMix = "fault_mix"
         case simulatedSeconds = "simulated_seconds", wallSeconds = "wall_seconds"
         case operationsSucceeded = "operations_succeeded", expectedViolations = "expected_violations"
     }
@@ -50,6 +55,7 @@ public struct RunResult: Codable, Sendable {
         try c.encode(replay, forKey: .replay)
         try c.encode(build, forKey: .build)
         try c.encode(metrics, forKey: .metrics)
+        try c.encodeIfPresent(faultMix, forKey: .faultMix)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -69,6 +75,7 @@ public struct RunResult: Codable, Sendable {
         replay = try c.decode(String.self, forKey: .replay)
         build = try c.decode(String.self, forKey: .build)
         metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
+        faultMix = try c.decodeIfPresent(String.self, forKey: .faultMix)
     }
 
     public init(scenario: String, seed: UInt64) {
@@ -97,12 +104,15 @@ public enum CisternBuild {
 
 /// Runs a scenario in a simulated world for one seed and checks its invariants.
 public enum ScenarioRunner {
-    public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false) -> RunResult {
+    /// `record`: keep the run's events, operations and chain states in
+    /// `RunResult.recording`, for `RunReport` (it does not change the digest).
+    public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false, record: Bool = false) -> RunResult {
         let wallStart = DispatchTime.now().uptimeNanoseconds
         var result = SimWorld.simulate(
             seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario),
             tripwire: .report
         ) { world in
+            world.trace.keepNotes = record
             if verbose {
                 world.logLevel = .info
                 world.logSink = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
@@ -120,6 +130,7 @@ public enum ScenarioRunner {
         result.wallSeconds = Double(DispatchTime.now().uptimeNanoseconds - wallStart) / 1e9
         result.expectedViolations = scenario.expectViolations ?? false
         result.replay = "cistern sim \(path) --seed \(seed)"
+        result.faultMix = FaultPlan(scenario: scenario).draw(seed: seed).mix
         return result
     }
 

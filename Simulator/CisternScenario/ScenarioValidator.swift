@@ -78,11 +78,13 @@ public enum ScenarioValidator {
             }
         }
         if let bug = s.workload.plantedBug {
-            let bugs = ["register": "stale_reads", "cluster": "early_takeover"]
+            let bugs = ["register": "stale_reads", "cluster": "early_takeover", "storage": "early_ack"]
             if bugs[s.workload.kind] != bug {
                 out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; \(bugs[s.workload.kind].map { "the planted bug there is \($0)" } ?? "it has no planted bug")")
             }
-            if s.expectViolations != true { out.append("workload.planted_bug: a planted bug needs expect_violations: true") }
+            if s.expectViolations != true && s.swarm == nil {
+                out.append("workload.planted_bug: a planted bug needs expect_violations: true (or a swarm: block, to hunt it with random fault mixes)")
+            }
         }
         if let k = s.workload.keys, !(1...10_000).contains(k) { out.append("workload.keys: \(k) is out of range 1...10000") }
         if let k = s.workload.chunks, !(1...10_000).contains(k) { out.append("workload.chunks: \(k) is out of range 1...10000") }
@@ -114,6 +116,22 @@ public enum ScenarioValidator {
             for k in g.kinds where !FaultPlan.randomKinds.contains(k) {
                 out.append("random_faults[\(i)].kinds: '\(k.rawValue)' cannot be generated at random; use one of: \(FaultPlan.randomKinds.map(\.rawValue).joined(separator: ", "))")
             }
+        }
+        if let w = s.swarm {
+            for k in w.kinds ?? [] where !FaultPlan.randomKinds.contains(k) {
+                out.append("swarm.kinds: '\(k.rawValue)' cannot be generated at random; use some of: \(FaultPlan.randomKinds.map(\.rawValue).joined(separator: ", "))")
+            }
+            if w.kinds?.isEmpty == true { out.append("swarm.kinds: list at least one fault kind, or leave it out for all of them") }
+            if let u = w.until, u > s.duration { out.append("swarm.until: \(u) is after the end of the workload (\(s.duration))") }
+            if let a = w.minInterval, a.nanoseconds < 1_000_000 { out.append("swarm.min_interval: \(a) is under the 1ms minimum") }
+            if let a = w.minInterval, let b = w.maxInterval, a > b { out.append("swarm.min_interval: \(a) is above max_interval (\(b))") }
+        }
+        for (i, n) in s.topology.nodes.enumerated() {
+            guard let at = n.startAt else { continue }
+            if s.workload.kind != "storage" || n.role != .storage {
+                out.append("topology.nodes[\(i)].start_at: only storage nodes of the storage workload can join later (it grows the chain table onto them)")
+            }
+            if at >= s.duration { out.append("topology.nodes[\(i)].start_at: \(at) is not before the end of the workload (\(s.duration))") }
         }
         guard out.isEmpty else { return out }
         // Faults beyond what the topology survives (timed faults; random ones are
@@ -170,6 +188,10 @@ public enum ScenarioValidator {
             if f.probability == nil { out.append("\(path): 'loss' needs a 'probability'") }
         case .kvOutage:
             if f.duration == nil { out.append("\(path): 'kv_outage' needs a 'duration'") }
+        case .clockSkew:
+            node(f.node)
+            if f.offset == nil && f.driftPPM == nil { out.append("\(path): 'clock_skew' needs an 'offset' (how far the clock jumps ahead, for example 300ms) or a 'drift_ppm' (for example 500)") }
+            if let d = f.driftPPM, abs(d) > 100_000 { out.append("\(path).drift_ppm: \(d) is outside -100000...100000 (10%)") }
         case .partition:
             if let groups = f.groups {
                 if groups.count < 2 { out.append("\(path).groups: a partition needs at least two groups") }

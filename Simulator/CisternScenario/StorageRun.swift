@@ -21,7 +21,14 @@ final class StorageRun: @unchecked Sendable {
     let config: MgmtdConfig
     var mgmtdIDs: [NodeID] = []
     var services: [NodeID: StorageService] = [:]
-    var chains: [ChainID] = []
+    /// Chunks live in generations: generation g holds chunks g*chunkCount ..<
+    /// (g+1)*chunkCount on the chains the g-th chain-table version added (a table
+    /// grows when storage nodes join).
+    var generations: [[ChainID]] = []
+    var chains: [ChainID] { generations.flatMap { $0 } }
+    var activeChunks: Int { generations.count * chunkCount }
+    /// Storage nodes that join after boot (`start_at`).
+    var lateNodes: [NodeSpec] { scenario.topology.nodes.filter { $0.role == .storage && $0.startAt != nil } }
     var verifierDone = false
     var mixed: [String] = []
 
@@ -60,7 +67,9 @@ final class StorageRun: @unchecked Sendable {
     }
 
     func chunk(_ k: Int) -> (ChunkID, ChainID?) {
-        (ChunkID(inode: 1, index: UInt64(k)), chains.isEmpty ? nil : chains[k % chains.count])
+        let g = k / chunkCount
+        guard g < generations.count, !generations[g].isEmpty else { return (ChunkID(inode: 1, index: UInt64(k)), nil) }
+        return (ChunkID(inode: 1, index: UInt64(k)), generations[g][k % generations[g].count])
     }
 
     func execute() -> RunResult {
@@ -70,18 +79,29 @@ final class StorageRun: @unchecked Sendable {
         let admin = world.addNode(name: "_admin", host: "10.255.255.2")
         let verifier = world.addNode(name: "_verifier", host: "10.255.255.3")
         mgmtdIDs = scenario.topology.nodes.filter { $0.role == .mgmtd }.compactMap { try? world.node(named: $0.name).id }.sorted()
-        let storageCount = scenario.topology.nodes.filter { $0.role == .storage }.count
+        let storageCount = scenario.topology.nodes.filter { $0.role == .storage && $0.startAt == nil }.count
+        let driver = FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name))
         for spec in scenario.topology.nodes {
             guard let node = try? world.node(named: spec.name) else { continue }
             if !assignClusterRole(spec, node), spec.role == .client {
                 node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
             }
-            world.start(node)
+            if let at = spec.startAt {
+                driver.joinsLater.insert(spec.name)
+                world.executor.schedule(at: at.nanoseconds) { [unowned self] in
+                    driver.joinsLater.remove(spec.name)
+                    if node.process == nil { self.world.start(node) }
+                }
+            } else {
+                world.start(node)
+            }
         }
-        admin.boot = { [unowned self] ctx in await self.bootstrap(ctx, storageNodes: storageCount) }
+        admin.boot = { [unowned self] ctx in
+            await self.bootstrap(ctx, storageNodes: storageCount)
+            await self.growChainTable(ctx)
+        }
         world.start(admin)
         verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
-        let driver = FaultDriver(world: world, topology: scenario.topology.nodes.map(\.name))
         driver.select = { [unowned self] name in self.select(name) }
         driver.flipBit = { [unowned self] node, filter in self.flipChunkBit(node, filter) }
         driver.schedule(plan)
@@ -93,6 +113,13 @@ final class StorageRun: @unchecked Sendable {
         if case .tripwire(let reason) = stop { violations.append("determinism tripwire: \(reason)") }
         let invariants = Set(scenario.invariants ?? ScenarioValidator.storageInvariants)
         if chains.isEmpty { violations.append("liveness: the chains were never created") }
+        if !lateNodes.isEmpty && generations.count < 2 && invariants.contains("liveness") {
+            violations.append("liveness: \(lateNodes.count) storage node(s) joined but the chain table never grew onto them")
+        }
+        if invariants.contains("liveness") { violations += history.pendingAfterHeal(healAt: scenario.healTime.nanoseconds, bound: scenario.liveness.nanoseconds, end: world.nowNanoseconds) { [world] client, incarnation in
+                (try? world.node(named: client))?.process.map { $0.incarnation == incarnation && !$0.isDead } ?? false
+            }
+        }
         if invariants.contains("linearizable") || invariants.contains("no_lost_writes") {
             violations += LinearizabilityChecker.check(history) + mixed
         }
@@ -115,6 +142,12 @@ final class StorageRun: @unchecked Sendable {
         r.faults = plan.count
         r.violations = violations
         r.metrics = settledMetrics()
+        if world.trace.keepNotes {
+            var rec = RunRecording.base(world: world, scenario: scenario)
+            rec.add(history)
+            rec.add(recorder)
+            r.recording = rec
+        }
         return r
     }
 
@@ -184,6 +217,7 @@ final class StorageRun: @unchecked Sendable {
         var storageConfig = StorageConfig()
         storageConfig.heartbeatIntervalNanoseconds = config.heartbeatIntervalNanoseconds
         storageConfig.isolationNanoseconds = config.failureTimeoutNanoseconds / 2
+        storageConfig.plantedEarlyAck = scenario.workload.plantedBug == "early_ack"
         for _ in 0..<50 {
             if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: targets, config: storageConfig) {
                 ctx.retain(s)
@@ -201,7 +235,7 @@ final class StorageRun: @unchecked Sendable {
             // Take the table from routing, not from the reply: a createChains whose
             // reply was lost did create the chains (and a retry is refused).
             if let t = (await client.routing)?.tables.first, !t.chains.isEmpty {
-                chains = t.chains
+                generations = [t.chains]
                 break
             }
             if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes {
@@ -209,6 +243,32 @@ final class StorageRun: @unchecked Sendable {
                 continue
             }
             try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
+        }
+    }
+
+    /// Once the late storage nodes registered, asks the manager for chains on their
+    /// targets (a new version of the chain table) and opens a new generation of
+    /// chunks on them, while the clients keep writing.
+    func growChainTable(_ ctx: SimProcessContext) async {
+        let late = Set(lateNodes.map(\.name))
+        guard !late.isEmpty else { return }
+        let client = mgmtdClient(ctx, role: .client)
+        let known = Set(chains)
+        while self.world.nowNanoseconds < scenario.duration.nanoseconds {
+            try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
+            await client.refreshRouting()
+            guard let r = await client.routing, let table = r.tables.first else { continue }
+            let added = table.chains.filter { !known.contains($0) }
+            if !added.isEmpty {
+                generations.append(added)
+                world.trace.note(.custom, at: world.nowNanoseconds, "chain table \(table.id) version \(table.version) adds \(added.map(\.description).joined(separator: ","))")
+                return
+            }
+            let joined = r.nodes.filter { $0.role == .storage && $0.status == .active && late.contains($0.name) }.count
+            let idle = r.targets.filter { $0.chain == nil && r.node($0.node)?.status == .active }.count
+            if joined == late.count && idle >= replicas {
+                _ = try? await client.call(.createChains(replicas: replicas))
+            }
         }
     }
 
@@ -221,20 +281,20 @@ final class StorageRun: @unchecked Sendable {
         let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 20_000_000)).nanoseconds)
         var n = 0
         while chains.isEmpty { try? await ctx.runtime.sleep(nanoseconds: 100_000_000) }
-        while ctx.runtime.nowNanoseconds() < scenario.duration.nanoseconds {
-            let k = Int.random(in: 0..<chunkCount, using: &rng)
+        while self.world.nowNanoseconds < scenario.duration.nanoseconds {
+            let k = Int.random(in: 0..<activeChunks, using: &rng)
             let (id, chain) = chunk(k)
             guard let chain else { break }
             let key = "c\(k)"
-            let now = ctx.runtime.nowNanoseconds()
+            let now = self.world.nowNanoseconds
             if rng.unit() < readFraction {
                 let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: now)
                 do {
                     let got = try await storage.read(id, chain: chain)
                     let v = got.flatMap { value(of: $0.data, key: key) }
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: got == nil || v != nil, readValue: .some(v))
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: got == nil || v != nil, readValue: .some(v))
                 } catch {
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: false)
                 }
             } else {
                 n += 1
@@ -242,9 +302,9 @@ final class StorageRun: @unchecked Sendable {
                 let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .write, value: v, at: now)
                 do {
                     _ = try await storage.write(id, chain: chain, content(v))
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: true)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: true)
                 } catch {
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: false)
                 }
             }
             try? await ctx.runtime.sleep(nanoseconds: UInt64(-think * log(max(rng.unit(), 1e-12))))
@@ -255,19 +315,19 @@ final class StorageRun: @unchecked Sendable {
     func verify(_ ctx: SimProcessContext) async {
         let mgmtd = mgmtdClient(ctx, role: .client)
         let storage = StorageClient(runtime: ctx.runtime, transport: ctx.transport, mgmtd: mgmtd, clientID: 0xFFFF_FF00)
-        for k in 0..<chunkCount {
+        for k in 0..<activeChunks {
             let (id, chain) = chunk(k)
             guard let chain else { break }
             let key = "c\(k)"
             while true {
-                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: ctx.runtime.nowNanoseconds())
+                let i = history.invoke(client: ctx.name, incarnation: ctx.process.incarnation, key: key, kind: .read, value: nil, at: self.world.nowNanoseconds)
                 do {
                     let got = try await storage.read(id, chain: chain)
                     let v = got.flatMap { value(of: $0.data, key: key) }
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: got == nil || v != nil, readValue: .some(v))
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: got == nil || v != nil, readValue: .some(v))
                     break
                 } catch {
-                    history.complete(i, at: ctx.runtime.nowNanoseconds(), succeeded: false)
+                    history.complete(i, at: self.world.nowNanoseconds, succeeded: false)
                     try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
                 }
             }
@@ -294,7 +354,7 @@ final class StorageRun: @unchecked Sendable {
             for t in service.targetIDs {
                 guard let engine = await service.engine(t) else { continue }
                 var digests: [ChunkID: String] = [:]
-                for k in 0..<chunkCount {
+                for k in 0..<activeChunks {
                     let id = chunk(k).0
                     do {
                         let (data, v) = try await engine.read(id)
@@ -329,7 +389,7 @@ final class StorageRun: @unchecked Sendable {
                 out.append("replicas_identical: \(chain) is not fully SERVING at the end, \(scenario.liveness) after the workload")
                 continue
             }
-            for k in 0..<chunkCount where chunk(k).1 == c {
+            for k in 0..<activeChunks where chunk(k).1 == c {
                 let id = chunk(k).0
                 var seen: [String: [TargetID]] = [:]
                 for t in chain.targets {
@@ -346,7 +406,7 @@ final class StorageRun: @unchecked Sendable {
     }
 
     func settledMetrics() -> [String: Double] {
-        ["chains": Double(chains.count), "corruptions_detected": Double(corruptions), "repairs": Double(repairs)]
+        ["chains": Double(chains.count), "chain_table_versions": Double(generations.count), "corruptions_detected": Double(corruptions), "repairs": Double(repairs)]
     }
 }
 

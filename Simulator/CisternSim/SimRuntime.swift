@@ -13,12 +13,13 @@ public final class SimRuntime: Runtime, @unchecked Sendable {
         self.nodeName = process.node.name
     }
 
-    public func nowNanoseconds() -> UInt64 { process.world.executor.nowNanoseconds }
+    /// The node's clock (virtual time, unless a clock-skew fault moved it).
+    public func nowNanoseconds() -> UInt64 { process.node.clock.local(process.world.executor.nowNanoseconds) }
 
     public func sleep(nanoseconds: UInt64) async throws {
         try Task.checkCancellation()
         await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
-            process.schedule(after: nanoseconds) { c.resume() }
+            process.schedule(after: process.node.clock.realDelay(forLocal: nanoseconds)) { c.resume() }
         }
         try Task.checkCancellation()
     }

@@ -9,6 +9,10 @@ public struct SimTrace: Sendable {
     /// When set, the last `keepLines` events are kept as text (for failure reports).
     public var keepLines: Int
     public private(set) var lines: [String] = []
+    /// When true, every noted event (faults, kills, restarts, violations) is kept
+    /// with its time, for run reports. Off by default: it costs memory, not digest.
+    public var keepNotes = false
+    public private(set) var notes: [TraceNote] = []
 
     public init(keepLines: Int = 0) { self.keepLines = keepLines }
 
@@ -35,6 +39,7 @@ public struct SimTrace: Sendable {
     /// Folds an event with a text detail (faults, violations), and keeps it as a line.
     public mutating func note(_ kind: TraceEvent, at time: UInt64, _ text: String) {
         record(kind, at: time, StableHash.fnv1a64(text))
+        if keepNotes && notes.count < 100_000 { notes.append(TraceNote(atNanoseconds: time, kind: kind, text: text)) }
         if keepLines > 0 {
             lines.append("\(formatSeconds(time)) \(kind) \(text)")
             if lines.count > keepLines { lines.removeFirst(lines.count - keepLines) }
@@ -45,6 +50,13 @@ public struct SimTrace: Sendable {
         let s = String(digest, radix: 16)
         return String(repeating: "0", count: 16 - s.count) + s
     }
+}
+
+/// One noted event, kept for run reports.
+public struct TraceNote: Sendable, Equatable {
+    public var atNanoseconds: UInt64
+    public var kind: TraceEvent
+    public var text: String
 }
 
 /// Kinds of traced events.

@@ -133,6 +133,13 @@ public final class SimWorld: @unchecked Sendable {
         trace.note(.ipChange, at: nowNanoseconds, "\(node.name) now at \(node.address)")
     }
 
+    /// Moves `node`'s clock `jumpNanoseconds` ahead and sets its drift (parts per
+    /// million); its processes' runtimes read and sleep by that clock.
+    public func skewClock(_ node: SimNode, jumpNanoseconds: UInt64, driftPPM: Int) {
+        node.clock.adjust(at: nowNanoseconds, jumpNanoseconds: jumpNanoseconds, driftPPM: driftPPM)
+        trace.note(.fault, at: nowNanoseconds, "\(node.name) clock +\(formatSeconds(jumpNanoseconds)), drift \(driftPPM) ppm (now \(node.clock.offsetNanoseconds(at: nowNanoseconds) / 1_000_000) ms ahead)")
+    }
+
     /// Takes one of `node`'s addresses off the network (a failed NIC or network):
     /// messages to it are lost until `restoreAddress`. Replies to the node's calls
     /// still reach it through the address it sends from.

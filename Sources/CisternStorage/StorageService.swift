@@ -19,6 +19,9 @@ public struct StorageConfig: Sendable, Equatable {
     /// so a corrupt replica is found and repaired even if nobody reads it.
     public var scrubChunksPerInterval = 64
     public var scrubIntervalNanoseconds: UInt64 = 1_000_000_000
+    /// A deliberate bug for checker self-tests: the head acknowledges a write as soon
+    /// as it has staged it, before the tail commits (the forward goes on behind).
+    public var plantedEarlyAck = false
     public init() {}
 }
 
@@ -270,6 +273,11 @@ public actor StorageService {
         forwarded.version = u
         forwarded.offset = 0
         forwarded.checksum = CRC32C.checksum(content)
+        if config.plantedEarlyAck {
+            let f = forwarded
+            runtime.spawn("storage.planted-early-ack") { [self] in _ = await self.forwardAndCommit(f, content, engine: engine) }
+            return .written(version: u)
+        }
         return await forwardAndCommit(forwarded, content, engine: engine)
     }
 

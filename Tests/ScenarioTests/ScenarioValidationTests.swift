@@ -116,4 +116,38 @@ func problems(_ text: String) -> String {
         }
         #expect(plan.plan(seed: 1) != plan.plan(seed: 2))
     }
+
+    @Test func clockSkewNeedsAnOffsetOrADriftAndStaysWithinTheLeaseMargin() {
+        #expect(problems(base + "faults:\n  - { at: 1s, kind: clock_skew, node: r1 }\n").contains("'clock_skew' needs an 'offset'"))
+        #expect(problems(base + "faults:\n  - { at: 1s, kind: clock_skew, node: r1, drift_ppm: 200000 }\n").contains("drift_ppm: 200000 is outside"))
+        #expect(problems(base + "faults:\n  - { at: 1s, kind: clock_skew, node: r1, offset: 300ms, drift_ppm: 500 }\n") == "")
+        let twice = base + "faults:\n  - { at: 1s, kind: clock_skew, node: r1, offset: 300ms }\n  - { at: 2s, kind: clock_skew, node: r1, offset: 300ms }\n"
+        #expect(problems(twice).contains("clock ran 600ms ahead"))
+    }
+
+    @Test func swarmAndLateJoinsAreChecked() {
+        #expect(problems(base + "swarm: { kinds: [bit_flip] }\n").contains("swarm.kinds: 'bit_flip' cannot be generated"))
+        #expect(problems(base + "swarm: { kinds: [kill], until: 20s }\n").contains("swarm.until: 20s is after the end"))
+        #expect(problems(base + "swarm: { kindz: [kill] }\n").contains("kindz"))
+        #expect(problems(base + "swarm: { kinds: [kill, pause] }\n") == "")
+        let late = base.replacingOccurrences(of: "{ name: r3, role: register }", with: "{ name: r3, role: register, start_at: 2s }")
+        #expect(problems(late).contains("start_at: only storage nodes of the storage workload"))
+    }
+
+    @Test func aPlantedBugNeedsExpectedViolationsOrASwarm() {
+        let storage = """
+            name: t
+            duration: 10s
+            topology:
+              nodes:
+                - { name: m1, role: mgmtd }
+                - { name: s1, role: storage }
+                - { name: c1, role: client }
+            workload: { kind: storage, replicas: 1, planted_bug: early_ack }
+
+            """
+        #expect(problems(storage).contains("a planted bug needs expect_violations: true (or a swarm: block"))
+        #expect(problems(storage + "swarm: { kinds: [kill] }\n") == "")
+        #expect(problems(storage + "expect_violations: true\n") == "")
+    }
 }

@@ -36,6 +36,43 @@ import Testing
         #expect(tripped != nil)
     }
 
+    @Test func aSkewedClockRunsAheadAndDriftsButNeverGoesBack() {
+        var clock = SimClock()
+        #expect(clock.local(5_000_000_000) == 5_000_000_000)
+        clock.adjust(at: 1_000_000_000, jumpNanoseconds: 300_000_000, driftPPM: 10_000)
+        #expect(clock.local(1_000_000_000) == 1_300_000_000)
+        #expect(clock.local(2_000_000_000) == 2_310_000_000, "1% fast: 1.01 s per second")
+        #expect(clock.realDelay(forLocal: 1_010_000_000) == 1_000_000_000)
+        var last = clock.local(2_000_000_000)
+        clock.adjust(at: 2_000_000_000, jumpNanoseconds: 0, driftPPM: -50_000)
+        #expect(clock.local(2_000_000_000) == last, "changing the rate does not jump")
+        for t in stride(from: UInt64(2_000_000_000), to: 10_000_000_000, by: 7_777_777) {
+            #expect(clock.local(t) >= last)
+            last = clock.local(t)
+        }
+        clock.adjust(at: 3_000_000_000, jumpNanoseconds: 0, driftPPM: -1_000_000)
+        #expect(clock.driftPPM == -100_000, "drift is limited to 10%")
+    }
+
+    @Test func processesReadAndSleepByTheirNodesClock() {
+        let (read, slept) = SimWorld.simulate(seed: 3) { world -> (UInt64, UInt64) in
+            let n = world.addNode(name: "n", host: "10.0.0.1")
+            let p = world.start(n)
+            world.skewClock(n, jumpNanoseconds: 500_000_000, driftPPM: 100_000)
+            let seen = TimesSeen()
+            let runtime = p.runtime!
+            runtime.spawn("t") {
+                seen.read = runtime.nowNanoseconds()
+                try? await runtime.sleep(nanoseconds: 1_100_000_000)
+                seen.slept = world.nowNanoseconds
+            }
+            _ = world.run(untilNanoseconds: 10_000_000_000)
+            return (seen.read, seen.slept)
+        }
+        #expect(read == 500_000_000)
+        #expect(slept == 1_000_000_000, "1.1 s on a clock 10% fast is 1 s of virtual time")
+    }
+
     @Test func virtualTimeJumpsAndTimersFireInOrder() {
         let order = SimWorld.simulate(seed: 1) { world -> [Int] in
             var order: [Int] = []
@@ -225,4 +262,9 @@ import Testing
 /// A counter shared with simulated tasks (all run on the one simulator thread).
 final class Counter: @unchecked Sendable {
     var value = 0
+}
+
+final class TimesSeen: @unchecked Sendable {
+    var read: UInt64 = 0
+    var slept: UInt64 = 0
 }

@@ -33,9 +33,20 @@ struct Sim: ParsableCommand {
     @Option(help: "After the runs, repeat this many of them (spread over the list) in fresh processes and require identical digests.")
     var determinismSample = 0
 
+    @Option(help: ArgumentHelp("Write a self-contained HTML report of the run (one scenario file, one seed): a timeline of faults, node and chain states, client throughput and latency.", valueName: "FILE.html"))
+    var report: String?
+
+    @Flag(help: "For a failing seed (one scenario file, one seed): drop faults while it still fails the same way, and print the smallest failing scenario file.")
+    var shrink = false
+
+    @Option(help: ArgumentHelp("With --shrink: also write the shrunk scenario to this file.", valueName: "FILE.yaml"))
+    var shrinkOutput: String?
+
     func validate() throws {
         if seed != nil && seeds != nil { throw ValidationError("give --seed or --seeds, not both") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if (report != nil || shrink) && seeds != nil { throw ValidationError("--report and --shrink take one run: give --seed N, not --seeds") }
+        if shrinkOutput != nil && !shrink { throw ValidationError("--shrink-output needs --shrink") }
         if let seeds, SeedRange(seeds) == nil {
             throw ValidationError("--seeds '\(seeds)' is not a range; write it as A...B, for example 1...20")
         }
@@ -60,6 +71,26 @@ struct Sim: ParsableCommand {
         if scenarios.isEmpty {
             FileHandle.standardError.write(Data("error: no .yaml scenario files in \(path)\n".utf8))
             throw ExitCode(2)
+        }
+        if (report != nil || shrink) && scenarios.count != 1 {
+            FileHandle.standardError.write(Data("error: --report and --shrink take one scenario file; \(path) has \(scenarios.count)\n".utf8))
+            throw ExitCode(2)
+        }
+        if shrink { return try runShrink(file: scenarios[0].0, scenario: scenarios[0].1, seed: seedList[0]) }
+        if let report {
+            let (file, scenario) = scenarios[0]
+            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true)
+            try self.report(result, encoder: JSONEncoder())
+            let text = try? String(contentsOfFile: file, encoding: .utf8)
+            do {
+                try RunReport.html(result, result.recording ?? RunRecording(), scenarioText: text).write(toFile: report, atomically: true, encoding: .utf8)
+            } catch {
+                FileHandle.standardError.write(Data("error: cannot write the report to \(report): \(error.localizedDescription); check the folder exists and is writable\n".utf8))
+                throw ExitCode(2)
+            }
+            if !json { print("report: \(report)") }
+            if !result.passed { throw ExitCode(1) }
+            return
         }
         let work = scenarios.flatMap { (file, scenario) in seedList.map { (file: file, scenario: scenario, seed: $0) } }
         let workers = verbose ? 1 : min(jobs ?? ProcessInfo.processInfo.activeProcessorCount, work.count)
@@ -92,9 +123,33 @@ struct Sim: ParsableCommand {
         if !json {
             if results.count > 1 { print(SimSummary.table(results)) }
             print("\(results.count) run(s), \(results.count - failures.count) passed, \(failures.count) failed")
-            for f in failures { print("replay: \(f.replay)") }
+            for f in failures { print("replay: \(f.replay)   (shrink: \(f.replay) --shrink)") }
         }
         if !failures.isEmpty || !nondeterministic.isEmpty { throw ExitCode(1) }
+    }
+
+    func runShrink(file: String, scenario: Scenario, seed: UInt64) throws {
+        let outcome: Shrinker.Outcome
+        do {
+            outcome = try Shrinker.shrink(scenario, path: file, seed: seed) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let text = try Shrinker.file(outcome, from: file, seed: seed)
+        FileHandle.standardError.write(Data("shrunk \(outcome.originalFaults) faults to \(outcome.keptFaults) in \(outcome.runs) runs; the smallest failing scenario:\n".utf8))
+        print(text, terminator: "")
+        if let shrinkOutput {
+            do {
+                try text.write(toFile: shrinkOutput, atomically: true, encoding: .utf8)
+            } catch {
+                FileHandle.standardError.write(Data("error: cannot write \(shrinkOutput): \(error.localizedDescription)\n".utf8))
+                throw ExitCode(2)
+            }
+            FileHandle.standardError.write(Data("written to \(shrinkOutput); replay: cistern sim \(shrinkOutput) --seed \(seed)\n".utf8))
+        }
     }
 
     func report(_ result: RunResult, encoder: JSONEncoder) throws {
@@ -105,6 +160,7 @@ struct Sim: ParsableCommand {
         let status = result.passed ? "ok  " : "FAIL"
         print("\(status) \(result.scenario) seed=\(result.seed) digest=\(result.digest) sim=\(String(format: "%.1f", result.simulatedSeconds))s wall=\(String(format: "%.2f", result.wallSeconds))s ops=\(result.operationsSucceeded)/\(result.operations) faults=\(result.faults) msgs=\(result.messages)\(result.metrics.keys.sorted().map { " \($0)=\(String(format: "%.3g", result.metrics[$0]!))" }.joined())")
         if !result.passed {
+            if let mix = result.faultMix { print("     swarm: \(mix)") }
             if result.expectedViolations { print("     expected a violation, none was detected") }
             for v in result.violations.prefix(10) { print("     violation: \(v)") }
             print("     replay: \(result.replay)")
