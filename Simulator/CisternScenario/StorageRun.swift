@@ -97,8 +97,8 @@ final class StorageRun: @unchecked Sendable {
             }
         }
         admin.boot = { [unowned self] ctx in
-            await self.bootstrap(ctx, storageNodes: storageCount)
-            await self.growChainTable(ctx)
+            let client = await self.bootstrap(ctx, storageNodes: storageCount)
+            await self.growChainTable(ctx, client)
         }
         world.start(admin)
         verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
@@ -228,7 +228,10 @@ final class StorageRun: @unchecked Sendable {
         }
     }
 
-    func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async {
+    /// Creates the chains once every storage node registered; returns the admin's
+    /// manager client (one per process: the recorder tracks routing per process).
+    @discardableResult
+    func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async -> MgmtdClient {
         let client = mgmtdClient(ctx, role: .client)
         while chains.isEmpty {
             await client.refreshRouting()
@@ -244,15 +247,15 @@ final class StorageRun: @unchecked Sendable {
             }
             try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
         }
+        return client
     }
 
     /// Once the late storage nodes registered, asks the manager for chains on their
     /// targets (a new version of the chain table) and opens a new generation of
     /// chunks on them, while the clients keep writing.
-    func growChainTable(_ ctx: SimProcessContext) async {
+    func growChainTable(_ ctx: SimProcessContext, _ client: MgmtdClient) async {
         let late = Set(lateNodes.map(\.name))
         guard !late.isEmpty else { return }
-        let client = mgmtdClient(ctx, role: .client)
         let known = Set(chains)
         while self.world.nowNanoseconds < scenario.duration.nanoseconds {
             try? await ctx.runtime.sleep(nanoseconds: 200_000_000)

@@ -22,6 +22,9 @@ public struct StorageConfig: Sendable, Equatable {
     /// A deliberate bug for checker self-tests: the head acknowledges a write as soon
     /// as it has staged it, before the tail commits (the forward goes on behind).
     public var plantedEarlyAck = false
+    /// A target taken out of service for a failed commit probes its disk this often;
+    /// once a probe (write, sync, read back) succeeds it rejoins through a resync.
+    public var failedTargetProbeNanoseconds: UInt64 = 5_000_000_000
     public init() {}
 }
 
@@ -56,6 +59,7 @@ public actor StorageService {
     /// out of the chain) and come back only through a restart and resync (3FS: a
     /// target whose medium fails is reported offline).
     private var failedTargets: [TargetID: String] = [:]
+    private var failedSince: [TargetID: UInt64] = [:]
     /// Checksum failures seen on reads (each triggers a repair).
     public private(set) var corruptionsDetected = 0
     public private(set) var repairs = 0
@@ -350,6 +354,7 @@ public actor StorageService {
             if (await engine.meta(a.chunk))?.committed?.version ?? 0 >= a.version { return .written(version: a.version) }
             // The successor committed this version and we cannot: take the target out.
             failedTargets[a.target] = "commit of \(a.chunk) version \(a.version) failed: \(error)"
+            failedSince[a.target] = runtime.nowNanoseconds()
             local[a.target] = .offline
             log.error("\(a.target) is out of service: commit of \(a.chunk) version \(a.version) failed after its successor committed: \(error)")
             return .failed("\(error)")
@@ -460,6 +465,17 @@ public actor StorageService {
             guard let r = routing, let c = r.target(t)?.chain else { return nil }
             return r.chain(c)?.state(of: t)
         }
+        for t in targetIDs.sorted() where failedTargets[t] != nil && (state(t).map { $0 == .offline || $0 == .lastsrv } ?? true) {
+            // Out of service and out of its chain: once its disk works again, rejoin
+            // (as after a restart, through a resync from a serving replica).
+            guard runtime.nowNanoseconds() >= (failedSince[t] ?? 0) &+ config.failedTargetProbeNanoseconds else { continue }
+            failedSince[t] = runtime.nowNanoseconds()
+            if await diskWorks(t) {
+                log.notice("\(t)'s disk works again (\(failedTargets[t] ?? "")); it rejoins through a resync")
+                failedTargets[t] = nil
+                failedSince[t] = nil
+            }
+        }
         if recovering {
             guard routing != nil, targetIDs.allSatisfy({ t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? true }) else { return }
             recovering = false
@@ -491,6 +507,24 @@ public actor StorageService {
         }
         if (try? await mgmtd.heartbeat(targets: reports)) != nil { lastContact = runtime.nowNanoseconds() }
         if let routing { startResyncs(routing) }
+    }
+
+    /// Writes, syncs, reads back and removes a small file: whether the disk serves I/O.
+    private func diskWorks(_ t: TargetID) async -> Bool {
+        let path = "probe-\(t.rawValue)"
+        let pattern = (0..<4_096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(t.rawValue)) }
+        guard let file = try? await disk.open(path, create: true) else { return false }
+        var works = false
+        do throws(DiskError) {
+            try await disk.write(file, offset: 0, pattern)
+            try await disk.fsync(file)
+            works = try await disk.read(file, offset: 0, length: pattern.count) == pattern
+        } catch {
+            works = false
+        }
+        await disk.close(file)
+        try? await disk.remove(path)
+        return works
     }
 
     /// For each of our targets that is the last SERVING one before a SYNCING target,
