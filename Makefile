@@ -10,9 +10,9 @@ BIN := .build/debug/cistern
 # Test modules that talk to real sockets and processes under wall-clock timeouts.
 REALTIME_TESTS := RDMATests|EndToEndTests|ConformanceTests
 FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
-	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml
+	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml Scenarios/swarm-cluster.yaml
 
-.PHONY: run test deps build bench bench-disk bench-meta bench-kv demo release doctor clean
+.PHONY: run test deps build sweep bench bench-disk bench-meta bench-kv demo release doctor clean
 
 run: build
 	$(BIN) sim Scenarios/ --seeds $(SEEDS)
@@ -26,8 +26,11 @@ test: deps
 	@# cooperative threads for tens of seconds on a 2-core machine.
 	set -o pipefail; $(SWIFT) test --skip-build --skip '$(REALTIME_TESTS)' 2>&1 | tee .build-test-run.log
 	set -o pipefail; $(SWIFT) test --skip-build --filter '$(REALTIME_TESTS)' 2>&1 | tee -a .build-test-run.log
-	scripts/determinism.sh $(BIN) 1...5 Scenarios/
-	scripts/determinism.sh $(BIN) $(SEEDS) $(FAST_SCENARIOS)
+	@# Every scenario over seeds 1...5, twice in separate processes (each pass runs
+	@# its seeds in parallel processes), then the fast ones over $(SEEDS): about
+	@# 8 minutes on 2 cores with the debug build.
+	@start=$$(date +%s); scripts/determinism.sh $(BIN) 1...5 Scenarios/ && scripts/determinism.sh $(BIN) $(SEEDS) $(FAST_SCENARIOS); \
+		rc=$$?; echo "scenarios and determinism double-run: $$(( $$(date +%s) - start )) s on $$(nproc) cores"; exit $$rc
 	@scripts/summary.sh .build-test-run.log
 
 deps:
@@ -35,6 +38,10 @@ deps:
 
 build: deps
 	$(SWIFT) build --product cistern
+
+# Every scenario over 200 seeds with the release build, plus a determinism sample.
+sweep: release
+	.build-release/release/cistern sim Scenarios/ --seeds 1...200 --determinism-sample 56
 
 release: deps
 	$(SWIFT) build -c release --product cistern --scratch-path .build-release
