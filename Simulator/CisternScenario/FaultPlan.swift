@@ -234,7 +234,7 @@ public struct FaultPlan: Sendable {
         let longest = Double((swarm.maxDuration ?? .seconds(4)).nanoseconds)
         let maxDuration = max(200_000_000, longest * (0.25 + 0.75 * rng.unit()))
         let severity = 0.2 + 0.8 * rng.unit()
-        return RandomFaults(kinds: kinds, meanInterval: SimDuration(nanoseconds: UInt64(interval) / 1_000_000 * 1_000_000), from: swarm.from, until: swarm.until,
+        return RandomFaults(kinds: kinds, meanInterval: SimDuration(nanoseconds: max(1_000_000, UInt64(interval) / 1_000_000 * 1_000_000)), from: swarm.from, until: swarm.until,
                             maxDuration: SimDuration(nanoseconds: UInt64(maxDuration) / 1_000_000 * 1_000_000), severity: (severity * 100).rounded() / 100)
     }
 

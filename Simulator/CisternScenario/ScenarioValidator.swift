@@ -123,6 +123,7 @@ public enum ScenarioValidator {
             }
             if w.kinds?.isEmpty == true { out.append("swarm.kinds: list at least one fault kind, or leave it out for all of them") }
             if let u = w.until, u > s.duration { out.append("swarm.until: \(u) is after the end of the workload (\(s.duration))") }
+            else if let u = w.until, u > s.healTime { out.append("swarm.until: \(u) is after heal_at (\(s.healTime)); faults after the heal would eat into the liveness phase") }
             if let a = w.minInterval, a.nanoseconds < 1_000_000 { out.append("swarm.min_interval: \(a) is under the 1ms minimum") }
             if let a = w.minInterval, let b = w.maxInterval, a > b { out.append("swarm.min_interval: \(a) is above max_interval (\(b))") }
         }
