@@ -35,6 +35,14 @@ public final class History: @unchecked Sendable {
 }
 
 extension History {
+    /// The liveness phase of `scenario` at the end of a run in `world`: operations of
+    /// client processes still alive must have finished within the bound.
+    func pendingAfterHeal(_ scenario: Scenario, world: SimWorld) -> [String] {
+        pendingAfterHeal(healAt: scenario.healTime.nanoseconds, bound: scenario.liveness.nanoseconds, end: world.nowNanoseconds) { client, incarnation in
+            (try? world.node(named: client))?.process.map { $0.incarnation == incarnation && !$0.isDead } ?? false
+        }
+    }
+
     /// The liveness phase: after the heal, every operation must finish (succeed or
     /// fail) within `bound` of the heal or of its own start, whichever is later.
     /// Operations of a client process that died are exempt (nobody waits for them).

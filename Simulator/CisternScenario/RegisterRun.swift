@@ -57,9 +57,7 @@ final class RegisterRun: @unchecked Sendable {
             violations += livenessViolations()
         }
         if invariants.contains("liveness") {
-            violations += history.pendingAfterHeal(healAt: scenario.healTime.nanoseconds, bound: scenario.liveness.nanoseconds, end: world.nowNanoseconds) { [world] client, incarnation in
-                (try? world.node(named: client))?.process.map { $0.incarnation == incarnation && !$0.isDead } ?? false
-            }
+            violations += history.pendingAfterHeal(scenario, world: world)
         }
         violations += bootFailures
         for v in violations { world.trace.note(.violation, at: world.nowNanoseconds, v) }

@@ -261,6 +261,16 @@ public enum FaultKind: String, Codable, Sendable, CaseIterable {
     case clockSkew = "clock_skew"
     /// Undo every fault now.
     case heal
+
+    /// Decodes fault kind names, naming an unknown one and the known ones.
+    static func list<K: CodingKey>(_ texts: [String], in c: KeyedDecodingContainer<K>, forKey key: K) throws -> [FaultKind] {
+        try texts.map { t in
+            guard let k = FaultKind(rawValue: t) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "unknown fault kind '\(t)'; expected one of: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return k
+        }
+    }
 }
 
 public struct FaultSpec: Codable, Sendable {
@@ -348,12 +358,7 @@ public struct RandomFaults: Codable, Sendable {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let texts = try c.decode([String].self, forKey: .kinds)
-        kinds = try texts.map { t in
-            guard let k = FaultKind(rawValue: t) else {
-                throw DecodingError.dataCorruptedError(forKey: .kinds, in: c, debugDescription: "unknown fault kind '\(t)'; expected one of: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            return k
-        }
+        kinds = try FaultKind.list(texts, in: c, forKey: .kinds)
         meanInterval = try c.decode(SimDuration.self, forKey: .meanInterval)
         from = try c.decodeIfPresent(SimDuration.self, forKey: .from)
         until = try c.decodeIfPresent(SimDuration.self, forKey: .until)
@@ -387,12 +392,7 @@ public struct Swarm: Codable, Sendable {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if let texts = try c.decodeIfPresent([String].self, forKey: .kinds) {
-            kinds = try texts.map { t in
-                guard let k = FaultKind(rawValue: t) else {
-                    throw DecodingError.dataCorruptedError(forKey: .kinds, in: c, debugDescription: "unknown fault kind '\(t)'; expected one of: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                return k
-            }
+            kinds = try FaultKind.list(texts, in: c, forKey: .kinds)
         }
         from = try c.decodeIfPresent(SimDuration.self, forKey: .from)
         until = try c.decodeIfPresent(SimDuration.self, forKey: .until)

@@ -116,10 +116,7 @@ final class StorageRun: @unchecked Sendable {
         if !lateNodes.isEmpty && generations.count < 2 && invariants.contains("liveness") {
             violations.append("liveness: \(lateNodes.count) storage node(s) joined but the chain table never grew onto them")
         }
-        if invariants.contains("liveness") { violations += history.pendingAfterHeal(healAt: scenario.healTime.nanoseconds, bound: scenario.liveness.nanoseconds, end: world.nowNanoseconds) { [world] client, incarnation in
-                (try? world.node(named: client))?.process.map { $0.incarnation == incarnation && !$0.isDead } ?? false
-            }
-        }
+        if invariants.contains("liveness") { violations += history.pendingAfterHeal(scenario, world: world) }
         if invariants.contains("linearizable") || invariants.contains("no_lost_writes") {
             violations += LinearizabilityChecker.check(history) + mixed
         }
