@@ -2,10 +2,16 @@
 /// sides' chunk metadata, following 3FS's rules:
 /// - a chunk only here is sent; a chunk only there is removed there;
 /// - a chunk written here under a newer chain version is sent;
-/// - under the same chain version, it is skipped when both hold the same committed
-///   version with the same checksum, or when the successor's pending version is our
-///   committed one (a write in flight will complete it); otherwise it is sent.
+/// - under the same chain version, it is skipped only when both hold the same
+///   committed version with the same length and checksum; otherwise it is sent.
 /// Sends are full-chunk replaces of our committed version.
+///
+/// A successor whose *pending* version equals our committed one is sent the chunk
+/// too. Within one chain version a predecessor commits only after its successor
+/// did, so that state means the successor lost its commit record (a crash dropped
+/// unsynced writes) and no write in flight will ever complete it. Sending is safe
+/// when a write is in flight after all: a replica answers a replace at or below its
+/// committed version with `alreadyCommitted`.
 public enum ResyncPlanner {
     public enum Action: Sendable, Equatable {
         case send(ChunkID)
@@ -28,8 +34,6 @@ public enum ResyncPlanner {
             if committed.chainVersion > otherChainVersion {
                 actions.append(.send(mine.id))
             } else if let oc = other.committed, oc.version == committed.version, oc.checksum == committed.checksum, oc.length == committed.length {
-                continue
-            } else if other.pending?.version == committed.version {
                 continue
             } else {
                 actions.append(.send(mine.id))

@@ -130,7 +130,7 @@ let c1 = ChunkID(inode: 1, index: 0)
             ChunkMeta(id: c1, committed: version(3)),               // only here: send
             ChunkMeta(id: c2, committed: version(3, chain: 5)),     // newer chain version: send
             ChunkMeta(id: c3, committed: version(3)),               // same: skip
-            ChunkMeta(id: c4, committed: version(4)),               // remote pending == our committed: skip
+            ChunkMeta(id: c4, committed: version(4)),               // remote lost the commit of 4: send
             ChunkMeta(id: c5, committed: version(4, crc: 7)),       // same version, different bytes: send
         ]
         let remote = [
@@ -140,7 +140,22 @@ let c1 = ChunkID(inode: 1, index: 0)
             ChunkMeta(id: c5, committed: version(4, crc: 8)),
             ChunkMeta(id: c6, committed: version(1)),               // only there: remove
         ]
-        #expect(ResyncPlanner.plan(local: local, remote: remote) == [.send(c1), .send(c2), .send(c5), .remove(c6)])
+        #expect(ResyncPlanner.plan(local: local, remote: remote) == [.send(c1), .send(c2), .send(c4), .send(c5), .remove(c6)])
+    }
+
+    /// Found by the 200-seed sweep (crash-lost-writes seeds 18, 136, 141): a tail that
+    /// crashed after committing version K+1 kept the staged data but lost the commit
+    /// record, so it came back with K committed and K+1 pending. The planner used to
+    /// skip that chunk, waiting for a write that was no longer in flight, and the
+    /// replicas stayed a version apart forever.
+    @Test func aSuccessorThatLostACommitIsSentTheChunk() {
+        let local = [ChunkMeta(id: c1, committed: version(5))]
+        let remote = [ChunkMeta(id: c1, committed: version(4), pending: version(5))]
+        #expect(ResyncPlanner.plan(local: local, remote: remote) == [.send(c1)])
+        // The replica takes the replace over its pending version...
+        #expect(ReplicaWriteRule.decide(remote[0], version: 5, checksum: 0, fullReplace: true) == .replace)
+        // ...and a replace that arrives after the commit it carries is a no-op.
+        #expect(ReplicaWriteRule.decide(local[0], version: 5, checksum: 0, fullReplace: true) == .alreadyCommitted)
     }
 
     @Test func applyingThePlanMakesTheSuccessorMatch() {
@@ -150,7 +165,10 @@ let c1 = ChunkID(inode: 1, index: 0)
                 (0..<8).compactMap { i -> ChunkMeta? in
                     guard rng.chance(0.7) else { return nil }
                     let v = UInt64.random(in: 1...4, using: &rng)
-                    return ChunkMeta(id: ChunkID(inode: UInt64(i), index: 0), committed: version(v, chain: UInt64.random(in: 1...3, using: &rng)))
+                    let chain = UInt64.random(in: 1...3, using: &rng)
+                    // Some replicas hold a staged next version (in flight, or a commit lost in a crash).
+                    let pending = rng.chance(0.3) ? version(v + 1, chain: chain) : nil
+                    return ChunkMeta(id: ChunkID(inode: UInt64(i), index: 0), committed: version(v, chain: chain), pending: pending)
                 }
             }
             let local = randomMetas()
@@ -158,7 +176,10 @@ let c1 = ChunkID(inode: 1, index: 0)
             for m in randomMetas() { remote[m.id] = m }
             for action in ResyncPlanner.plan(local: local, remote: Array(remote.values)) {
                 switch action {
-                case .send(let id): remote[id] = local.first { $0.id == id }
+                case .send(let id):
+                    var sent = local.first { $0.id == id }
+                    sent?.pending = nil  // a full-chunk replace drops the pending version
+                    remote[id] = sent
                 case .remove(let id): remote[id] = nil
                 }
             }
