@@ -88,10 +88,7 @@ final class StorageRun: @unchecked Sendable {
             }
             if let at = spec.startAt {
                 driver.joinsLater.insert(spec.name)
-                world.executor.schedule(at: at.nanoseconds) { [unowned self] in
-                    driver.joinsLater.remove(spec.name)
-                    if node.process == nil { self.world.start(node) }
-                }
+                joinLater(node, at: at.nanoseconds, driver: driver)
             } else {
                 world.start(node)
             }
@@ -250,6 +247,20 @@ final class StorageRun: @unchecked Sendable {
     /// Once the late storage nodes registered, asks the manager for chains on their
     /// targets (a new version of the chain table) and opens a new generation of
     /// chunks on them, while the clients keep writing.
+    /// Starts a late-joining storage node at `at`, or once the first chains exist if
+    /// that comes later: a node up before them would get first-table chains and the
+    /// table would have nothing to grow onto.
+    func joinLater(_ node: SimNode, at: UInt64, driver: FaultDriver) {
+        world.executor.schedule(at: at) { [unowned self] in
+            guard !self.chains.isEmpty else {
+                self.joinLater(node, at: self.world.nowNanoseconds + 100_000_000, driver: driver)
+                return
+            }
+            driver.joinsLater.remove(node.name)
+            if node.process == nil { self.world.start(node) }
+        }
+    }
+
     func growChainTable(_ ctx: SimProcessContext, _ client: MgmtdClient) async {
         let late = Set(lateNodes.map(\.name))
         guard !late.isEmpty else { return }

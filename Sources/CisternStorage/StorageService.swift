@@ -60,6 +60,9 @@ public actor StorageService {
     /// target whose medium fails is reported offline).
     private var failedTargets: [TargetID: String] = [:]
     private var failedSince: [TargetID: UInt64] = [:]
+    /// Targets whose disk works again, until the manager takes them back (SYNCING or
+    /// SERVING): their OFFLINE state is expected and must not restart the whole node.
+    private var rejoining: Set<TargetID> = []
     /// Checksum failures seen on reads (each triggers a repair).
     public private(set) var corruptionsDetected = 0
     public private(set) var repairs = 0
@@ -469,18 +472,26 @@ public actor StorageService {
             // Out of service and out of its chain: once its disk works again, rejoin
             // (as after a restart, through a resync from a serving replica).
             guard runtime.nowNanoseconds() >= (failedSince[t] ?? 0) &+ config.failedTargetProbeNanoseconds else { continue }
-            failedSince[t] = runtime.nowNanoseconds()
-            if await diskWorks(t) {
-                log.notice("\(t)'s disk works again (\(failedTargets[t] ?? "")); it rejoins through a resync")
+            let probeStarted = runtime.nowNanoseconds()
+            failedSince[t] = probeStarted
+            let reason = failedTargets[t]
+            // A commit that failed while the probe ran records a new failure; that one
+            // waits for the next probe rather than being cleared by this one.
+            if await diskWorks(t), failedTargets[t] == reason, failedSince[t] == probeStarted {
+                log.notice("\(t)'s disk works again (\(reason ?? "")); it rejoins through a resync")
                 failedTargets[t] = nil
                 failedSince[t] = nil
+                rejoining.insert(t)
+                syncDone.remove(t)
+                local[t] = .online  // also from LASTSRV, which the loop below leaves alone
             }
         }
+        rejoining = rejoining.filter { t in failedTargets[t] == nil && !(state(t).map { $0 == .syncing || $0 == .serving } ?? false) }
         if recovering {
             guard routing != nil, targetIDs.allSatisfy({ t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? true }) else { return }
             recovering = false
             lastContact = runtime.nowNanoseconds()
-        } else if targetIDs.contains(where: { t in failedTargets[t] == nil && (state(t).map { $0 == .offline || $0 == .lastsrv } ?? false) }) {
+        } else if targetIDs.contains(where: { t in failedTargets[t] == nil && !rejoining.contains(t) && (state(t).map { $0 == .offline || $0 == .lastsrv } ?? false) }) {
             // Declared failed while running (cut off): start over, like a restart.
             recovering = true
             syncDone.removeAll()
