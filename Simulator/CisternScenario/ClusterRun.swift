@@ -158,6 +158,12 @@ final class ClusterRun: @unchecked Sendable {
         await client.serveHints()
         while !bootstrapped {
             await client.refreshRouting()
+            // Chains in routing count, not only an .ok reply: a createChains whose
+            // reply was lost did create them, and every retry is refused.
+            if let t = (await client.routing)?.tables.first, !t.chains.isEmpty {
+                bootstrapped = true
+                break
+            }
             if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes {
                 if case .ok? = try? await client.call(.createChains(replicas: replicas)) { bootstrapped = true }
             }

@@ -190,14 +190,24 @@ public enum RunReport {
         let maxLatency = max(p99.compactMap { $0 }.max() ?? 1, 1)
         let latTop = y
         svg += "<text x='4' y='\(f(y + 12))' class='lane'>latency</text><text x='4' y='\(f(y + 26))' class='role'>max p99 \(ms(maxLatency))</text>"
+        // Latency of the operations that completed in each bucket. A bucket where
+        // none completed breaks the line: joining across it would draw a ramp that
+        // no operation had (blocked operations show up when they complete).
         for (series, cls) in [(p99, "p99"), (p50, "p50")] {
-            var points: [String] = []
+            var runs: [[(Double, Double)]] = [[]]
             for b in 0..<buckets {
-                guard let v = series[b] else { continue }
-                let px = x(UInt64(b) * bucketNs + bucketNs / 2)
-                points.append("\(f(px)),\(f(latTop + chartHeight - chartHeight * Double(v) / Double(maxLatency)))")
+                guard let v = series[b] else {
+                    if !(runs.last?.isEmpty ?? true) { runs.append([]) }
+                    continue
+                }
+                runs[runs.count - 1].append((x(UInt64(b) * bucketNs + bucketNs / 2), latTop + chartHeight - chartHeight * Double(v) / Double(maxLatency)))
             }
-            if !points.isEmpty { svg += "<polyline points='\(points.joined(separator: " "))' class='\(cls)'/>" }
+            let halfBucket = (x(bucketNs) - x(0)) / 2
+            for run in runs where !run.isEmpty {
+                // A lone bucket is drawn as a short level segment across it.
+                let points = run.count == 1 ? [(run[0].0 - halfBucket, run[0].1), (run[0].0 + halfBucket, run[0].1)] : run
+                svg += "<polyline points='\(points.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " "))' class='\(cls)'/>"
+            }
         }
         axis(at: latTop, height: chartHeight)
         y += chartHeight + 24

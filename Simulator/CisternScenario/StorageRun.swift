@@ -244,9 +244,6 @@ final class StorageRun: @unchecked Sendable {
         return client
     }
 
-    /// Once the late storage nodes registered, asks the manager for chains on their
-    /// targets (a new version of the chain table) and opens a new generation of
-    /// chunks on them, while the clients keep writing.
     /// Starts a late-joining storage node at `at`, or once the first chains exist if
     /// that comes later: a node up before them would get first-table chains and the
     /// table would have nothing to grow onto.
@@ -261,6 +258,9 @@ final class StorageRun: @unchecked Sendable {
         }
     }
 
+    /// Once the late storage nodes registered, asks the manager for chains on their
+    /// targets (a new version of the chain table) and opens a new generation of
+    /// chunks on them, while the clients keep writing.
     func growChainTable(_ ctx: SimProcessContext, _ client: MgmtdClient) async {
         let late = Set(lateNodes.map(\.name))
         guard !late.isEmpty else { return }

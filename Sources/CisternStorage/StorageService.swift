@@ -569,7 +569,16 @@ public actor StorageService {
         for action in plan {
             switch action {
             case .send(let chunk):
-                guard let (data, v) = try? await engine.read(chunk) else { continue }
+                // A chunk we cannot read now (a disk error, a bad checksum awaiting
+                // repair) ends this pass without sync-done: skipping it would let the
+                // successor serve an old version. The next heartbeat starts over.
+                let data: [UInt8], v: ChunkVersion
+                do {
+                    (data, v) = try await engine.read(chunk)
+                } catch {
+                    log.warning("resync of \(successor) from \(t) stopped: cannot read \(chunk): \(error); it starts over")
+                    return
+                }
                 let args = WriteArgs(target: successor, chain: chain.id, chainVersion: chain.version, chunk: chunk, version: v.version, checksum: v.checksum, fullReplace: true, tag: ClientTag(client: 0, channel: 0, sequence: 0))
                 guard let (reply, _) = await call(.write(args), bulk: data), case .written = reply else { return }
             case .remove(let chunk):
