@@ -31,13 +31,11 @@ public enum ResyncPlanner {
                 continue
             }
             let otherChainVersion = max(other.committed?.chainVersion ?? 0, other.pending?.chainVersion ?? 0)
-            if committed.chainVersion > otherChainVersion {
-                actions.append(.send(mine.id))
-            } else if let oc = other.committed, oc.version == committed.version, oc.checksum == committed.checksum, oc.length == committed.length {
+            if committed.chainVersion <= otherChainVersion, let oc = other.committed,
+               oc.version == committed.version, oc.checksum == committed.checksum, oc.length == committed.length {
                 continue
-            } else {
-                actions.append(.send(mine.id))
             }
+            actions.append(.send(mine.id))
         }
         for other in remote.sorted(by: { $0.id < $1.id }) where !seen.contains(other.id) {
             actions.append(.remove(other.id))
