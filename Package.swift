@@ -49,8 +49,10 @@ let package = Package(
             name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]),
 
-        // Wire encoding and checksums: no dependencies, used by everything.
-        .target(name: "CisternWire", swiftSettings: strict),
+        // CRC-32C with the CPU's instruction (SSE4.2 or ARMv8 CRC), chosen at run time.
+        .target(name: "CCRC32C", path: "Sources/CCRC32C"),
+        // Wire encoding and checksums: used by everything.
+        .target(name: "CisternWire", dependencies: ["CCRC32C"], swiftSettings: strict),
         // The seams (protocols and shared value types).
         .target(
             name: "CisternCore",

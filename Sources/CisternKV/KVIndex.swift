@@ -399,7 +399,9 @@ public struct KVIndex: Sendable {
                 continue
             }
         }
-        for (raw, r) in slots {
+        // In slot order, not the dictionary's (its order differs between processes).
+        for raw in slots.keys.sorted() {
+            guard let r = slots[raw] else { continue }
             switch r.state {
             case .confirmed(let k):
                 if keys[k]?.slot.rawValue != raw { problems.append("slot#\(raw) holds '\(k)', whose record points elsewhere") }

@@ -2,13 +2,14 @@ import ArgumentParser
 import CisternBench
 import CisternServer
 import CisternSim
+import CisternWire
 import Foundation
 
 /// `cistern bench`: benchmarks that print figures, never pass/fail.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmarks.",
-        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self])
+        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self, CRCBench.self])
 }
 
 struct SimBench: ParsableCommand {
@@ -209,5 +210,51 @@ struct KVBench: AsyncParsableCommand {
         } else {
             print(KVBenchmark.format(report))
         }
+    }
+}
+
+/// `cistern bench crc`: CRC-32C throughput on the CPU's instruction and on the table,
+/// beside memcpy of the same buffer (the machine's limit for touching bytes once).
+struct CRCBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "crc",
+        abstract: "CRC-32C GB/s, hardware and software, beside memcpy of the same buffers.")
+
+    @Option(help: "Bytes to process per figure (MiB).")
+    var mebibytes = 2_048
+
+    func run() throws {
+        print("crc32c: the CPU's instruction is \(CRC32C.usesHardware ? "in use" : "not available (software table only)")")
+        print("| buffer | memcpy GB/s | crc32c hardware GB/s | ratio to memcpy | crc32c software GB/s | hardware / software |")
+        print("|---|---|---|---|---|---|")
+        for size in [4 << 10, 64 << 10, 1 << 20] {
+            let source = [UInt8]((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) })
+            var target = [UInt8](repeating: 0, count: size)
+            let rounds = max(1, (mebibytes << 20) / size)
+            func gigabytesPerSecond(_ body: () -> Void) -> Double {
+                let start = DispatchTime.now().uptimeNanoseconds
+                body()
+                return Double(rounds * size) / Double(DispatchTime.now().uptimeNanoseconds - start)
+            }
+            var sink: UInt32 = 0
+            let copy = gigabytesPerSecond {
+                source.withUnsafeBytes { s in target.withUnsafeMutableBytes { t in
+                    for _ in 0..<rounds { t.copyMemory(from: s); sink &+= UInt32(t[Int(sink) % size]) }
+                } }
+            }
+            let hardware = gigabytesPerSecond {
+                source.withUnsafeBytes { s in for _ in 0..<rounds { sink ^= CRC32C.checksum(s, continuing: sink) } }
+            }
+            let softwareRounds = max(1, rounds / 8)
+            let softwareStart = DispatchTime.now().uptimeNanoseconds
+            source.withUnsafeBytes { s in for _ in 0..<softwareRounds { sink ^= CRC32C.software(s, continuing: sink) } }
+            let software = Double(softwareRounds * size) / Double(DispatchTime.now().uptimeNanoseconds - softwareStart)
+            let label = size >= 1 << 20 ? "\(size >> 20) MiB" : "\(size >> 10) KiB"
+            print("| \(label) | \(String(format: "%.1f", copy)) | \(String(format: "%.1f", hardware)) | \(String(format: "%.2f", hardware / copy))x | \(String(format: "%.2f", software)) | \(String(format: "%.1f", hardware / software))x |")
+            if sink == 0x1234_5678 { print("") }  // keeps the loops from being optimized away
+        }
+        #if DEBUG
+        print("note: a debug build; measure with the release build (make release)")
+        #endif
     }
 }
