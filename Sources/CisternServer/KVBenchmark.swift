@@ -161,8 +161,14 @@ public enum KVBenchmark {
         p.standardError = FileHandle.nullDevice
         try p.run()
         defer {
-            // Not waitUntilExit: it can hang when called off the main thread.
+            // The child inherits this thread's signal mask, in which the Swift runtime's
+            // threads block SIGTERM, so redis never sees it (two servers outlived every
+            // run). SIGTERM for a clean exit where it is not blocked, then SIGKILL, which
+            // cannot be blocked, and wait until the process is gone. Not waitUntilExit:
+            // it can hang when called off the main thread.
             p.terminate()
+            for _ in 0..<20 where p.isRunning { usleep(50_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
             for _ in 0..<100 where p.isRunning { usleep(50_000) }
         }
         var fd: Int32 = -1
