@@ -47,72 +47,58 @@ static inline uint32_t shift_lane(uint32_t crc) {
          ^ shift_table[2][(crc >> 16) & 0xff] ^ shift_table[3][crc >> 24];
 }
 
+/* Per CPU: the availability check and the byte and 8-byte instructions, each in a
+ * function compiled for the instruction's target; one loop below uses them. */
 #if defined(__x86_64__)
 #include <cpuid.h>
+#define HW_TARGET __attribute__((target("sse4.2")))
 
-int cistern_crc32c_hardware_available(void) {
+static int cpu_has_crc32c(void) {
     unsigned eax, ebx, ecx, edx;
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
-    if (!(ecx & bit_SSE4_2)) return 0;
-    if (!__atomic_load_n(&shift_ready, __ATOMIC_ACQUIRE)) build_shift_table();
-    return 1;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_SSE4_2);
 }
-
-__attribute__((target("sse4.2")))
-uint32_t cistern_crc32c_hardware(uint32_t crc, const void *bytes, size_t length) {
-    const unsigned char *p = bytes;
-    uint64_t c0 = (uint32_t)~crc;
-    while (length > 0 && ((uintptr_t)p & 7)) { c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++); length--; }
-    while (length >= 3 * LANE) {
-        uint64_t c1 = 0, c2 = 0;
-        for (size_t i = 0; i < LANE; i += 8) {
-            uint64_t w0, w1, w2;
-            memcpy(&w0, p + i, 8); memcpy(&w1, p + LANE + i, 8); memcpy(&w2, p + 2 * LANE + i, 8);
-            c0 = __builtin_ia32_crc32di(c0, w0);
-            c1 = __builtin_ia32_crc32di(c1, w1);
-            c2 = __builtin_ia32_crc32di(c2, w2);
-        }
-        c0 = shift_lane((uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift_lane((uint32_t)c0) ^ (uint32_t)c2;
-        p += 3 * LANE; length -= 3 * LANE;
-    }
-    while (length >= 8) { uint64_t w; memcpy(&w, p, 8); c0 = __builtin_ia32_crc32di(c0, w); p += 8; length -= 8; }
-    while (length > 0) { c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++); length--; }
-    return ~(uint32_t)c0;
-}
+static inline HW_TARGET uint32_t crc_byte(uint32_t c, unsigned char b) { return __builtin_ia32_crc32qi(c, b); }
+static inline HW_TARGET uint32_t crc_word(uint32_t c, uint64_t w) { return (uint32_t)__builtin_ia32_crc32di(c, w); }
 
 #elif defined(__aarch64__)
 #include <sys/auxv.h>
 #ifndef HWCAP_CRC32
 #define HWCAP_CRC32 (1 << 7)
 #endif
+#define HW_TARGET __attribute__((target("crc")))
 
+static int cpu_has_crc32c(void) { return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0; }
+static inline HW_TARGET uint32_t crc_byte(uint32_t c, unsigned char b) { return __builtin_arm_crc32cb(c, b); }
+static inline HW_TARGET uint32_t crc_word(uint32_t c, uint64_t w) { return __builtin_arm_crc32cd(c, w); }
+#endif
+
+#if defined(HW_TARGET)
 int cistern_crc32c_hardware_available(void) {
-    if (!(getauxval(AT_HWCAP) & HWCAP_CRC32)) return 0;
+    if (!cpu_has_crc32c()) return 0;
     if (!__atomic_load_n(&shift_ready, __ATOMIC_ACQUIRE)) build_shift_table();
     return 1;
 }
 
-__attribute__((target("crc")))
+HW_TARGET
 uint32_t cistern_crc32c_hardware(uint32_t crc, const void *bytes, size_t length) {
     const unsigned char *p = bytes;
     uint32_t c0 = ~crc;
-    while (length > 0 && ((uintptr_t)p & 7)) { c0 = __builtin_arm_crc32cb(c0, *p++); length--; }
+    while (length > 0 && ((uintptr_t)p & 7)) { c0 = crc_byte(c0, *p++); length--; }
     while (length >= 3 * LANE) {
         uint32_t c1 = 0, c2 = 0;
         for (size_t i = 0; i < LANE; i += 8) {
             uint64_t w0, w1, w2;
             memcpy(&w0, p + i, 8); memcpy(&w1, p + LANE + i, 8); memcpy(&w2, p + 2 * LANE + i, 8);
-            c0 = __builtin_arm_crc32cd(c0, w0);
-            c1 = __builtin_arm_crc32cd(c1, w1);
-            c2 = __builtin_arm_crc32cd(c2, w2);
+            c0 = crc_word(c0, w0);
+            c1 = crc_word(c1, w1);
+            c2 = crc_word(c2, w2);
         }
         c0 = shift_lane(c0) ^ c1;
         c0 = shift_lane(c0) ^ c2;
         p += 3 * LANE; length -= 3 * LANE;
     }
-    while (length >= 8) { uint64_t w; memcpy(&w, p, 8); c0 = __builtin_arm_crc32cd(c0, w); p += 8; length -= 8; }
-    while (length > 0) { c0 = __builtin_arm_crc32cb(c0, *p++); length--; }
+    while (length >= 8) { uint64_t w; memcpy(&w, p, 8); c0 = crc_word(c0, w); p += 8; length -= 8; }
+    while (length > 0) { c0 = crc_byte(c0, *p++); length--; }
     return ~c0;
 }
 
