@@ -48,7 +48,7 @@ public final class POSIXDisk: Disk {
     /// A disk rooted at `root`, creating the directory (and its parents) if missing.
     /// Blocking work runs on `threadPool`, which must be started; the default is NIO's
     /// shared, always-running blocking pool.
-    public init(root: String, threadPool: NIOThreadPool = .singleton) throws(DiskError) {
+    public init(root: String, threadPool: NIOThreadPool = DiskThreadPool.shared) throws(DiskError) {
         var trimmed = root
         while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
         guard !trimmed.isEmpty else { throw .invalidPath(path: root, reason: "empty root directory") }

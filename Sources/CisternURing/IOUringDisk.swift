@@ -65,12 +65,12 @@ public final class IOUringDisk: Disk {
     /// Throws `invalidPath` for a bad root (as `POSIXDisk`), and `unavailable` when no
     /// ring can be set up or the kernel lacks the READ, WRITE, FSYNC or FALLOCATE ring
     /// operations (Linux 5.6 or later): use `DiskFactory.makeBest` to fall back.
-    public init(root: String, threadPool: NIOThreadPool = .singleton, ringEntries: UInt32 = 256) throws(DiskError) {
+    public init(root: String, threadPool: NIOThreadPool = DiskThreadPool.shared, ringEntries: UInt32 = 256) throws(DiskError) {
         let names = try POSIXDisk(root: root, threadPool: threadPool)
         self.names = names
         self.root = names.root
         self.pool = threadPool
-        self.rings = URingCache(entries: max(ringEntries, 1), maxIdle: 8)
+        self.rings = URingCache(entries: max(ringEntries, 1), maxIdle: DiskThreadPool.threads)
         switch rings.checkOut() {
         case .failure(let error):
             throw .unavailable(reason: IOUringProbe.reason(for: error.code))
