@@ -65,6 +65,7 @@ final class KVCacheRun: @unchecked Sendable {
 
     var pageBytes: Int { Int(scenario.workload.pageBytes?.bytes ?? 4_096) }
     var capacity: Int { scenario.workload.capacityPages ?? 1_000 }
+    var durability: KVDurability { scenario.workload.durability.flatMap { KVDurability($0) } ?? .cache }
     var prefixes: Int { scenario.workload.prefixes ?? 20 }
     var prefixPages: Int { scenario.workload.prefixPages ?? 8 }
 
@@ -185,7 +186,7 @@ final class KVCacheRun: @unchecked Sendable {
         let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs)
         await client.start()
         while !namespaceReady {
-            if (try? await client.kvNamespace(namespace, pageBytes: pageBytes, capacityPages: UInt64(capacity), files: 2)) != nil {
+            if (try? await client.kvNamespace(namespace, pageBytes: pageBytes, capacityPages: UInt64(capacity), files: 2, durability: durability)) != nil {
                 namespaceReady = true
             } else {
                 try? await ctx.runtime.sleep(nanoseconds: 300_000_000)

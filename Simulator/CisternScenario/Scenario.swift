@@ -25,10 +25,15 @@ public struct Scenario: Codable, Sendable {
     /// The scenario goes beyond what the protocol can repair on purpose: violations
     /// are expected (the run succeeds only if one is detected).
     public var expectViolations: Bool?
+    /// The faults take down more nodes at once than the topology tolerates on purpose
+    /// (a power loss of every storage node): the survivability check is skipped, and
+    /// the invariants listed must still hold once the nodes return.
+    public var allowTotalOutage: Bool?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, duration, topology, network, disk, kv, workload, faults, invariants, swarm
         case healAt = "heal_at", livenessBound = "liveness_bound", randomFaults = "random_faults", expectViolations = "expect_violations"
+        case allowTotalOutage = "allow_total_outage"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,6 +54,7 @@ public struct Scenario: Codable, Sendable {
         swarm = try c.decodeIfPresent(Swarm.self, forKey: .swarm)
         invariants = try c.decodeIfPresent([String].self, forKey: .invariants)
         expectViolations = try c.decodeIfPresent(Bool.self, forKey: .expectViolations)
+        allowTotalOutage = try c.decodeIfPresent(Bool.self, forKey: .allowTotalOutage)
     }
 
     public var healTime: SimDuration { healAt ?? SimDuration(nanoseconds: duration.nanoseconds / 10 * 7) }
@@ -197,8 +203,11 @@ public struct Workload: Codable, Sendable {
     public var capacityPages: Int?
     public var prefixes: Int?
     public var prefixPages: Int?
+    /// KV cache workload: the namespace's durability, `cache` (the default) or
+    /// `durable`.
+    public var durability: String?
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kind, keys, replicas, chunks, prefixes
+        case kind, keys, replicas, chunks, prefixes, durability
         case pageBytes = "page_bytes", capacityPages = "capacity_pages", prefixPages = "prefix_pages"
         case chunkBytes = "chunk_bytes"
         case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time", plantedBug = "planted_bug"
@@ -223,6 +232,7 @@ public struct Workload: Codable, Sendable {
         capacityPages = try c.decodeIfPresent(Int.self, forKey: .capacityPages)
         prefixes = try c.decodeIfPresent(Int.self, forKey: .prefixes)
         prefixPages = try c.decodeIfPresent(Int.self, forKey: .prefixPages)
+        durability = try c.decodeIfPresent(String.self, forKey: .durability)
     }
 }
 

@@ -1,3 +1,5 @@
+import CisternKV
+
 /// Checks a decoded scenario for mistakes a YAML schema cannot see: unknown node
 /// names, missing fields per fault kind, values out of range, and faults beyond
 /// what the topology survives.
@@ -54,6 +56,7 @@ public enum ScenarioValidator {
             let prefixes = s.workload.prefixes ?? 20
             let perPrefix = s.workload.prefixPages ?? 8
             if capacity < 1 { out.append("workload.capacity_pages: must be at least 1") }
+            if let d = s.workload.durability, KVDurability(d) == nil { out.append("workload.durability: '\(d)' is not cache or durable") }
             if prefixes < 1 || perPrefix < 1 { out.append("workload.prefixes and workload.prefix_pages: must be at least 1") }
             let invariants = s.invariants ?? kvcacheInvariants
             if invariants.contains("no_lost_pages") && capacity < prefixes * perPrefix {
@@ -137,7 +140,7 @@ public enum ScenarioValidator {
         guard out.isEmpty else { return out }
         // Faults beyond what the topology survives (timed faults; random ones are
         // generated within the budget).
-        if s.expectViolations != true {
+        if s.expectViolations != true && s.allowTotalOutage != true {
             let plan = FaultPlan(scenario: s)
             if let problem = plan.survivabilityProblem(plan.timed) { out.append(problem) }
         }

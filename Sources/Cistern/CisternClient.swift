@@ -241,12 +241,12 @@ public actor CisternClient {
     // MARK: KV
 
     /// Opens the KV namespace `name`, creating it with this shape if it does not
-    /// exist (an existing one must have the same shape).
-    public func kvNamespace(_ name: String, pageBytes: Int, capacityPages: UInt64, files: Int = 4) async throws(CisternError) -> KVNamespace {
+    /// exist (an existing one must have the same shape and durability).
+    public func kvNamespace(_ name: String, pageBytes: Int, capacityPages: UInt64, files: Int = 4, durability: KVDurability = .cache) async throws(CisternError) -> KVNamespace {
         guard pageBytes > 0, files > 0 else { throw .invalidArgument("page size and file count must be positive") }
         let reply: KVReply
         do {
-            reply = try await kvIndex.call(.createNamespace(name: name, pageBytes: UInt32(clamping: pageBytes), capacityPages: capacityPages, files: UInt32(clamping: files)))
+            reply = try await kvIndex.call(.createNamespace(name: name, pageBytes: UInt32(clamping: pageBytes), capacityPages: capacityPages, files: UInt32(clamping: files), durability: durability))
         } catch {
             throw .kv(error)
         }

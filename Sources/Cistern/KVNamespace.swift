@@ -101,15 +101,33 @@ public struct KVNamespace: Sendable {
         }
         let config = self.config
         let storage = client.pageStorage
-        let written = await runtime.concurrentMap(writes, limit: client.options.inFlightMax) { w -> String? in
-            guard let (chunk, chain) = config.location(of: w.slot) else { return "\(w.slot) is outside the namespace" }
-            guard runtime.nowNanoseconds() < deadline else { return "the reservation ran out before the write started" }
-            do {
-                _ = try await storage.write(chunk, chain: chain, pages[w.i].bytes)
-                return nil
-            } catch {
-                return "\(error)"
+        // Pages grouped by chain, in byte-bounded sub-batches, each one replicated
+        // write request; all sub-batches in flight at once (within the client's limit).
+        var written = [String?](repeating: nil, count: writes.count)
+        var byChain: [ChainID: [(k: Int, chunk: ChunkID)]] = [:]
+        for (k, w) in writes.enumerated() {
+            guard let (chunk, chain) = config.location(of: w.slot) else {
+                written[k] = "\(w.slot) is outside the namespace"
+                continue
             }
+            byChain[chain, default: []].append((k, chunk))
+        }
+        var subBatches: [(chain: ChainID, items: [(k: Int, chunk: ChunkID)])] = []
+        for chain in byChain.keys.sorted() {
+            for group in Self.split(byChain[chain]!, bytes: { pages[writes[$0.k].i].bytes.count }) { subBatches.append((chain, group)) }
+        }
+        let durable = config.durability == .durable
+        let toWrite = writes
+        let answers = await runtime.concurrentMap(subBatches, limit: client.options.inFlightMax) { sub -> [String?] in
+            guard runtime.nowNanoseconds() < deadline else { return Array(repeating: "the reservation ran out before the write started", count: sub.items.count) }
+            let results = await storage.writeBatch(sub.items.map { ($0.chunk, pages[toWrite[$0.k].i].bytes) }, chain: sub.chain, durable: durable)
+            return results.map { r in
+                if case .failure(let e) = r { return "\(e)" }
+                return nil
+            }
+        }
+        for (sub, answer) in zip(subBatches, answers) {
+            for (item, failure) in zip(sub.items, answer) { written[item.k] = failure }
         }
         var confirms: [KVConfirmItem] = []
         var aborts: [(PageSlot, UInt64)] = []
@@ -140,6 +158,27 @@ public struct KVNamespace: Sendable {
             }
         }
         return outcomes
+    }
+
+    /// Splits `items` into runs of at most `StorageLimits.subBatchBytesTarget` bytes
+    /// (an item larger than that alone) and `StorageLimits.writeBatchItemsMax` items,
+    /// in order.
+    public static func split<T>(_ items: [T], bytes: (T) -> Int, targetBytes: Int = StorageLimits.subBatchBytesTarget, itemsMax: Int = StorageLimits.writeBatchItemsMax) -> [[T]] {
+        var out: [[T]] = []
+        var current: [T] = []
+        var currentBytes = 0
+        for item in items {
+            let n = bytes(item)
+            if !current.isEmpty && (currentBytes + n > targetBytes || current.count >= itemsMax) {
+                out.append(current)
+                current = []
+                currentBytes = 0
+            }
+            current.append(item)
+            currentBytes += n
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
     }
 
     /// Reads pages. A page whose bytes do not match the index (a slot reused under a
@@ -191,7 +230,10 @@ public struct KVNamespace: Sendable {
                 if CRC32C.checksum(page) == loc.checksum { results[i] = .found(page) }
             }
             if attempt == 2 {
-                for i in where_.keys where results[i] == nil { results[i] = .failed("the page kept changing under the reader") }
+                // `cache`: a crash of the whole chain may have rolled the slot back to
+                // older bytes than the index names; the page is lost, not broken.
+                let gone: KVGetResult = config.durability == .cache ? .missing : .failed("the page kept changing under the reader")
+                for i in where_.keys where results[i] == nil { results[i] = gone }
             }
         }
         return results.map { $0 ?? .failed("not read") }

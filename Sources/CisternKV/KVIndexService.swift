@@ -46,8 +46,8 @@ public actor KVIndexService {
         do {
             if let ns = request.namespace { try KVCacheError.check(namespace: ns) }
             switch request {
-            case .createNamespace(let name, let pageBytes, let capacity, let files):
-                return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, now: now))
+            case .createNamespace(let name, let pageBytes, let capacity, let files, let durability):
+                return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, durability: durability, now: now))
             case .describe(let name):
                 return .config(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).config(name) })
             case .reserve(let name, let keys):
@@ -110,7 +110,7 @@ public actor KVIndexService {
     /// Creates a namespace (or returns it if it exists with the same shape): its data
     /// files under `/.kvcache/NAME/`, each a chunk per slot with chunk size = page size,
     /// striped over every chain of the table, and its configuration in the index.
-    func createNamespace(_ name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, now: UInt64) async throws -> KVNamespaceConfig {
+    func createNamespace(_ name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, durability: KVDurability, now: UInt64) async throws -> KVNamespaceConfig {
         guard (UInt32(KVCacheLimits.pageBytesMin)...UInt32(KVCacheLimits.pageBytesMax)).contains(pageBytes) else {
             throw KVCacheError.invalidConfig("page size \(pageBytes) bytes is outside \(KVCacheLimits.pageBytesMin)...\(KVCacheLimits.pageBytesMax)")
         }
@@ -130,7 +130,7 @@ public actor KVIndexService {
         return try await kv.transact(runtime: runtime, idempotent: true) { tx in
             let index = KVIndex(tx, now: now)
             if let existing = try? await index.config(name) {
-                guard existing.pageBytes == pageBytes, existing.capacityPages == capacityPages, existing.files.count == Int(files) else {
+                guard existing.pageBytes == pageBytes, existing.capacityPages == capacityPages, existing.files.count == Int(files), existing.durability == durability else {
                     throw KVCacheError.namespaceMismatch(name, existing: existing.description)
                 }
                 return existing
@@ -145,7 +145,7 @@ public actor KVIndexService {
                 guard let layout = file.layout else { throw KVCacheError.invalidConfig("data file \(i) has no layout") }
                 dataFiles.append(KVDataFile(inode: file.id, layout: layout))
             }
-            let config = KVNamespaceConfig(name: name, pageBytes: pageBytes, capacityPages: capacityPages, slotsPerFile: perFile, files: dataFiles)
+            let config = KVNamespaceConfig(name: name, pageBytes: pageBytes, capacityPages: capacityPages, slotsPerFile: perFile, files: dataFiles, durability: durability)
             try await index.putConfig(config)
             return config
         }

@@ -7,7 +7,8 @@ public let kvIndexService = ServiceID(6)
 /// A request to the KV cache index. Every request names its namespace; batches are
 /// capped at `KVCacheLimits.batchKeysMax` keys. New kinds get new tags (append-only).
 public enum KVRequest: Sendable, Equatable, WireCodable {
-    case createNamespace(name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32)
+    /// `durability` was added after the first format: absent means `durable`.
+    case createNamespace(name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, durability: KVDurability)
     case describe(name: String)
     case reserve(name: String, keys: [String])
     case confirm(name: String, items: [KVConfirmItem])
@@ -23,7 +24,7 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
 
     public var namespace: String? {
         switch self {
-        case .createNamespace(let n, _, _, _), .describe(let n), .reserve(let n, _), .confirm(let n, _), .abort(let n, _, _),
+        case .createNamespace(let n, _, _, _, _), .describe(let n), .reserve(let n, _), .confirm(let n, _), .abort(let n, _, _),
              .lookup(let n, _, _), .exists(let n, _), .delete(let n, _), .usage(let n), .drop(let n), .audit(let n):
             return n
         case .list: return nil
@@ -32,13 +33,14 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
 
     public func encode(to writer: inout WireWriter) {
         switch self {
-        case .createNamespace(let n, let p, let c, let f):
+        case .createNamespace(let n, let p, let c, let f, let d):
             writer.writeVarint(1)
             writer.writeMessage { w in
                 w.writeString(n)
                 w.write(p)
                 w.writeVarint(c)
                 w.write(f)
+                w.write(d)
             }
         case .describe(let n):
             writer.writeVarint(2)
@@ -100,7 +102,9 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
         let tag = try reader.readVarint("KVRequest tag")
         self = try reader.readMessage("KVRequest") { m throws(WireError) -> KVRequest in
             switch tag {
-            case 1: return .createNamespace(name: try m.readString(), pageBytes: try m.read(UInt32.self), capacityPages: try m.readVarint(), files: try m.read(UInt32.self))
+            case 1:
+                return .createNamespace(name: try m.readString(), pageBytes: try m.read(UInt32.self), capacityPages: try m.readVarint(), files: try m.read(UInt32.self),
+                                        durability: m.isAtEnd ? .durable : try m.read(KVDurability.self))
             case 2: return .describe(name: try m.readString())
             case 3: return .reserve(name: try m.readString(), keys: try m.read([String].self))
             case 4: return .confirm(name: try m.readString(), items: try m.read([KVConfirmItem].self))

@@ -97,22 +97,46 @@ public struct KVDataFile: Hashable, Sendable, WireCodable {
 }
 
 /// A namespace's shape: page size, capacity, and the data files its slots live in.
+/// What a KV namespace's put promises once it returns `stored`.
+public enum KVDurability: UInt8, Hashable, Sendable, WireEnum, CustomStringConvertible, CaseIterable {
+    /// Every replica of the page's chain holds it (memory and page cache) and the index
+    /// has confirmed it; data reaches the disks by group commit in the background. A
+    /// crash of every replica of a chain at once may lose recent puts: those pages then
+    /// read as missing (the engine recomputes them), never as wrong bytes. The default:
+    /// a KV cache can always be recomputed.
+    case cache = 1
+    /// Every replica has fsynced the page (group commit) before the put returns: no
+    /// crash loses a stored page.
+    case durable = 2
+
+    public var description: String { self == .cache ? "cache" : "durable" }
+
+    public init?(_ text: String) {
+        guard let d = Self.allCases.first(where: { $0.description == text }) else { return nil }
+        self = d
+    }
+}
+
 public struct KVNamespaceConfig: Hashable, Sendable, WireCodable, CustomStringConvertible {
     public var name: String
     public var pageBytes: UInt32
     public var capacityPages: UInt64
     public var slotsPerFile: UInt64
     public var files: [KVDataFile]
+    /// Added after the first format: a configuration without it is `durable` (what
+    /// every namespace was before).
+    public var durability: KVDurability
 
-    public init(name: String, pageBytes: UInt32, capacityPages: UInt64, slotsPerFile: UInt64, files: [KVDataFile]) {
+    public init(name: String, pageBytes: UInt32, capacityPages: UInt64, slotsPerFile: UInt64, files: [KVDataFile], durability: KVDurability = .cache) {
         self.name = name
         self.pageBytes = pageBytes
         self.capacityPages = capacityPages
         self.slotsPerFile = slotsPerFile
         self.files = files
+        self.durability = durability
     }
 
-    public var description: String { "\(name): \(capacityPages) pages of \(pageBytes) bytes in \(files.count) file(s)" }
+    public var description: String { "\(name): \(capacityPages) pages of \(pageBytes) bytes in \(files.count) file(s), \(durability) durability" }
 
     /// Where slot `slot`'s bytes live: its chunk and chain.
     public func location(of slot: PageSlot) -> (chunk: ChunkID, chain: ChainID)? {
@@ -131,12 +155,14 @@ public struct KVNamespaceConfig: Hashable, Sendable, WireCodable, CustomStringCo
             w.writeVarint(capacityPages)
             w.writeVarint(slotsPerFile)
             w.write(files)
+            w.write(durability)
         }
     }
     public init(from reader: inout WireReader) throws(WireError) {
         self = try reader.readMessage("KVNamespaceConfig") { r throws(WireError) in
             KVNamespaceConfig(name: try r.readString(), pageBytes: try r.read(UInt32.self), capacityPages: try r.readVarint(),
-                              slotsPerFile: try r.readVarint(), files: try r.read([KVDataFile].self))
+                              slotsPerFile: try r.readVarint(), files: try r.read([KVDataFile].self),
+                              durability: r.isAtEnd ? .durable : try r.read(KVDurability.self))
         }
     }
 }

@@ -65,6 +65,15 @@ public enum KVBenchmark {
                 }
                 seconds = Date().timeIntervalSince(start)
                 rows.append(Row(figure: "cistern kv get", pageBytes: pageBytes, bytesPerSecond: Double(pages * pageBytes) / seconds, pagesPerSecond: Double(pages) / seconds))
+                let durable = try await session.client.kvNamespace("bench\(pageBytes >> 10)k-durable", pageBytes: pageBytes, capacityPages: UInt64(pages), files: 4, durability: .durable)
+                progress("cistern put, durable namespace")
+                start = Date()
+                for b in stride(from: 0, to: pages, by: batch) {
+                    let outcomes = try await durable.put((b..<b + batch).map { ("p\($0)", payload) })
+                    if let bad = outcomes.first(where: { !$0.isStored }) { notes.append("durable put \(pageBytes): \(bad)") }
+                }
+                seconds = Date().timeIntervalSince(start)
+                rows.append(Row(figure: "cistern kv put (durable)", pageBytes: pageBytes, bytesPerSecond: Double(pages * pageBytes) / seconds, pagesPerSecond: Double(pages) / seconds))
                 progress("redis-server at the same page size and batch")
                 do {
                     let (set, get) = try redis(pageBytes: pageBytes, pages: pages, batch: batch)
@@ -80,7 +89,7 @@ public enum KVBenchmark {
             throw error
         }
         try await cluster.down()
-        notes.append("cistern: 3-way replicated (CRAQ) pages, every block and metadata group commit fsynced; client, servers and redis share this machine's cores")
+        notes.append("cistern: 3-way replicated (CRAQ) pages; put: cache durability (acknowledged when all 3 replicas hold the page, flushed by group commit behind it); put (durable): acknowledged after every replica's fsync (group commit); client, servers and redis share this machine's cores")
         notes.append("redis: in memory, no persistence (--save '' --appendonly no), one connection pipelining a batch")
         return Report(loopbackTCPBytesPerSecond: tcp, diskSequentialWriteBytesPerSecond: disk.sequentialWriteBytesPerSecond,
                       diskSequentialReadBytesPerSecond: disk.sequentialReadBytesPerSecond, rows: rows, notes: notes)
@@ -107,7 +116,7 @@ public enum KVBenchmark {
     // MARK: Loopback TCP
 
     /// One TCP stream over 127.0.0.1: a thread reads while this one writes 1 MiB blocks.
-    static func loopbackTCP(bytes: Int) throws -> Double {
+    public static func loopbackTCP(bytes: Int) throws -> Double {
         let port = try LocalCluster.freePort()
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(listener) }

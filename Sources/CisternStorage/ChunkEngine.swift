@@ -3,11 +3,21 @@ import CisternWire
 
 /// Stores the chunks of one target on one `Disk`: chunk data in blocks of a few large
 /// preallocated files per size class (`SlabAllocator`), metadata in an append-only
-/// log. Updates are copy-on-write: new data goes to a new block, which is fsynced
-/// before the metadata record naming it is appended and fsynced; the old block is
-/// freed only after that. So after any crash the target recovers to the last
-/// acknowledged state, whatever unsynced writes were lost. Every read verifies the
-/// checksum; a corrupt replica is reported, never returned.
+/// log. Updates are copy-on-write: new data goes to a new block, which is durable
+/// before the metadata record naming it is; the old block is freed only once the
+/// record that stops naming it is durable. Concurrent updates share their fsyncs:
+/// block writes and metadata records are each group-committed.
+///
+/// Every update has a durability (`durable` or `cache`):
+/// - `durable` returns once the block and the record are fsynced, so after any crash
+///   the target recovers at least to the acknowledged state.
+/// - `cache` returns once the block is written (page cache) and the record queued:
+///   the new state serves reads at once and reaches the disk with the next group
+///   commit (fsyncing the blocks it names first). A crash may lose it; the target
+///   then recovers to an older consistent state, never to a record naming bytes
+///   that were not written (replicas and resync restore what one node lost).
+///
+/// Every read verifies the checksum; a corrupt replica is reported, never returned.
 ///
 /// Callers serialize operations on one chunk (the storage service holds a per-chunk
 /// lock); different chunks proceed concurrently.
@@ -122,71 +132,198 @@ public actor ChunkEngine {
 
     // MARK: Updates
 
+    /// One chunk of a batched stage or replace.
+    public struct BlockWrite: Sendable {
+        public var id: ChunkID
+        public var data: [UInt8]
+        public var version: UInt64
+        public init(id: ChunkID, data: [UInt8], version: UInt64) {
+            self.id = id
+            self.data = data
+            self.version = version
+        }
+    }
+
     /// Writes `data` as the pending version `version` of `id` (replacing an earlier
-    /// pending version). Durable on return.
+    /// pending version). Durable on return when `durable`.
     @discardableResult
-    public func stage(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64) async throws(ChunkError) -> ChunkVersion {
-        let v = try await writeBlock(id, data, version: version, chainVersion: chainVersion)
-        var meta = chunks[id] ?? ChunkMeta(id: id)
-        let replaced = meta.pending?.block
-        meta.pending = v
-        try await persist(.put(meta), id: id, after: meta)
-        if let replaced { allocator.free(replaced) }
-        return v
+    public func stage(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64, durable: Bool = true) async throws(ChunkError) -> ChunkVersion {
+        let results = await stageMany([BlockWrite(id: id, data: data, version: version)], chainVersion: chainVersion, durable: durable)
+        return try results[0].get()
+    }
+
+    /// Stages several chunks (distinct ids) as `stage` does each, sharing one block
+    /// submission and one metadata group commit. One result per write, in order.
+    public func stageMany(_ writes: [BlockWrite], chainVersion: UInt64, durable: Bool) async -> [Result<ChunkVersion, ChunkError>] {
+        await update(writes, chainVersion: chainVersion, durable: durable) { id, meta, v in
+            var m = meta ?? ChunkMeta(id: id)
+            let replaced = m.pending?.block
+            m.pending = v
+            return (m, replaced.map { [$0] } ?? [])
+        }
     }
 
     /// Makes the pending version `version` the committed one and frees the old block.
-    public func commit(_ id: ChunkID, version: UInt64) async throws(ChunkError) {
-        guard var meta = chunks[id] else { throw .notFound(id) }
-        if meta.committed?.version == version && meta.pending == nil { return }
-        guard let pending = meta.pending, pending.version == version else {
-            throw .versionMismatch(id, expected: version, pending: meta.pending?.version)
+    public func commit(_ id: ChunkID, version: UInt64, durable: Bool = true) async throws(ChunkError) {
+        if let e = await commitMany([(id, version)], durable: durable)[0] { throw e }
+    }
+
+    /// Commits several chunks as `commit` does each, with one metadata group commit.
+    /// One result per chunk (nil: committed), in order.
+    public func commitMany(_ items: [(id: ChunkID, version: UInt64)], durable: Bool) async -> [ChunkError?] {
+        var results = [ChunkError?](repeating: nil, count: items.count)
+        var changes: [MetaChange] = []
+        var owners: [Int] = []
+        for (i, item) in items.enumerated() {
+            guard var meta = chunks[item.id] else {
+                results[i] = .notFound(item.id)
+                continue
+            }
+            if meta.committed?.version == item.version && meta.pending == nil { continue }
+            guard let pending = meta.pending, pending.version == item.version else {
+                results[i] = .versionMismatch(item.id, expected: item.version, pending: meta.pending?.version)
+                continue
+            }
+            let old = meta.committed?.block
+            meta.committed = pending
+            meta.pending = nil
+            changes.append(MetaChange(id: item.id, after: meta, frees: old.map { [$0] } ?? []))
+            owners.append(i)
         }
-        let old = meta.committed?.block
-        meta.committed = pending
-        meta.pending = nil
-        try await persist(.put(meta), id: id, after: meta)
-        if let old { allocator.free(old) }
+        if changes.isEmpty { return results }
+        if let failure = await persist(changes, durable: durable) {
+            for i in owners { results[i] = .disk(failure) }
+        }
+        return results
     }
 
     /// Replaces `id` with `data` as its committed version and drops any pending one
     /// (a full-chunk replace, as resync sends).
-    public func replace(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64) async throws(ChunkError) {
-        let v = try await writeBlock(id, data, version: version, chainVersion: chainVersion)
-        let old = chunks[id]?.blocks ?? []
-        let meta = ChunkMeta(id: id, committed: v, pending: nil)
-        try await persist(.put(meta), id: id, after: meta)
-        for b in old { allocator.free(b) }
+    public func replace(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64, durable: Bool = true) async throws(ChunkError) {
+        _ = try await replaceMany([BlockWrite(id: id, data: data, version: version)], chainVersion: chainVersion, durable: durable)[0].get()
+    }
+
+    /// Replaces several chunks as `replace` does each, sharing one block submission
+    /// and one metadata group commit.
+    public func replaceMany(_ writes: [BlockWrite], chainVersion: UInt64, durable: Bool) async -> [Result<ChunkVersion, ChunkError>] {
+        await update(writes, chainVersion: chainVersion, durable: durable) { id, meta, v in
+            (ChunkMeta(id: id, committed: v, pending: nil), meta?.blocks ?? [])
+        }
     }
 
     /// Removes `id` and frees its blocks. Removing a missing chunk is a no-op.
     public func remove(_ id: ChunkID) async throws(ChunkError) {
         guard let meta = chunks[id] else { return }
-        try await persist(.remove(id), id: id, after: nil)
-        for b in meta.blocks { allocator.free(b) }
+        if let failure = await persist([MetaChange(id: id, after: nil, frees: meta.blocks)], durable: true) { throw .disk(failure) }
     }
 
     // MARK: Internals
 
-    private func writeBlock(_ id: ChunkID, _ data: [UInt8], version: UInt64, chainVersion: UInt64) async throws(ChunkError) -> ChunkVersion {
-        guard let c = SizeClass.fitting(data.count) else {
-            throw .tooLarge(id, bytes: data.count, limitBytes: SizeClass.largestBytes)
-        }
-        let block = try await allocate(c)
-        let file = try await handle(block.path)
-        let results = await disk.submit([.write(file, offset: block.offset, bytes: data), .fsync(file)])
-        for case .failure(let e) in results {
-            allocator.free(block)
-            throw .disk(e)
-        }
-        return ChunkVersion(version: version, chainVersion: chainVersion, length: data.count, checksum: CRC32C.checksum(data), block: block)
+    /// A metadata change: `id`'s state becomes `after` (nil: removed), and `frees` are
+    /// the blocks it stops naming.
+    struct MetaChange {
+        var id: ChunkID
+        var after: ChunkMeta?
+        var frees: [BlockAddress]
     }
 
+    /// Writes each chunk's bytes to a new block (one submission for all), then records
+    /// the state `change` derives from the chunk's current metadata and its new version
+    /// (one group commit for all). A write that fails frees its block and changes
+    /// nothing; so does every write of a failed group commit.
+    private func update(
+        _ writes: [BlockWrite], chainVersion: UInt64, durable: Bool,
+        change: (ChunkID, ChunkMeta?, ChunkVersion) -> (ChunkMeta, [BlockAddress])
+    ) async -> [Result<ChunkVersion, ChunkError>] {
+        var results = [Result<ChunkVersion, ChunkError>?](repeating: nil, count: writes.count)
+        var seen: Set<ChunkID> = []
+        var pending: [(index: Int, file: DiskFile, block: BlockAddress)] = []
+        for (i, w) in writes.enumerated() {
+            guard seen.insert(w.id).inserted else {
+                results[i] = .failure(.duplicate(w.id))
+                continue
+            }
+            guard let c = SizeClass.fitting(w.data.count) else {
+                results[i] = .failure(.tooLarge(w.id, bytes: w.data.count, limitBytes: SizeClass.largestBytes))
+                continue
+            }
+            let block: BlockAddress
+            do throws(ChunkError) {
+                block = try await allocate(c)
+            } catch {
+                results[i] = .failure(error)
+                continue
+            }
+            do throws(ChunkError) {
+                pending.append((i, try await handle(block.path), block))
+            } catch {
+                allocator.free(block)
+                results[i] = .failure(error)
+            }
+        }
+        let failures = await writeBlocks(pending.map { ($0.file, $0.block.offset, writes[$0.index].data) }, durable: durable)
+        var changes: [MetaChange] = []
+        var staged: [(index: Int, version: ChunkVersion)] = []
+        for (k, p) in pending.enumerated() {
+            if let e = failures[k] {
+                allocator.free(p.block)
+                results[p.index] = .failure(.disk(e))
+                continue
+            }
+            let w = writes[p.index]
+            let v = ChunkVersion(version: w.version, chainVersion: chainVersion, length: w.data.count, checksum: CRC32C.checksum(w.data), block: p.block)
+            let (after, frees) = change(w.id, chunks[w.id], v)
+            changes.append(MetaChange(id: w.id, after: after, frees: frees))
+            staged.append((p.index, v))
+        }
+        if !changes.isEmpty, let failure = await persist(changes, durable: durable) {
+            for s in staged {
+                allocator.free(s.version.block)
+                results[s.index] = .failure(.disk(failure))
+            }
+        } else {
+            for s in staged { results[s.index] = .success(s.version) }
+        }
+        return results.map { $0 ?? .failure(.disk(.ioError(path: "", detail: "internal error: write not run"))) }
+    }
+
+    /// Writes each `(file, offset, bytes)` with the block group commit; one error (or
+    /// nil) per write, in order.
+    private func writeBlocks(_ writes: [(DiskFile, UInt64, [UInt8])], durable: Bool) async -> [DiskError?] {
+        if writes.isEmpty { return [] }
+        return await withUnsafeContinuation { c in
+            queuedBlocks.append(QueuedBlocks(writes: writes, durable: durable, done: c))
+            if !flushingBlocks {
+                flushingBlocks = true
+                runtime.spawn("chunk.block-flush") { [self] in await self.flushBlocks() }
+            }
+        }
+    }
+
+    /// Size classes being grown now, with the allocations waiting for that growth.
+    private var growing: [Int: [UnsafeContinuation<Void, Never>]] = [:]
+
+    /// One growth per size class at a time: concurrent writes that find the class
+    /// empty wait for the growth in progress rather than each preallocating (and
+    /// fsyncing) the same range again.
     private func allocate(_ c: SizeClass) async throws(ChunkError) -> BlockAddress {
         while true {
             switch allocator.allocate(c) {
             case .success(let b): return b
-            case .failure(let growth): try await grow(growth)
+            case .failure(let growth):
+                if growing[c.index] != nil {
+                    await withUnsafeContinuation { growing[c.index, default: []].append($0) }
+                    continue
+                }
+                growing[c.index] = []
+                var failure: ChunkError?
+                do {
+                    try await grow(growth)
+                } catch {
+                    failure = error
+                }
+                for waiter in growing.removeValue(forKey: c.index) ?? [] { waiter.resume() }
+                if let failure { throw failure }
             }
         }
     }
@@ -232,46 +369,174 @@ public actor ChunkEngine {
         }
     }
 
-    /// Appends `record` to the metadata log durably; then the in-memory state
-    /// becomes `after`. If the append fails, nothing changes in memory.
-    private func persist(_ record: ChunkMetaLog.Record, id: ChunkID, after: ChunkMeta?) async throws(ChunkError) {
-        let failure: DiskError? = await withUnsafeContinuation { c in
-            queued.append((ChunkMetaLog.frame(record), c))
-            if !flushing {
-                flushing = true
-                runtime.spawn("chunk.meta-flush") { [self] in await self.flush() }
-            }
+    /// Appends the records of `changes` to the metadata log as one group, after
+    /// which each chunk's in-memory state becomes its `after` and its `frees` are
+    /// released. `durable`: waits for the group commit; if it fails, nothing changes in
+    /// memory and the error is returned. `cache`: the states change at once, the frees
+    /// wait until the records are durable, and the records go with the next group
+    /// commit (retried until they are written).
+    private func persist(_ changes: [MetaChange], durable: Bool) async -> DiskError? {
+        var frame: [UInt8] = []
+        for c in changes { frame += ChunkMetaLog.frame(c.after.map { .put($0) } ?? .remove(c.id)) }
+        if !durable {
+            for c in changes { chunks[c.id] = c.after }
+            queued.append(QueuedRecord(frame: frame, frees: changes.flatMap(\.frees), done: nil))
+            startFlush()
+            return nil
         }
-        if let failure { throw .disk(failure) }
-        chunks[id] = after
+        let failure: DiskError? = await withUnsafeContinuation { c in
+            queued.append(QueuedRecord(frame: frame, frees: [], done: c))
+            startFlush()
+        }
+        if let failure { return failure }
+        // In the same step as the state change, so no reader still finds a freed block.
+        for c in changes {
+            chunks[c.id] = c.after
+            for b in c.frees { allocator.free(b) }
+        }
+        return nil
     }
 
-    private var queued: [(frame: [UInt8], done: UnsafeContinuation<DiskError?, Never>)] = []
+    private func startFlush() {
+        if !flushing {
+            flushing = true
+            runtime.spawn("chunk.meta-flush") { [self] in await self.flush() }
+        }
+    }
+
+    // MARK: Group commit
+
+    private struct QueuedRecord {
+        var frame: [UInt8]
+        /// Blocks a `cache` record stops naming, freed once it is durable (a `durable`
+        /// record's caller frees them itself).
+        var frees: [BlockAddress]
+        /// nil for a `cache` record: nobody waits, and a failed commit retries it.
+        var done: UnsafeContinuation<DiskError?, Never>?
+    }
+
+    private var queued: [QueuedRecord] = []
     private var flushing = false
     private var tornTail = false
+    /// Block writes waiting for the next submission, as the groups callers queued.
+    private struct QueuedBlocks {
+        var writes: [(file: DiskFile, offset: UInt64, bytes: [UInt8])]
+        var durable: Bool
+        var done: UnsafeContinuation<[DiskError?], Never>
+    }
+    private var queuedBlocks: [QueuedBlocks] = []
+    private var flushingBlocks = false
+    /// Files holding `cache` block writes not yet fsynced: the next metadata group
+    /// commit fsyncs them before its records, which may name those blocks.
+    private var unsyncedFiles: [UInt64: DiskFile] = [:]
+    /// Whether the last metadata group commit failed (logged once per run of failures).
+    private var flushFailing = false
 
-    /// Group commit: writes every queued record with one write and one fsync. The log
-    /// end advances only when both succeed, so a failed batch leaves no gap for later
-    /// records to sit behind (recovery stops at the first invalid record); whatever
-    /// it wrote is cut off before the next batch.
+    /// Most block writes one disk submission carries (with their files' fsyncs).
+    static let blockWritesPerSubmissionMax = 256
+    /// Most records one metadata group commit carries.
+    static let recordsPerCommitMax = 4_096
+    /// Pause before retrying a failed metadata group commit that holds `cache` records.
+    static let failedCommitRetryNanoseconds: UInt64 = 100_000_000
+
+    /// Group commit of block data: every block write queued while the previous
+    /// submission ran goes into one submission, followed by one fsync per file that a
+    /// `durable` write touched, so concurrent writes share fsyncs instead of paying one
+    /// each. A failed fsync fails every write of its file in the submission (any may
+    /// be lost); a failed write fails only itself.
+    private func flushBlocks() async {
+        while !queuedBlocks.isEmpty {
+            // Whole groups, as many as fit in one submission (at least one).
+            var take = 1
+            var writes = queuedBlocks[0].writes.count
+            while take < queuedBlocks.count, writes + queuedBlocks[take].writes.count <= Self.blockWritesPerSubmissionMax {
+                writes += queuedBlocks[take].writes.count
+                take += 1
+            }
+            let groups = Array(queuedBlocks.prefix(take))
+            queuedBlocks.removeFirst(take)
+            var ops: [DiskOp] = []
+            var synced: [UInt64] = []
+            for g in groups {
+                for w in g.writes { ops.append(.write(w.file, offset: w.offset, bytes: w.bytes)) }
+            }
+            let writeCount = ops.count
+            for g in groups where g.durable {
+                for w in g.writes where !synced.contains(w.file.id) {
+                    synced.append(w.file.id)
+                    ops.append(.fsync(w.file))
+                }
+            }
+            let results = await disk.submit(ops)
+            var syncFailure: [UInt64: DiskError] = [:]
+            for (k, id) in synced.enumerated() {
+                if case .failure(let e) = results[writeCount + k] { syncFailure[id] = e }
+            }
+            var next = 0
+            for g in groups {
+                var outcome: [DiskError?] = []
+                for w in g.writes {
+                    if case .failure(let e) = results[next] {
+                        outcome.append(e)
+                    } else if g.durable {
+                        outcome.append(syncFailure[w.file.id])
+                    } else {
+                        unsyncedFiles[w.file.id] = w.file
+                        outcome.append(nil)
+                    }
+                    next += 1
+                }
+                g.done.resume(returning: outcome)
+            }
+        }
+        flushingBlocks = false
+    }
+
+    /// Group commit of metadata: fsyncs the files with unsynced `cache` blocks, then
+    /// writes every queued record with one write and one fsync. The log end advances
+    /// only when all of it succeeds, so a failed batch leaves no gap for later records
+    /// to sit behind (recovery stops at the first invalid record); whatever it wrote
+    /// is cut off before the next batch. Blocks the records free are released only
+    /// after success. `durable` waiters get the outcome; `cache` records of a failed
+    /// batch are queued again (their state is already visible) and retried.
     private func flush() async {
         while !queued.isEmpty {
-            let batch = queued
-            queued.removeAll()
+            let take = min(queued.count, Self.recordsPerCommitMax)
+            let batch = Array(queued.prefix(take))
+            queued.removeFirst(take)
+            var failure: DiskError?
+            let dirty = unsyncedFiles.keys.sorted().compactMap { unsyncedFiles[$0] }
+            unsyncedFiles.removeAll()
+            if !dirty.isEmpty {
+                for case .failure(let e) in await disk.submit(dirty.map { .fsync($0) }) { failure = failure ?? e }
+            }
             var ops: [DiskOp] = []
             if tornTail { ops.append(.truncate(log, length: logEnd)) }
             let bytes = batch.flatMap(\.frame)
             ops += [.write(log, offset: logEnd, bytes: bytes), .fsync(log)]
-            let results = await disk.submit(ops)
-            var failure: DiskError?
-            for case .failure(let e) in results { failure = failure ?? e }
             if failure == nil {
+                for case .failure(let e) in await disk.submit(ops) { failure = failure ?? e }
+            }
+            if let failure {
+                tornTail = true
+                for f in dirty { unsyncedFiles[f.id] = f }
+                let retry = batch.filter { $0.done == nil }
+                for item in batch { item.done?.resume(returning: failure) }
+                if !retry.isEmpty {
+                    if !flushFailing { runtime.logger("chunk").error("metadata group commit failed: \(failure); \(retry.count) cache record(s) wait for a retry") }
+                    flushFailing = true
+                    queued.insert(contentsOf: retry, at: 0)
+                    try? await runtime.sleep(nanoseconds: Self.failedCommitRetryNanoseconds)
+                }
+            } else {
                 logEnd += UInt64(bytes.count)
                 tornTail = false
-            } else {
-                tornTail = true
+                flushFailing = false
+                for item in batch {
+                    for b in item.frees { allocator.free(b) }
+                    item.done?.resume(returning: nil)
+                }
             }
-            for item in batch { item.done.resume(returning: failure) }
         }
         flushing = false
     }

@@ -12,6 +12,8 @@ public enum ChunkError: Error, Equatable, Sendable, CustomStringConvertible {
     case disk(DiskError)
     /// The metadata log is unreadable beyond repair (not a torn tail).
     case metadataCorrupt(String)
+    /// A batch named the same chunk twice.
+    case duplicate(ChunkID)
 
     public var description: String {
         switch self {
@@ -23,6 +25,7 @@ public enum ChunkError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(id): commit of version \(e), but the pending version is \(p.map(String.init) ?? "none")"
         case .disk(let e): return "disk: \(e)"
         case .metadataCorrupt(let d): return "chunk metadata is unreadable: \(d)"
+        case .duplicate(let id): return "\(id) appears twice in one batch; send each chunk once"
         }
     }
 }

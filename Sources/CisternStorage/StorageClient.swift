@@ -80,8 +80,10 @@ public actor StorageClient {
         try? await runtime.sleep(nanoseconds: min(UInt64(20_000_000) << min(attempt, 4), 400_000_000))
     }
 
-    /// Writes `data` at `offset` of `chunk`; returns the committed version.
-    public func write(_ chunk: ChunkID, chain id: ChainID, offset: Int = 0, _ data: [UInt8]) async throws(StorageClientError) -> UInt64 {
+    /// Writes `data` at `offset` of `chunk`; returns the committed version. `durable`:
+    /// acknowledged once every replica fsynced it; otherwise once every replica holds
+    /// it (`cache` durability: a crash of every replica at once may lose it).
+    public func write(_ chunk: ChunkID, chain id: ChainID, offset: Int = 0, _ data: [UInt8], durable: Bool = true) async throws(StorageClientError) -> UInt64 {
         let channel: UInt32
         if let c = freeChannels.popLast() {
             channel = c
@@ -107,7 +109,7 @@ public actor StorageClient {
                 last = "\(chain) has no serving head"
                 continue
             }
-            let args = WriteArgs(target: head.target, chain: id, chainVersion: chain.version, chunk: chunk, offset: offset, tag: tag)
+            let args = WriteArgs(target: head.target, chain: id, chainVersion: chain.version, chunk: chunk, offset: offset, tag: tag, durable: durable)
             do {
                 let response = try await send(node, StorageRequest.write(args).message(bulk: data))
                 let reply = try StorageReply(wireBytes: response.header)
@@ -118,6 +120,72 @@ public actor StorageClient {
             }
         }
         throw .exhausted(attempts: attemptsMax, lastError: last)
+    }
+
+    /// Writes several chunks of one chain, each replaced by its bytes, as one
+    /// replicated request to the head (at most `StorageLimits.writeBatchItemsMax`
+    /// chunks and `StorageLimits.writeBatchBytesMax` bytes; callers split bigger
+    /// batches). Items the chain did not write are sent again, under a new request
+    /// number, until every item is written or the attempts run out. One result per
+    /// item, in order: the committed version or why it was not written.
+    public func writeBatch(_ items: [(chunk: ChunkID, data: [UInt8])], chain id: ChainID, durable: Bool) async -> [Result<UInt64, StorageClientError>] {
+        if items.isEmpty { return [] }
+        let channel: UInt32
+        if let c = freeChannels.popLast() {
+            channel = c
+        } else {
+            channel = UInt32(channelSequence.count)
+            channelSequence.append(0)
+        }
+        defer { freeChannels.append(channel) }
+        var results = [Result<UInt64, StorageClientError>?](repeating: nil, count: items.count)
+        var last = [String](repeating: "no attempt", count: items.count)
+        var pending = Array(items.indices)
+        var newRequest = true
+        var refresh = false
+        for attempt in 0..<attemptsMax where !pending.isEmpty {
+            if attempt > 0 { await backoff(attempt) }
+            // A retry of the same items keeps its number, so a head that applied it
+            // answers instead of applying it again; a smaller set is a new request.
+            if newRequest {
+                channelSequence[Int(channel)] += 1
+                newRequest = false
+            }
+            let tag = ClientTag(client: clientID, channel: channel, sequence: channelSequence[Int(channel)])
+            guard let chain = await chain(id, refresh: refresh) else {
+                for i in pending { last[i] = "\(id) unknown" }
+                refresh = true
+                continue
+            }
+            refresh = true
+            let routing = await mgmtd.routing
+            guard let head = chain.writeTargets.first, head.state == .serving, let node = routing?.target(head.target)?.node else {
+                for i in pending { last[i] = "\(chain) has no serving head" }
+                continue
+            }
+            let args = WriteBatchArgs(target: head.target, chain: id, chainVersion: chain.version, tag: tag, durable: durable,
+                                      items: pending.map { WriteBatchItem(chunk: items[$0].chunk, length: items[$0].data.count) })
+            var bulk: [UInt8] = []
+            bulk.reserveCapacity(pending.reduce(0) { $0 + items[$1].data.count })
+            for i in pending { bulk += items[i].data }
+            do {
+                let response = try await send(node, StorageRequest.writeBatch(args).message(bulk: bulk))
+                let reply = try StorageReply(wireBytes: response.header)
+                guard case .batchWritten(let answers) = reply, answers.count == pending.count else {
+                    for i in pending { last[i] = "\(head.target): \(reply)" }
+                    continue
+                }
+                for (i, answer) in zip(pending, answers) {
+                    if case .written(let v) = answer { results[i] = .success(v) } else { last[i] = "\(head.target): \(answer)" }
+                }
+                pending = pending.filter { results[$0] == nil }
+                newRequest = true
+            } catch {
+                for i in pending { last[i] = "\(head.target): \(error)" }
+            }
+        }
+        for i in pending { results[i] = .failure(.exhausted(attempts: attemptsMax, lastError: last[i])) }
+        return results.map { $0! }
     }
 
     /// Reads several chunks of one chain with one request to a SERVING replica; chunks

@@ -44,8 +44,12 @@ public struct WriteArgs: Hashable, Sendable, WireCodable {
     /// Replace whatever the receiver has (resync, or forwarding to a SYNCING target).
     public var fullReplace: Bool
     public var tag: ClientTag
+    /// Acknowledged only once every replica has fsynced it (`true`), or once every
+    /// replica holds it in memory and page cache (`false`: `cache` durability, see
+    /// `ChunkEngine`). Added after version 1 of the format: absent means `true`.
+    public var durable: Bool
 
-    public init(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID, offset: Int = 0, version: UInt64 = 0, checksum: UInt32 = 0, fullReplace: Bool = false, tag: ClientTag) {
+    public init(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID, offset: Int = 0, version: UInt64 = 0, checksum: UInt32 = 0, fullReplace: Bool = false, tag: ClientTag, durable: Bool = true) {
         self.target = target
         self.chain = chain
         self.chainVersion = chainVersion
@@ -55,6 +59,7 @@ public struct WriteArgs: Hashable, Sendable, WireCodable {
         self.checksum = checksum
         self.fullReplace = fullReplace
         self.tag = tag
+        self.durable = durable
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -68,6 +73,7 @@ public struct WriteArgs: Hashable, Sendable, WireCodable {
             w.writeUInt32LE(checksum)
             w.writeBool(fullReplace)
             w.write(tag)
+            w.writeBool(durable)
         }
     }
 
@@ -76,7 +82,85 @@ public struct WriteArgs: Hashable, Sendable, WireCodable {
             WriteArgs(
                 target: try r.read(TargetID.self), chain: try r.read(ChainID.self), chainVersion: try r.readVarint(),
                 chunk: try r.read(ChunkID.self), offset: try r.read(Int.self), version: try r.readVarint(),
-                checksum: try r.readUInt32LE(), fullReplace: try r.readBool(), tag: try r.read(ClientTag.self))
+                checksum: try r.readUInt32LE(), fullReplace: try r.readBool(), tag: try r.read(ClientTag.self),
+                durable: r.isAtEnd ? true : try r.readBool())
+        }
+    }
+}
+
+/// One chunk of a batched write: its whole new content is the next `length` bytes of
+/// the request's bulk. From a client `version` is 0 (the head assigns it); along the
+/// chain it is the version the head assigned, with the content's `checksum`.
+public struct WriteBatchItem: Hashable, Sendable, WireCodable {
+    public var chunk: ChunkID
+    public var length: Int
+    public var version: UInt64
+    public var checksum: UInt32
+    /// Replace whatever the receiver has (forwarding to a SYNCING target).
+    public var fullReplace: Bool
+
+    public init(chunk: ChunkID, length: Int, version: UInt64 = 0, checksum: UInt32 = 0, fullReplace: Bool = false) {
+        self.chunk = chunk
+        self.length = length
+        self.version = version
+        self.checksum = checksum
+        self.fullReplace = fullReplace
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            w.write(chunk)
+            w.write(length)
+            w.writeVarint(version)
+            w.writeUInt32LE(checksum)
+            w.writeBool(fullReplace)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        self = try reader.readMessage("WriteBatchItem") { r throws(WireError) in
+            WriteBatchItem(chunk: try r.read(ChunkID.self), length: try r.read(Int.self), version: try r.readVarint(),
+                           checksum: try r.readUInt32LE(), fullReplace: try r.readBool())
+        }
+    }
+}
+
+/// A replicated write of several chunks of one chain as one request (and, along the
+/// chain, one forward): each item replaces its chunk's whole content. Every item of
+/// a request from a client has version 0; along the chain every item has its version.
+public struct WriteBatchArgs: Hashable, Sendable, WireCodable {
+    public var target: TargetID
+    public var chain: ChainID
+    public var chainVersion: UInt64
+    public var tag: ClientTag
+    /// As `WriteArgs.durable`.
+    public var durable: Bool
+    public var items: [WriteBatchItem]
+
+    public init(target: TargetID, chain: ChainID, chainVersion: UInt64, tag: ClientTag, durable: Bool, items: [WriteBatchItem]) {
+        self.target = target
+        self.chain = chain
+        self.chainVersion = chainVersion
+        self.tag = tag
+        self.durable = durable
+        self.items = items
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            w.write(target)
+            w.write(chain)
+            w.writeVarint(chainVersion)
+            w.write(tag)
+            w.writeBool(durable)
+            w.write(items)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        self = try reader.readMessage("WriteBatchArgs") { r throws(WireError) in
+            WriteBatchArgs(target: try r.read(TargetID.self), chain: try r.read(ChainID.self), chainVersion: try r.readVarint(),
+                           tag: try r.read(ClientTag.self), durable: try r.readBool(), items: try r.read([WriteBatchItem].self))
         }
     }
 }
@@ -97,6 +181,9 @@ public enum StorageRequest: Sendable, Equatable {
     case readBatch(target: TargetID, chain: ChainID, chainVersion: UInt64, chunks: [ChunkID])
     /// The committed version and length of `chunk` on `target`, without its data.
     case statChunk(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID)
+    /// Several whole-chunk writes of one chain (at most `StorageLimits.writeBatchItemsMax`,
+    /// `StorageLimits.writeBatchBytesMax` bytes); answered with `batchWritten`.
+    case writeBatch(WriteBatchArgs)
 
     public var method: UInt16 {
         switch self {
@@ -107,6 +194,7 @@ public enum StorageRequest: Sendable, Equatable {
         case .syncDone: return 5
         case .readBatch: return 6
         case .statChunk: return 7
+        case .writeBatch: return 8
         }
     }
 
@@ -115,6 +203,7 @@ public enum StorageRequest: Sendable, Equatable {
         w.writeMessage { m in
             switch self {
             case .write(let a): m.write(a)
+            case .writeBatch(let a): m.write(a)
             case .read(let t, let c, let v, let chunk), .statChunk(let t, let c, let v, let chunk):
                 m.write(t)
                 m.write(c)
@@ -148,6 +237,7 @@ public enum StorageRequest: Sendable, Equatable {
             case 4: return .removeChunk(target: try m.read(TargetID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
             case 5: return .syncDone(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
             case 7: return .statChunk(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
+            case 8: return .writeBatch(try m.read(WriteBatchArgs.self))
             case 6:
                 return .readBatch(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunks: try m.read([ChunkID].self))
             default: throw .unknownTag(type: "StorageRequest", tag: UInt64(method))
@@ -159,6 +249,14 @@ public enum StorageRequest: Sendable, Equatable {
 public enum StorageLimits {
     /// Most chunks one batched read may ask for.
     public static let batchChunksMax = 1_024
+    /// Most chunks one batched write may carry.
+    public static let writeBatchItemsMax = 1_024
+    /// Most bulk bytes one batched write may carry (far below the transport's message
+    /// limit, so a forward never nears it).
+    public static let writeBatchBytesMax = 32 << 20
+    /// Bytes a client puts in one batched write or asks for in one batched read: big
+    /// enough to amortize a request, small enough that several are in flight at once.
+    public static let subBatchBytesTarget = 1 << 20
 }
 
 /// One chunk's result in a batched read; data of `.data` items is in the reply's
@@ -215,6 +313,8 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
     case failed(String)
     case batch([BatchReadItem])
     case chunkStat(version: UInt64, length: Int)
+    /// One answer per item of a `writeBatch`, in order (`written` or why not).
+    case batchWritten([StorageReply])
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -252,6 +352,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
                 w.writeVarint(v)
                 w.write(l)
             }
+        case .batchWritten(let replies):
+            writer.writeVarint(13)
+            writer.writeMessage { $0.write(replies) }
         }
     }
 
@@ -271,6 +374,18 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
             case 10: return .failed(try m.readString())
             case 11: return .batch(try m.read([BatchReadItem].self))
             case 12: return .chunkStat(version: try m.readVarint(), length: try m.read(Int.self))
+            case 13:
+                // Item answers are never batches themselves: refusing a nested tag
+                // before decoding it bounds the recursion a crafted message could force.
+                let count = try m.readVarint("batchWritten count")
+                guard count <= UInt64(m.remaining) else { throw .truncated(what: "batchWritten of \(count) replies", offset: m.offset, needed: Int(clamping: count) - m.remaining) }
+                var replies: [StorageReply] = []
+                for _ in 0..<count {
+                    var peek = m
+                    if try peek.readVarint("StorageReply tag") == 13 { throw .invalidValue(what: "StorageReply", detail: "a batchWritten item is itself a batchWritten") }
+                    replies.append(try m.read(StorageReply.self))
+                }
+                return .batchWritten(replies)
             default: throw .unknownTag(type: "StorageReply", tag: tag)
             }
         }

@@ -11,7 +11,7 @@ struct StorageMetrics: Sendable {
 
     func record(_ request: StorageRequest, requestBulk: Int, reply: StorageReply, replyBulk: Int) {
         switch request {
-        case .write:
+        case .write, .writeBatch:
             writes.increment()
             writeBytes.increment(by: Int64(requestBulk))
         case .read, .readBatch:

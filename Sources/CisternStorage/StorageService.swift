@@ -144,6 +144,7 @@ public actor StorageService {
         let named: TargetID? = {
             switch request {
             case .write(let a): return a.target
+            case .writeBatch(let b): return b.target
             case .read(let t, _, _, _), .dumpMeta(let t, _), .removeChunk(let t, _, _), .syncDone(let t, _), .readBatch(let t, _, _, _),
                  .statChunk(let t, _, _, _): return t
             }
@@ -151,6 +152,7 @@ public actor StorageService {
         if let t = named, let why = failedTargets[t] { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
         switch request {
         case .write(let a): return (await write(a, bulk), [])
+        case .writeBatch(let b): return (await writeBatch(b, bulk), [])
         case .read(let t, let c, let v, let chunk): return await read(t, chain: c, chainVersion: v, chunk: chunk)
         case .statChunk(let t, let c, let v, let chunk):
             guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
@@ -257,7 +259,10 @@ public actor StorageService {
     private func headWrite(_ a: WriteArgs, _ bytes: [UInt8], engine: ChunkEngine) async -> StorageReply {
         let meta = await engine.meta(a.chunk)
         var content: [UInt8] = []
-        if meta?.committed != nil {
+        // A write from the start that covers the committed bytes replaces them all:
+        // no read-modify-write (every KV page put is one).
+        let replacesAll = a.offset == 0 && bytes.count >= (meta?.committed?.length ?? 0)
+        if meta?.committed != nil, !replacesAll {
             do {
                 content = try await engine.read(a.chunk).data
             } catch {
@@ -268,11 +273,15 @@ public actor StorageService {
         guard a.offset >= 0, a.offset + bytes.count <= SizeClass.largestBytes else {
             return .failed("write of \(bytes.count) bytes at \(a.offset) exceeds the \(SizeClass.largestBytes)-byte chunk size")
         }
-        if content.count < a.offset + bytes.count { content += [UInt8](repeating: 0, count: a.offset + bytes.count - content.count) }
-        content.replaceSubrange(a.offset..<(a.offset + bytes.count), with: bytes)
+        if replacesAll {
+            content = bytes
+        } else {
+            if content.count < a.offset + bytes.count { content += [UInt8](repeating: 0, count: a.offset + bytes.count - content.count) }
+            content.replaceSubrange(a.offset..<(a.offset + bytes.count), with: bytes)
+        }
         let u = ReplicaWriteRule.nextVersion(meta)
         do {
-            try await engine.stage(a.chunk, data: content, version: u, chainVersion: a.chainVersion)
+            try await engine.stage(a.chunk, data: content, version: u, chainVersion: a.chainVersion, durable: a.durable)
         } catch {
             return .failed("\(error)")
         }
@@ -297,7 +306,7 @@ public actor StorageService {
             return .failed("\(a.target) has version \(have) of \(a.chunk), got \(got): it needs a resync")
         case .replace:
             do {
-                try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion)
+                try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
             } catch {
                 return .failed("\(error)")
             }
@@ -305,7 +314,7 @@ public actor StorageService {
             return .written(version: a.version)
         case .stage:
             do {
-                try await engine.stage(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion)
+                try await engine.stage(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
             } catch {
                 return .failed("\(error)")
             }
@@ -350,18 +359,206 @@ public actor StorageService {
 
     private func commit(_ a: WriteArgs, engine: ChunkEngine) async -> StorageReply {
         do {
-            try await engine.commit(a.chunk, version: a.version)
+            try await engine.commit(a.chunk, version: a.version, durable: a.durable)
             return .written(version: a.version)
         } catch {
-            // Already committed at this version or later (a resend): acknowledged.
-            if (await engine.meta(a.chunk))?.committed?.version ?? 0 >= a.version { return .written(version: a.version) }
-            // The successor committed this version and we cannot: take the target out.
-            failedTargets[a.target] = "commit of \(a.chunk) version \(a.version) failed: \(error)"
-            failedSince[a.target] = runtime.nowNanoseconds()
-            local[a.target] = .offline
-            log.error("\(a.target) is out of service: commit of \(a.chunk) version \(a.version) failed after its successor committed: \(error)")
-            return .failed("\(error)")
+            return await commitFailed(a.target, a.chunk, version: a.version, error, engine: engine)
         }
+    }
+
+    /// What a failed commit means: a resend of a committed version is acknowledged;
+    /// otherwise the successor committed this version and we cannot, so the target is
+    /// taken out of service.
+    private func commitFailed(_ target: TargetID, _ chunk: ChunkID, version: UInt64, _ error: ChunkError, engine: ChunkEngine) async -> StorageReply {
+        if (await engine.meta(chunk))?.committed?.version ?? 0 >= version { return .written(version: version) }
+        failedTargets[target] = "commit of \(chunk) version \(version) failed: \(error)"
+        failedSince[target] = runtime.nowNanoseconds()
+        local[target] = .offline
+        log.error("\(target) is out of service: commit of \(chunk) version \(version) failed after its successor committed: \(error)")
+        return .failed("\(error)")
+    }
+
+    // MARK: Batched writes
+
+    /// A batched write: the same protocol as `write` for each chunk (versions, locks,
+    /// staging, forwarding, commit order), done for the whole batch at once: one chain
+    /// check, the chunks' locks taken in order, one staging submission, one forward
+    /// of the batch, one commit group.
+    private func writeBatch(_ b: WriteBatchArgs, _ bulk: [UInt8]) async -> StorageReply {
+        guard let engine = engines[b.target] else { return .notServing("no \(b.target) on \(node)") }
+        guard let chain = await mgmtd.routing?.chain(b.chain) else { return .notServing("\(b.chain) is not in this node's routing yet") }
+        guard chain.version == b.chainVersion else { return .chainVersionMismatch(current: chain.version) }
+        guard let mine = chain.state(of: b.target), mine.receivesWrites else {
+            return .notServing("\(b.target) is \(chain.state(of: b.target)?.description ?? "not in \(b.chain)")")
+        }
+        guard b.items.count <= StorageLimits.writeBatchItemsMax, bulk.count <= StorageLimits.writeBatchBytesMax else {
+            return .failed("a write batch of \(b.items.count) chunks and \(bulk.count) bytes exceeds \(StorageLimits.writeBatchItemsMax) chunks or \(StorageLimits.writeBatchBytesMax) bytes; split it")
+        }
+        guard b.items.allSatisfy({ $0.length >= 0 && $0.length <= SizeClass.largestBytes }), b.items.reduce(0, { $0 + $1.length }) == bulk.count else {
+            return .failed("a write batch's item lengths (each at most \(SizeClass.largestBytes) bytes) must add up to its \(bulk.count) bulk bytes")
+        }
+        guard Set(b.items.map(\.chunk)).count == b.items.count else { return .failed("a write batch names a chunk twice; send each chunk once") }
+        let fromClient = b.items.allSatisfy { $0.version == 0 }
+        guard fromClient || b.items.allSatisfy({ $0.version > 0 }) else { return .failed("a write batch mixes client items (version 0) and chain items") }
+        var datas: [[UInt8]] = []
+        datas.reserveCapacity(b.items.count)
+        var offset = 0
+        for item in b.items {
+            datas.append(Array(bulk[offset..<offset + item.length]))
+            offset += item.length
+        }
+        let keys = b.items.map(\.chunk).sorted().map { ChunkLocks.Key(target: b.target.rawValue, chunk: $0) }
+        let channel = DedupTable<StorageReply>.Channel(client: b.tag.client, channel: b.tag.channel)
+        if fromClient {
+            guard chain.writeTargets.first?.target == b.target, mine == .serving else {
+                return .notServing("\(b.target) is not the head of \(b.chain)")
+            }
+            switch dedup.begin(channel, sequence: b.tag.sequence) {
+            case .repeated(let reply): return reply
+            case .inProgress: return .notCommitted
+            case .stale(let last): return .failed("request \(b.tag.sequence) is older than \(last) on its channel")
+            case .new: break
+            }
+            for k in keys { await lock(k) }
+            let reply = await headWriteBatch(b, datas, engine: engine)
+            for k in keys { unlock(k) }
+            if case .batchWritten(let rs) = reply, rs.allSatisfy({ if case .written = $0 { return true } else { return false } }) {
+                dedup.finish(channel, sequence: b.tag.sequence, result: reply)
+            } else {
+                dedup.abandon(channel, sequence: b.tag.sequence)
+            }
+            return reply
+        }
+        for k in keys { await lock(k) }
+        let reply = await replicaWriteBatch(b, datas, engine: engine)
+        for k in keys { unlock(k) }
+        if case .batchWritten(let rs) = reply, b.tag.client != 0, rs.allSatisfy({ if case .written = $0 { return true } else { return false } }) {
+            dedup.remember(channel, sequence: b.tag.sequence, result: reply)
+        }
+        return reply
+    }
+
+    private func headWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], engine: ChunkEngine) async -> StorageReply {
+        var writes: [ChunkEngine.BlockWrite] = []
+        for (item, data) in zip(b.items, datas) {
+            writes.append(ChunkEngine.BlockWrite(id: item.chunk, data: data, version: ReplicaWriteRule.nextVersion(await engine.meta(item.chunk))))
+        }
+        let staged = await engine.stageMany(writes, chainVersion: b.chainVersion, durable: b.durable)
+        var replies = [StorageReply](repeating: .failed("not written"), count: b.items.count)
+        var forward: [Int] = []
+        var items: [WriteBatchItem] = []
+        for (i, r) in staged.enumerated() {
+            switch r {
+            case .success(let v):
+                forward.append(i)
+                items.append(WriteBatchItem(chunk: b.items[i].chunk, length: datas[i].count, version: v.version, checksum: v.checksum))
+            case .failure(let e):
+                replies[i] = .failed("\(e)")
+            }
+        }
+        let acked = await forwardBatchAndCommit(b, items, forward.map { datas[$0] }, engine: engine)
+        for (k, i) in forward.enumerated() { replies[i] = acked[k] }
+        return .batchWritten(replies)
+    }
+
+    private func replicaWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], engine: ChunkEngine) async -> StorageReply {
+        var replies = [StorageReply?](repeating: nil, count: b.items.count)
+        var stage: [Int] = []
+        var replace: [Int] = []
+        var forward: [Int] = []
+        for (i, item) in b.items.enumerated() {
+            switch ReplicaWriteRule.decide(await engine.meta(item.chunk), version: item.version, checksum: item.checksum, fullReplace: item.fullReplace) {
+            case .alreadyCommitted: replies[i] = .written(version: item.version)
+            case .gap(let have, let got): replies[i] = .failed("\(b.target) has version \(have) of \(item.chunk), got \(got): it needs a resync")
+            case .replace: replace.append(i)
+            case .stage: stage.append(i)
+            case .alreadyStaged: forward.append(i)
+            }
+        }
+        func writes(_ indices: [Int]) -> [ChunkEngine.BlockWrite] {
+            indices.map { ChunkEngine.BlockWrite(id: b.items[$0].chunk, data: datas[$0], version: b.items[$0].version) }
+        }
+        if !replace.isEmpty {
+            // A replaced replica (SYNCING) is the tail of the writes: nothing to forward.
+            for (i, r) in zip(replace, await engine.replaceMany(writes(replace), chainVersion: b.chainVersion, durable: b.durable)) {
+                switch r {
+                case .success: replies[i] = .written(version: b.items[i].version)
+                case .failure(let e): replies[i] = .failed("\(e)")
+                }
+            }
+        }
+        if !stage.isEmpty {
+            for (i, r) in zip(stage, await engine.stageMany(writes(stage), chainVersion: b.chainVersion, durable: b.durable)) {
+                switch r {
+                case .success: forward.append(i)
+                case .failure(let e): replies[i] = .failed("\(e)")
+                }
+            }
+        }
+        forward.sort()
+        let acked = await forwardBatchAndCommit(b, forward.map { b.items[$0] }, forward.map { datas[$0] }, engine: engine)
+        for (k, i) in forward.enumerated() { replies[i] = acked[k] }
+        return .batchWritten(replies.map { $0 ?? .failed("not written") })
+    }
+
+    /// Forwards the staged `items` as one batch to the current successor (refreshing
+    /// routing after failures, as `forwardAndCommit`), then commits those the
+    /// successor acknowledged, in one group. The tail commits at once. One answer per
+    /// item.
+    private func forwardBatchAndCommit(_ b: WriteBatchArgs, _ items: [WriteBatchItem], _ datas: [[UInt8]], engine: ChunkEngine) async -> [StorageReply] {
+        if items.isEmpty { return [] }
+        var lastError = "no attempt"
+        let bulk = datas.count == 1 ? datas[0] : Array(datas.joined())
+        for attempt in 0..<config.forwardAttemptsMax {
+            if attempt > 0 {
+                try? await runtime.sleep(nanoseconds: config.forwardBackoffNanoseconds)
+                await mgmtd.refreshRouting()
+            }
+            guard let chain = await mgmtd.routing?.chain(b.chain), let mine = chain.state(of: b.target), mine.receivesWrites else {
+                return Array(repeating: .failed("\(b.target) no longer receives writes in \(b.chain)"), count: items.count)
+            }
+            guard let next = chain.successor(of: b.target) else { break }
+            guard let nextNode = await mgmtd.routing?.target(next.target)?.node else { break }
+            var f = b
+            f.target = next.target
+            f.chainVersion = chain.version
+            f.items = items.map { item in
+                var x = item
+                x.fullReplace = next.state == .syncing
+                return x
+            }
+            do {
+                let response = try await transport.call(nextNode, service: storageService, StorageRequest.writeBatch(f).message(bulk: bulk), timeoutNanoseconds: config.callTimeoutNanoseconds)
+                let reply = try StorageReply(wireBytes: response.header)
+                if case .batchWritten(let answers) = reply, answers.count == items.count {
+                    return await commitBatch(b, items, successor: answers, engine: engine)
+                }
+                lastError = "\(next.target): \(reply)"
+            } catch {
+                lastError = "\(next.target): \(error)"
+            }
+        }
+        if lastError == "no attempt" { return await commitBatch(b, items, successor: nil, engine: engine) }
+        return Array(repeating: .failed("could not forward a batch of \(items.count) chunks: \(lastError)"), count: items.count)
+    }
+
+    /// Commits the items the successor wrote (all of them at the tail, `successor`
+    /// nil); the others get the successor's answer.
+    private func commitBatch(_ b: WriteBatchArgs, _ items: [WriteBatchItem], successor: [StorageReply]?, engine: ChunkEngine) async -> [StorageReply] {
+        var replies = successor ?? Array(repeating: .written(version: 0), count: items.count)
+        var commits: [Int] = []
+        for i in items.indices {
+            if case .written = replies[i] { commits.append(i) }
+        }
+        let results = await engine.commitMany(commits.map { (items[$0].chunk, items[$0].version) }, durable: b.durable)
+        for (i, error) in zip(commits, results) {
+            if let error {
+                replies[i] = await commitFailed(b.target, items[i].chunk, version: items[i].version, error, engine: engine)
+            } else {
+                replies[i] = .written(version: items[i].version)
+            }
+        }
+        return replies
     }
 
     private func read(_ t: TargetID, chain c: ChainID, chainVersion: UInt64, chunk: ChunkID) async -> (StorageReply, [UInt8]) {

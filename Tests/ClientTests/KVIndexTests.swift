@@ -4,6 +4,7 @@ import CisternKV
 import CisternMeta
 import CisternRouting
 import CisternSQLite
+import CisternStorage
 import Testing
 
 /// The KV cache index's slab of page slots, exercised directly on a real
@@ -185,3 +186,25 @@ struct IndexHarness {
     }
 }
 
+
+@Suite struct KVSubBatchTests {
+    @Test func subBatchesStayWithinTheWriteLimitsAndKeepEveryPageInOrder() {
+        var rng = DeterministicRandom(seed: 7)
+        for _ in 0..<200 {
+            let pages = (0..<Int.random(in: 0...300, using: &rng)).map { i in (i, Int.random(in: 1...(4 << 20), using: &rng)) }
+            let groups = KVNamespace.split(pages, bytes: { $0.1 })
+            #expect(groups.flatMap { $0 }.map(\.0) == pages.map(\.0))
+            for g in groups {
+                #expect(!g.isEmpty && g.count <= StorageLimits.writeBatchItemsMax)
+                let bytes = g.reduce(0) { $0 + $1.1 }
+                // A group over the target holds one page (a page larger than it).
+                #expect(bytes <= StorageLimits.subBatchBytesTarget || g.count == 1)
+                #expect(bytes <= StorageLimits.writeBatchBytesMax)
+            }
+        }
+        // 128 pages of 1 MiB: one request per page, each far below the message limit;
+        // 128 of 64 KiB: 8 requests.
+        #expect(KVNamespace.split(Array(repeating: 1 << 20, count: 128), bytes: { $0 }).count == 128)
+        #expect(KVNamespace.split(Array(repeating: 64 << 10, count: 128), bytes: { $0 }).count == 8)
+    }
+}

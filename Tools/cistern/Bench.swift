@@ -1,5 +1,7 @@
 import ArgumentParser
 import CisternBench
+import CisternCore
+import CisternNIO
 import CisternServer
 import CisternSim
 import CisternWire
@@ -9,7 +11,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmarks.",
-        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self, CRCBench.self])
+        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self, CRCBench.self, TransportBench.self])
 }
 
 struct SimBench: ParsableCommand {
@@ -256,5 +258,67 @@ struct CRCBench: ParsableCommand {
         #if DEBUG
         print("note: a debug build; measure with the release build (make release)")
         #endif
+    }
+}
+
+/// `cistern bench transport`: request throughput of the TCP transport over loopback
+/// (two transports in this process, requests with a bulk payload answered by a
+/// small reply), beside one raw TCP stream: what a storage hop costs before any
+/// disk is involved.
+struct TransportBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transport",
+        abstract: "TCP transport MB/s for requests of a few sizes, beside a raw loopback TCP stream.")
+
+    @Option(help: "Bytes to send per figure (MiB).")
+    var mebibytes = 512
+    @Option(help: "Requests in flight.")
+    var inFlight = 4
+
+    func run() async throws {
+        let raw = try KVBenchmark.loopbackTCP(bytes: mebibytes << 20)
+        print(String(format: "raw loopback TCP stream: %.1f MB/s", raw / 1e6))
+        let runtime = ProductionRuntime(nodeName: "bench", logLevel: .error)
+        let resolver = StaticResolver()
+        let server = TCPTransport(localNode: NodeID(1), listen: NodeAddress(host: "127.0.0.1", port: 0), resolver: resolver, runtime: runtime)
+        let client = TCPTransport(localNode: NodeID(2), listen: NodeAddress(host: "127.0.0.1", port: 0), resolver: resolver, runtime: runtime)
+        let address = try await server.start()
+        try await client.start()
+        resolver.set(NodeID(1), [address])
+        server.serve(ServiceID(9)) { request in Message(method: 0, header: [UInt8(truncatingIfNeeded: request.message.bulk.count)]) }
+        print("| request bulk | requests in flight | MB/s | requests/s | vs raw TCP |")
+        print("|---|---|---|---|---|")
+        for size in [64 << 10, 1 << 20, 4 << 20] {
+            let payload = [UInt8](repeating: 7, count: size)
+            let count = max(inFlight, (mebibytes << 20) / size)
+            let start = DispatchTime.now().uptimeNanoseconds
+            let next = Counter()
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<inFlight {
+                    group.addTask {
+                        while next.take() < count {
+                            _ = try? await client.call(NodeID(1), service: ServiceID(9), Message(method: 1, header: [1], bulk: payload), timeoutNanoseconds: 30_000_000_000)
+                        }
+                    }
+                }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let rate = Double(count * size) / seconds
+            let label = size >= 1 << 20 ? "\(size >> 20) MiB" : "\(size >> 10) KiB"
+            print("| \(label) | \(inFlight) | \(String(format: "%.1f", rate / 1e6)) | \(String(format: "%.0f", Double(count) / seconds)) | \(String(format: "%.2f", rate / raw))x |")
+        }
+        await client.shutdown()
+        await server.shutdown()
+    }
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = 0
+        func take() -> Int {
+            lock.lock()
+            defer { lock.unlock() }
+            value += 1
+            return value - 1
+        }
     }
 }

@@ -143,6 +143,7 @@ struct KV: AsyncParsableCommand {
     @Argument(help: "Keys (and for put/get an optional file)") var rest: [String] = []
     @Option(help: "Page size of a namespace created by put") var pageBytes = 1 << 20
     @Option(help: "Capacity in pages of a namespace created by put") var capacityPages = 4_096
+    @Option(help: "Durability of a namespace created by put: cache (acknowledged when every replica holds the page; a crash of a whole chain may lose recent pages) or durable (fsynced on every replica first)") var durability = "cache"
     @Option(help: "The cluster's data dir (default: the last one cistern up started)") var dataDir: String?
 
     func run() async throws {
@@ -151,7 +152,8 @@ struct KV: AsyncParsableCommand {
             case "put":
                 guard let key = rest.first else { throw fail("kv put needs a KEY") }
                 let bytes = try rest.count > 1 ? [UInt8](Data(contentsOf: URL(fileURLWithPath: rest[1]))) : [UInt8](FileHandle.standardInput.readDataToEndOfFile())
-                let ns = try await s.client.kvNamespace(namespace, pageBytes: pageBytes, capacityPages: UInt64(capacityPages))
+                guard let d = KVDurability(durability) else { throw fail("unknown durability '\(durability)'; use cache or durable") }
+                let ns = try await s.client.kvNamespace(namespace, pageBytes: pageBytes, capacityPages: UInt64(capacityPages), durability: d)
                 let outcome = try await ns.put([(key, bytes)])
                 print("\(key): \(outcome[0])")
                 if !outcome[0].isStored { throw ExitCode(1) }
