@@ -183,7 +183,7 @@ public actor CisternClient {
         guard end > offset else { return [] }
         let n = Int(end - offset)
         let pieces = FileSplit.pieces(layout: handle.layout, inode: handle.inode, offset: offset, length: n)
-        let chunks = try await readChunks(pieces.map { ($0.chunk, $0.chain) })
+        let chunks = try await readChunks(pieces.map { ($0.chunk, $0.chain) }, expectedBytes: Int(handle.layout.chunkBytes))
         var out = [UInt8](repeating: 0, count: n)
         for p in pieces {
             guard let data = chunks[p.chunk] ?? nil else { continue }
@@ -197,7 +197,7 @@ public actor CisternClient {
 
     /// Reads chunks grouped by chain (one batched request per chain, chains in
     /// parallel); nil for chunks that do not exist.
-    func readChunks(_ wanted: [(ChunkID, ChainID)], using client: StorageClient? = nil) async throws(CisternError) -> [ChunkID: [UInt8]?] {
+    func readChunks(_ wanted: [(ChunkID, ChainID)], expectedBytes: Int = 0, using client: StorageClient? = nil) async throws(CisternError) -> [ChunkID: [UInt8]?] {
         var byChain: [ChainID: [ChunkID]] = [:]
         var seen: Set<ChunkID> = []
         for (c, chain) in wanted where seen.insert(c).inserted { byChain[chain, default: []].append(c) }
@@ -205,7 +205,7 @@ public actor CisternClient {
         let storage = client ?? self.storage
         let results = await runtime.concurrentMap(groups, limit: options.inFlightMax) { (chain, chunks) -> Result<[ChunkID: [UInt8]?], StorageClientError> in
             do throws(StorageClientError) {
-                let got = try await storage.readBatch(chunks, chain: chain)
+                let got = try await storage.readBatch(chunks, chain: chain, expectedBytes: expectedBytes)
                 var out: [ChunkID: [UInt8]?] = [:]
                 for (k, v) in got { out[k] = v.map(\.data) }
                 return .success(out)

@@ -216,7 +216,7 @@ public struct KVNamespace: Sendable {
             if wanted.isEmpty { break }
             let chunks: [ChunkID: [UInt8]?]
             do {
-                chunks = try await client.readChunks(wanted)
+                chunks = try await client.readChunks(wanted, expectedBytes: pageBytes)
             } catch {
                 for i in where_.keys { results[i] = .failed("\(error)") }
                 break

@@ -114,6 +114,44 @@ public actor ChunkEngine {
         return (data, committed)
     }
 
+    /// The committed data of several chunks with one disk submission, each verified
+    /// against its checksum; one result per id, in order.
+    public func readMany(_ ids: [ChunkID]) async -> [Result<(data: [UInt8], version: ChunkVersion), ChunkError>] {
+        var results = [Result<(data: [UInt8], version: ChunkVersion), ChunkError>?](repeating: nil, count: ids.count)
+        var reads: [(index: Int, version: ChunkVersion)] = []
+        var ops: [DiskOp] = []
+        for (i, id) in ids.enumerated() {
+            guard let committed = chunks[id]?.committed else {
+                results[i] = .failure(.notFound(id))
+                continue
+            }
+            do throws(ChunkError) {
+                ops.append(.read(try await handle(committed.block.path), offset: committed.block.offset, length: committed.length))
+                reads.append((i, committed))
+            } catch {
+                results[i] = .failure(error)
+            }
+        }
+        let done = ops.isEmpty ? [] : await disk.submit(ops)
+        for (k, r) in reads.enumerated() {
+            switch done[k] {
+            case .failure(let e):
+                results[r.index] = .failure(.disk(e))
+            case .success(let completion):
+                var data: [UInt8] = []
+                if case .read(let bytes) = completion { data = bytes }
+                let actual = data.count == r.version.length ? CRC32C.checksum(data) : ~r.version.checksum
+                if actual == r.version.checksum {
+                    results[r.index] = .success((data, r.version))
+                } else {
+                    corruptionsDetected += 1
+                    results[r.index] = .failure(.corrupt(ids[r.index], expected: r.version.checksum, actual: actual))
+                }
+            }
+        }
+        return results.map { $0 ?? .failure(.disk(.ioError(path: "", detail: "internal error: read not run"))) }
+    }
+
     private func readBlock(_ v: ChunkVersion, _ id: ChunkID) async throws(ChunkError) -> [UInt8] {
         let file = try await handle(v.block.path)
         let data: [UInt8]

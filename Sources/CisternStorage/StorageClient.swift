@@ -188,41 +188,54 @@ public actor StorageClient {
         return results.map { $0! }
     }
 
-    /// Reads several chunks of one chain with one request to a SERVING replica; chunks
-    /// that replica could not serve (a write in flight, a corrupt copy) are read again
-    /// one by one. The result has an entry per chunk: nil when it does not exist.
-    public func readBatch(_ chunks: [ChunkID], chain id: ChainID) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8])?] {
+    /// Reads several chunks of one chain in batched requests to SERVING replicas:
+    /// groups of at most `StorageLimits.batchChunksMax` chunks and, given the chunks'
+    /// expected size, about `StorageLimits.subBatchBytesTarget` bytes, all in flight at
+    /// once, each to a replica drawn at random (so a batch spreads over the chain).
+    /// Chunks a replica could not serve (a write in flight, a corrupt copy) are read
+    /// again one by one. The result has an entry per chunk: nil when it does not exist.
+    public func readBatch(_ chunks: [ChunkID], chain id: ChainID, expectedBytes: Int = 0) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8])?] {
         var result: [ChunkID: (version: UInt64, data: [UInt8])?] = [:]
-        var pending = chunks
-        if let chain = await chain(id, refresh: false), !chunks.isEmpty, let target = pickReplica(chain, avoiding: []) {
+        if let chain = await chain(id, refresh: false), !chunks.isEmpty {
+            let perRequest = expectedBytes > 0
+                ? max(1, min(StorageLimits.batchChunksMax, StorageLimits.subBatchBytesTarget / expectedBytes))
+                : StorageLimits.batchChunksMax
             let routing = await mgmtd.routing
-            if let node = routing?.target(target)?.node {
-                for batch in stride(from: 0, to: chunks.count, by: StorageLimits.batchChunksMax).map({ Array(chunks[$0..<min($0 + StorageLimits.batchChunksMax, chunks.count)]) }) {
-                    let request = StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: batch).message()
-                    guard let response = try? await send(node, request),
-                          let reply = try? StorageReply(wireBytes: response.header), case .batch(let items) = reply,
-                          items.count == batch.count, items.reduce(0, { $0 + $1.length }) == response.bulk.count
-                    else { continue }
-                    var offset = 0
-                    for item in items {
-                        switch item.status {
-                        case .data:
-                            let data = Array(response.bulk[offset..<offset + item.length])
-                            offset += item.length
-                            if CRC32C.checksum(data) == item.checksum { result[item.chunk] = .some((item.version, data)) }
-                        case .notFound:
-                            result[item.chunk] = .some(nil)
-                        default:
-                            break
-                        }
+            var plans: [(node: NodeID, request: Message, chunks: [ChunkID])] = []
+            for start in stride(from: 0, to: chunks.count, by: perRequest) {
+                let group = Array(chunks[start..<min(start + perRequest, chunks.count)])
+                guard let target = pickReplica(chain, avoiding: []), let node = routing?.target(target)?.node else { continue }
+                plans.append((node, StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: group).message(), group))
+            }
+            let responses = await runtime.concurrentMap(plans, limit: Self.readRequestsInFlightMax) { plan in
+                try? await self.send(plan.node, plan.request)
+            }
+            for (plan, response) in zip(plans, responses) {
+                guard let response, let reply = try? StorageReply(wireBytes: response.header), case .batch(let items) = reply,
+                      items.count == plan.chunks.count, items.reduce(0, { $0 + $1.length }) == response.bulk.count
+                else { continue }
+                var offset = 0
+                for item in items {
+                    switch item.status {
+                    case .data:
+                        let data = Array(response.bulk[offset..<offset + item.length])
+                        offset += item.length
+                        if CRC32C.checksum(data) == item.checksum { result[item.chunk] = .some((item.version, data)) }
+                    case .notFound:
+                        result[item.chunk] = .some(nil)
+                    default:
+                        break
                     }
                 }
             }
         }
-        pending = pending.filter { result[$0] == nil }
-        for chunk in pending { result[chunk] = .some(try await read(chunk, chain: id)) }
+        for chunk in chunks where result[chunk] == nil { result[chunk] = .some(try await read(chunk, chain: id)) }
         return result
     }
+
+    /// Batched read requests of one `readBatch` in flight at once (the per-node limit
+    /// applies as well).
+    public static let readRequestsInFlightMax = 16
 
     /// What one replica's answer means: a result, or a reason to try again.
     private enum ReplicaAnswer<T> {

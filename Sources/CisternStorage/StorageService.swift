@@ -168,24 +168,7 @@ public actor StorageService {
             guard chunks.count <= StorageLimits.batchChunksMax else {
                 return (.failed("a batch of \(chunks.count) chunks exceeds the \(StorageLimits.batchChunksMax)-chunk limit; split it"), [])
             }
-            var items: [BatchReadItem] = []
-            var bulk: [UInt8] = []
-            for chunk in chunks {
-                let (reply, data) = await read(t, chain: c, chainVersion: v, chunk: chunk)
-                switch reply {
-                case .data(let version, let checksum):
-                    items.append(BatchReadItem(chunk: chunk, status: .data, version: version, checksum: checksum, length: data.count))
-                    bulk += data
-                case .notFound: items.append(BatchReadItem(chunk: chunk, status: .notFound))
-                case .notCommitted: items.append(BatchReadItem(chunk: chunk, status: .notCommitted))
-                case .corrupt: items.append(BatchReadItem(chunk: chunk, status: .corrupt))
-                case .chainVersionMismatch, .notServing:
-                    // The whole target answers the same for every chunk.
-                    return (reply, [])
-                default: items.append(BatchReadItem(chunk: chunk, status: .failed))
-                }
-            }
-            return (.batch(items), bulk)
+            return await readBatch(t, chain: c, chainVersion: v, chunks: chunks)
         case .dumpMeta(let t, _):
             guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
             return (.meta(await e.allMeta()), [])
@@ -582,6 +565,52 @@ public actor StorageService {
                 return (.failed("\(error)"), [])
             }
         }
+    }
+
+    /// Reads a batch of chunks with one chain check and one disk submission for the
+    /// committed ones. The reply's bulk stays within `StorageLimits.writeBatchBytesMax`:
+    /// chunks beyond it are answered `failed` (the client reads them again).
+    private func readBatch(_ t: TargetID, chain c: ChainID, chainVersion: UInt64, chunks: [ChunkID]) async -> (StorageReply, [UInt8]) {
+        guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
+        guard let chain = await mgmtd.routing?.chain(c) else { return (.notServing("\(c) is not in this node's routing yet"), []) }
+        guard chain.version == chainVersion else { return (.chainVersionMismatch(current: chain.version), []) }
+        guard chain.state(of: t) == .serving else { return (.notServing("\(t) is \(chain.state(of: t)?.description ?? "not in \(c)")"), []) }
+        var items = [BatchReadItem?](repeating: nil, count: chunks.count)
+        var serve: [Int] = []
+        var bytes = 0
+        for (i, chunk) in chunks.enumerated() {
+            switch ReplicaWriteRule.read(await engine.meta(chunk)) {
+            case .notFound: items[i] = BatchReadItem(chunk: chunk, status: .notFound)
+            case .notCommitted: items[i] = BatchReadItem(chunk: chunk, status: .notCommitted)
+            case .serve(let committed):
+                if serve.isEmpty || bytes + committed.length <= StorageLimits.writeBatchBytesMax {
+                    serve.append(i)
+                    bytes += committed.length
+                } else {
+                    items[i] = BatchReadItem(chunk: chunk, status: .failed)
+                }
+            }
+        }
+        var bulk: [UInt8] = []
+        bulk.reserveCapacity(bytes)
+        for (i, r) in zip(serve, await engine.readMany(serve.map { chunks[$0] })) {
+            switch r {
+            case .success(let (data, v)):
+                items[i] = BatchReadItem(chunk: chunks[i], status: .data, version: v.version, checksum: v.checksum, length: data.count)
+                bulk += data
+            case .failure(.corrupt):
+                corruptionsDetected += 1
+                log.warning("\(chunks[i]) on \(t) failed its checksum; repairing from a peer")
+                scheduleRepair(t, chunks[i])
+                items[i] = BatchReadItem(chunk: chunks[i], status: .corrupt)
+            case .failure(.notFound):
+                // Removed while the batch was read.
+                items[i] = BatchReadItem(chunk: chunks[i], status: .notFound)
+            case .failure:
+                items[i] = BatchReadItem(chunk: chunks[i], status: .failed)
+            }
+        }
+        return (.batch(items.map { $0! }), bulk)
     }
 
     // MARK: Repair
