@@ -197,13 +197,10 @@ public actor StorageClient {
     public func readBatch(_ chunks: [ChunkID], chain id: ChainID, expectedBytes: Int = 0) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8])?] {
         var result: [ChunkID: (version: UInt64, data: [UInt8])?] = [:]
         if let chain = await chain(id, refresh: false), !chunks.isEmpty {
-            let perRequest = expectedBytes > 0
-                ? max(1, min(StorageLimits.batchChunksMax, StorageLimits.subBatchBytesTarget / expectedBytes))
-                : StorageLimits.batchChunksMax
             let routing = await mgmtd.routing
             var plans: [(node: NodeID, request: Message, chunks: [ChunkID])] = []
-            for start in stride(from: 0, to: chunks.count, by: perRequest) {
-                let group = Array(chunks[start..<min(start + perRequest, chunks.count)])
+            for range in Self.readGroups(count: chunks.count, expectedBytes: expectedBytes) {
+                let group = Array(chunks[range])
                 guard let target = pickReplica(chain, avoiding: []), let node = routing?.target(target)?.node else { continue }
                 plans.append((node, StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: group).message(), group))
             }
@@ -231,6 +228,16 @@ public actor StorageClient {
         }
         for chunk in chunks where result[chunk] == nil { result[chunk] = .some(try await read(chunk, chain: id)) }
         return result
+    }
+
+    /// How `readBatch` splits `count` chunks of about `expectedBytes` each (0: unknown):
+    /// consecutive ranges of at most `StorageLimits.batchChunksMax` chunks and about
+    /// `StorageLimits.subBatchBytesTarget` bytes (at least one chunk each).
+    public static func readGroups(count: Int, expectedBytes: Int) -> [Range<Int>] {
+        let perRequest = expectedBytes > 0
+            ? max(1, min(StorageLimits.batchChunksMax, StorageLimits.subBatchBytesTarget / expectedBytes))
+            : StorageLimits.batchChunksMax
+        return stride(from: 0, to: count, by: perRequest).map { $0..<min($0 + perRequest, count) }
     }
 
     /// Batched read requests of one `readBatch` in flight at once (the per-node limit

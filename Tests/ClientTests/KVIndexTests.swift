@@ -208,3 +208,19 @@ struct IndexHarness {
         #expect(KVNamespace.split(Array(repeating: 64 << 10, count: 128), bytes: { $0 }).count == 8)
     }
 }
+
+@Suite struct KVReadGroupTests {
+    @Test func aBatchOf128PagesOf1MiBIsReadWithBoundedRequestsEachBelowTheMessageLimit() {
+        for (count, bytes) in [(128, 1 << 20), (128, 64 << 10), (1, 16 << 20), (5_000, 4 << 10), (300, 0)] {
+            let groups = StorageClient.readGroups(count: count, expectedBytes: bytes)
+            #expect(groups.flatMap { Array($0) } == Array(0..<count))
+            for g in groups {
+                #expect(g.count <= StorageLimits.batchChunksMax)
+                if bytes > 0 { #expect(g.count * bytes <= max(StorageLimits.subBatchBytesTarget, bytes)) }
+                #expect(g.count * bytes < TransportLimits.messageBytesMax)
+            }
+        }
+        #expect(StorageClient.readGroups(count: 128, expectedBytes: 1 << 20).count == 128)
+        #expect(StorageClient.readGroups(count: 128, expectedBytes: 64 << 10).count == 8)
+    }
+}
