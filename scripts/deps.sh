@@ -32,7 +32,22 @@ else
     if [[ "${1:-}" == "--bench" ]]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
 fi
 
+# `--bench`: Mooncake Store (CPU wheel, TCP transport) into .venv-bench, for
+# `cistern bench kv` to measure beside Cistern and redis. Best effort: without PyPI
+# the benchmark leaves Mooncake out and says so.
+bench_venv() {
+    [[ "${1:-}" == "--bench" ]] || return 0
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if [[ -x "$root/.venv-bench/bin/python" ]] && "$root/.venv-bench/bin/python" -c "import mooncake.store, numpy" 2>/dev/null; then return 0; fi
+    echo "installing Mooncake Store for the benchmark into .venv-bench" >&2
+    if ! { python3 -m venv "$root/.venv-bench" && "$root/.venv-bench/bin/pip" install -q "mooncake-transfer-engine-non-cuda==0.3.13.post1" numpy; } >&2; then
+        echo "warning: could not install mooncake-transfer-engine-non-cuda; cistern bench kv will run without Mooncake Store" >&2
+    fi
+}
+
 if (( ${#missing[@]} == 0 )); then
+    bench_venv "${1:-}"
     exit 0
 fi
 
@@ -52,3 +67,4 @@ echo "installing system packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >&2
 $sudo apt-get install -y -qq "${missing[@]}" >&2
+bench_venv "${1:-}"

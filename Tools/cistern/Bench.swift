@@ -193,7 +193,7 @@ struct MetaBench: AsyncParsableCommand {
 struct KVBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv",
-        abstract: "KV page put/get through a real loopback cluster beside loopback TCP, the disk and redis-server.")
+        abstract: "KV page put/get through a real loopback cluster beside loopback TCP, the disk, redis-server and Mooncake Store.")
 
     @Option(help: "Scratch directory (a fresh folder inside it is used and removed)") var dir = NSTemporaryDirectory()
     @Option(help: "Bytes moved per page size") var megabytes = 256
@@ -203,7 +203,12 @@ struct KVBench: AsyncParsableCommand {
     func run() async throws {
         let work = (dir as NSString).appendingPathComponent("cistern-bench-kv-\(getpid())")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let report = try await KVBenchmark.run(binary: selfExecutable(), workDir: work, batch: batch, bytesPerSize: megabytes << 20) { line in
+        // Mooncake Store runs from the virtual environment scripts/deps.sh --bench makes.
+        let python = ProcessInfo.processInfo.environment["CISTERN_BENCH_PYTHON"] ?? ".venv-bench/bin/python"
+        let script = "scripts/bench_mooncake.py"
+        let haveMooncake = FileManager.default.isExecutableFile(atPath: python) && FileManager.default.fileExists(atPath: script)
+        let report = try await KVBenchmark.run(binary: selfExecutable(), workDir: work, batch: batch, bytesPerSize: megabytes << 20,
+                                               python: haveMooncake ? python : nil, mooncakeScript: haveMooncake ? script : nil) { line in
             if !json { FileHandle.standardError.write(Data("... \(line)\n".utf8)) }
         }
         if json {
