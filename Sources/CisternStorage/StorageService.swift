@@ -403,7 +403,7 @@ public actor StorageService {
             case .new: break
             }
             for k in keys { await lock(k) }
-            let reply = await headWriteBatch(b, datas, engine: engine)
+            let reply = await headWriteBatch(b, datas, bulk: bulk, engine: engine)
             for k in keys { unlock(k) }
             if case .batchWritten(let rs) = reply, rs.allSatisfy({ if case .written = $0 { return true } else { return false } }) {
                 dedup.finish(channel, sequence: b.tag.sequence, result: reply)
@@ -413,7 +413,7 @@ public actor StorageService {
             return reply
         }
         for k in keys { await lock(k) }
-        let reply = await replicaWriteBatch(b, datas, engine: engine)
+        let reply = await replicaWriteBatch(b, datas, bulk: bulk, engine: engine)
         for k in keys { unlock(k) }
         if case .batchWritten(let rs) = reply, b.tag.client != 0, rs.allSatisfy({ if case .written = $0 { return true } else { return false } }) {
             dedup.remember(channel, sequence: b.tag.sequence, result: reply)
@@ -421,7 +421,7 @@ public actor StorageService {
         return reply
     }
 
-    private func headWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], engine: ChunkEngine) async -> StorageReply {
+    private func headWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], bulk: [UInt8], engine: ChunkEngine) async -> StorageReply {
         var writes: [ChunkEngine.BlockWrite] = []
         for (item, data) in zip(b.items, datas) {
             writes.append(ChunkEngine.BlockWrite(id: item.chunk, data: data, version: ReplicaWriteRule.nextVersion(await engine.meta(item.chunk))))
@@ -439,12 +439,12 @@ public actor StorageService {
                 replies[i] = .failed("\(e)")
             }
         }
-        let acked = await forwardBatchAndCommit(b, items, forward.map { datas[$0] }, engine: engine)
+        let acked = await forwardBatchAndCommit(b, items, forward.count == datas.count ? bulk : Self.concatenated(forward.map { datas[$0] }), engine: engine)
         for (k, i) in forward.enumerated() { replies[i] = acked[k] }
         return .batchWritten(replies)
     }
 
-    private func replicaWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], engine: ChunkEngine) async -> StorageReply {
+    private func replicaWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], bulk: [UInt8], engine: ChunkEngine) async -> StorageReply {
         var replies = [StorageReply?](repeating: nil, count: b.items.count)
         var stage: [Int] = []
         var replace: [Int] = []
@@ -479,7 +479,9 @@ public actor StorageService {
             }
         }
         forward.sort()
-        let acked = await forwardBatchAndCommit(b, forward.map { b.items[$0] }, forward.map { datas[$0] }, engine: engine)
+        // Forwarding everything received, in order (the usual case): pass the bulk on as it came.
+        let forwardBulk = forward.count == datas.count ? bulk : Self.concatenated(forward.map { datas[$0] })
+        let acked = await forwardBatchAndCommit(b, forward.map { b.items[$0] }, forwardBulk, engine: engine)
         for (k, i) in forward.enumerated() { replies[i] = acked[k] }
         return .batchWritten(replies.map { $0 ?? .failed("not written") })
     }
@@ -488,10 +490,9 @@ public actor StorageService {
     /// routing after failures, as `forwardAndCommit`), then commits those the
     /// successor acknowledged, in one group. The tail commits at once. One answer per
     /// item.
-    private func forwardBatchAndCommit(_ b: WriteBatchArgs, _ items: [WriteBatchItem], _ datas: [[UInt8]], engine: ChunkEngine) async -> [StorageReply] {
+    private func forwardBatchAndCommit(_ b: WriteBatchArgs, _ items: [WriteBatchItem], _ bulk: [UInt8], engine: ChunkEngine) async -> [StorageReply] {
         if items.isEmpty { return [] }
         var lastError = "no attempt"
-        let bulk = datas.count == 1 ? datas[0] : Array(datas.joined())
         for attempt in 0..<config.forwardAttemptsMax {
             if attempt > 0 {
                 try? await runtime.sleep(nanoseconds: config.forwardBackoffNanoseconds)
@@ -523,6 +524,15 @@ public actor StorageService {
         }
         if lastError == "no attempt" { return await commitBatch(b, items, successor: nil, engine: engine) }
         return Array(repeating: .failed("could not forward a batch of \(items.count) chunks: \(lastError)"), count: items.count)
+    }
+
+    /// `parts` end to end, copied with one memcpy each (a joined sequence of arrays is
+    /// copied byte by byte).
+    static func concatenated(_ parts: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        for p in parts { out.append(contentsOf: p) }
+        return out
     }
 
     /// Commits the items the successor wrote (all of them at the tail, `successor`
