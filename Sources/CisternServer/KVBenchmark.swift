@@ -39,7 +39,7 @@ public enum KVBenchmark {
 
     /// Runs everything; `progress` gets a line per step. `python` runs
     /// `scripts/bench_mooncake.py` (nil: Mooncake Store is left out, with a note).
-    public static func run(binary: String, workDir: String, storageNodes: Int = 3, batch: Int = 128, bytesPerSize: Int = 256 << 20,
+    public static func run(binary: String, workDir: String, storageNodes: Int = 3, targetsPerNode: Int = 4, batch: Int = 128, bytesPerSize: Int = 256 << 20,
                            python: String? = nil, mooncakeScript: String? = nil,
                            progress: @Sendable (String) -> Void) async throws -> Report {
         var notes: [String] = []
@@ -54,7 +54,7 @@ public enum KVBenchmark {
         var rows: [Row] = []
         let cluster = LocalCluster(dataDir: workDir + "/cluster")
         progress("starting a local cluster (\(storageNodes) storage nodes)")
-        try await cluster.up(storageNodes: storageNodes, binary: binary)
+        try await cluster.up(storageNodes: storageNodes, targetsPerNode: targetsPerNode, binary: binary)
         do {
             let session = try await ClientSession.connect(cluster, name: "bench")
             for pageBytes in [64 << 10, 1 << 20] {
@@ -107,7 +107,7 @@ public enum KVBenchmark {
             throw error
         }
         try await cluster.down()
-        notes.append("cistern: 3 storage nodes, 3-way replicated chains (CRAQ), on this machine's disk; put: cache durability (acknowledged when all 3 replicas hold the page, on disk by group commit right behind); durable: acknowledged after every replica's fsync (group commit)")
+        notes.append("cistern: \(storageNodes) storage nodes of \(targetsPerNode) targets, 3-way replicated chains (CRAQ), on this machine's disk; put: cache durability (acknowledged when all 3 replicas hold the page, on disk by group commit right behind); durable: acknowledged after every replica's fsync (group commit)")
         notes.append("redis: in memory, one copy, no persistence (--save '' --appendonly no), each connection pipelining a batch")
         if python == nil {
             notes.append("mooncake: not measured (no virtual environment with mooncake-transfer-engine-non-cuda; scripts/deps.sh --bench installs it)")

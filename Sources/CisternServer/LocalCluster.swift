@@ -80,7 +80,7 @@ public struct LocalCluster: Sendable {
     }
 
     /// The configurations of every node of a cluster of `storageNodes` storage nodes.
-    func configs(storageNodes: Int) throws -> [ServerConfig] {
+    func configs(storageNodes: Int, targetsPerNode: Int = 2) throws -> [ServerConfig] {
         let mgmtd = ServerConfig.Peer(id: 1, address: "127.0.0.1:\(try Self.freePort())")
         let meta = ServerConfig.Peer(id: 10, address: "127.0.0.1:\(try Self.freePort())")
         let cluster = ServerConfig.Cluster(mgmtd: [mgmtd], meta: [meta])
@@ -93,7 +93,7 @@ public struct LocalCluster: Sendable {
         for i in 1...storageNodes {
             let id = UInt32(100 + i)
             out.append(ServerConfig(node: .init(id: id, name: "storage\(i)", role: .storage, listen: "127.0.0.1:\(try Self.freePort())"), cluster: cluster,
-                                    storage: .init(dataDir: path("data", "storage\(i)"), targets: [UInt64(id) * 100 + 1, UInt64(id) * 100 + 2]),
+                                    storage: .init(dataDir: path("data", "storage\(i)"), targets: (1...max(1, min(targetsPerNode, 99))).map { UInt64(id) * 100 + UInt64($0) }),
                                     metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")))
         }
         return out
@@ -101,12 +101,14 @@ public struct LocalCluster: Sendable {
 
     /// Starts the processes (`binary server --config …`) and waits until the cluster
     /// serves: every storage node registered, chains created, files creatable.
-    public func up(storageNodes: Int, binary: String, progress: @Sendable (String) -> Void = { _ in }) async throws {
+    /// `targetsPerNode` (1...99, default 2): each a chunk engine of its own; chains of
+    /// the table = storage nodes x targets per node / replicas.
+    public func up(storageNodes: Int, targetsPerNode: Int = 2, binary: String, progress: @Sendable (String) -> Void = { _ in }) async throws {
         guard storageNodes >= 1 else { throw LocalClusterError.startFailed("--storage-nodes must be at least 1") }
         if !runningNodes().isEmpty { throw LocalClusterError.alreadyRunning(dataDir) }
         let fm = FileManager.default
         for d in ["config", "logs", "pids", "data", "kv"] { try fm.createDirectory(atPath: path(d), withIntermediateDirectories: true) }
-        let configs = try configs(storageNodes: storageNodes)
+        let configs = try configs(storageNodes: storageNodes, targetsPerNode: targetsPerNode)
         let encoder = YAMLEncoder()
         for c in configs { try encoder.encode(c).write(toFile: path("config", "\(c.node.name).yaml"), atomically: true, encoding: .utf8) }
         try encoder.encode(configs[0].cluster).write(toFile: path("cluster.yaml"), atomically: true, encoding: .utf8)
