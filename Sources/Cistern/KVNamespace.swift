@@ -192,6 +192,8 @@ public struct KVNamespace: Sendable {
         var results = [KVGetResult?](repeating: nil, count: keys.count)
         let lease = client.options.kvLeaseNanoseconds
         let runtime = client.runtime
+        // Keys whose bytes (in the last attempt) did not match what the index recorded.
+        var mismatched: Set<Int> = []
         for attempt in 0..<3 {
             let pending = keys.indices.filter { results[$0] == nil }
             if pending.isEmpty { break }
@@ -223,17 +225,22 @@ public struct KVNamespace: Sendable {
             }
             // A read that outlived its lease may have raced a reuse of the slot.
             let finished = runtime.nowNanoseconds()
+            mismatched.removeAll()
             for (i, (chunk, loc)) in where_ {
                 guard finished + Self.marginNanoseconds <= start + loc.leaseNanoseconds else { continue }
-                guard let data = chunks[chunk] ?? nil, data.count >= Int(loc.length) else { continue }
+                guard let data = chunks[chunk] ?? nil, data.count >= Int(loc.length) else {
+                    mismatched.insert(i)
+                    continue
+                }
                 let page = Array(data.prefix(Int(loc.length)))
-                if CRC32C.checksum(page) == loc.checksum { results[i] = .found(page) }
+                if CRC32C.checksum(page) == loc.checksum { results[i] = .found(page) } else { mismatched.insert(i) }
             }
             if attempt == 2 {
                 // `cache`: a crash of the whole chain may have rolled the slot back to
                 // older bytes than the index names; the page is lost, not broken.
-                let gone: KVGetResult = config.durability == .cache ? .missing : .failed("the page kept changing under the reader")
-                for i in where_.keys where results[i] == nil { results[i] = gone }
+                for i in where_.keys where results[i] == nil {
+                    results[i] = config.durability == .cache && mismatched.contains(i) ? .missing : .failed("the page kept changing under the reader")
+                }
             }
         }
         return results.map { $0 ?? .failed("not read") }

@@ -143,6 +143,9 @@ public actor ChunkEngine {
                 let actual = data.count == r.version.length ? CRC32C.checksum(data) : ~r.version.checksum
                 if actual == r.version.checksum {
                     results[r.index] = .success((data, r.version))
+                } else if chunks[ids[r.index]]?.committed != r.version {
+                    // Moved on while the batch was read: not corruption; read again.
+                    results[r.index] = .failure(.versionMismatch(ids[r.index], expected: r.version.version, pending: chunks[ids[r.index]]?.committed?.version))
                 } else {
                     corruptionsDetected += 1
                     results[r.index] = .failure(.corrupt(ids[r.index], expected: r.version.checksum, actual: actual))
@@ -162,6 +165,9 @@ public actor ChunkEngine {
         }
         let actual = data.count == v.length ? CRC32C.checksum(data) : ~v.checksum
         guard actual == v.checksum else {
+            // The chunk moved on while the block was read (its old block freed and
+            // reused): not corruption; the caller reads again.
+            if chunks[id]?.committed != v { throw .versionMismatch(id, expected: v.version, pending: chunks[id]?.committed?.version) }
             corruptionsDetected += 1
             throw .corrupt(id, expected: v.checksum, actual: actual)
         }
@@ -427,7 +433,9 @@ public actor ChunkEngine {
             startFlush()
         }
         if let failure { return failure }
-        // In the same step as the state change, so no reader still finds a freed block.
+        // In the same step as the state change: a reader that looks the chunk up from
+        // now on finds the new block (one already reading the old one checks, when its
+        // checksum fails, whether the chunk moved on).
         for c in changes {
             chunks[c.id] = c.after
             for b in c.frees { allocator.free(b) }
@@ -518,6 +526,9 @@ public actor ChunkEngine {
                         outcome.append(e)
                     } else if g.durable {
                         outcome.append(syncFailure[w.file.id])
+                    } else if let e = syncFailure[w.file.id] {
+                        // The file's fsync failed: its unsynced pages may be gone.
+                        outcome.append(e)
                     } else {
                         unsyncedFiles[w.file.id] = w.file
                         outcome.append(nil)

@@ -173,6 +173,9 @@ public actor StorageClient {
                 let reply = try StorageReply(wireBytes: response.header)
                 guard case .batchWritten(let answers) = reply, answers.count == pending.count else {
                     for i in pending { last[i] = "\(head.target): \(reply)" }
+                    // A batch answer for another set of items (remembered by a replica
+                    // that received part of this request): ask again under a new number.
+                    if case .batchWritten = reply { newRequest = true }
                     continue
                 }
                 for (i, answer) in zip(pending, answers) {
