@@ -140,15 +140,10 @@ public actor ChunkEngine {
             case .success(let completion):
                 var data: [UInt8] = []
                 if case .read(let bytes) = completion { data = bytes }
-                let actual = data.count == r.version.length ? CRC32C.checksum(data) : ~r.version.checksum
-                if actual == r.version.checksum {
-                    results[r.index] = .success((data, r.version))
-                } else if chunks[ids[r.index]]?.committed != r.version {
-                    // Moved on while the batch was read: not corruption; read again.
-                    results[r.index] = .failure(.versionMismatch(ids[r.index], expected: r.version.version, pending: chunks[ids[r.index]]?.committed?.version))
+                if let e = verify(data, r.version, ids[r.index]) {
+                    results[r.index] = .failure(e)
                 } else {
-                    corruptionsDetected += 1
-                    results[r.index] = .failure(.corrupt(ids[r.index], expected: r.version.checksum, actual: actual))
+                    results[r.index] = .success((data, r.version))
                 }
             }
         }
@@ -163,15 +158,20 @@ public actor ChunkEngine {
         } catch {
             throw .disk(error)
         }
-        let actual = data.count == v.length ? CRC32C.checksum(data) : ~v.checksum
-        guard actual == v.checksum else {
-            // The chunk moved on while the block was read (its old block freed and
-            // reused): not corruption; the caller reads again.
-            if chunks[id]?.committed != v { throw .versionMismatch(id, expected: v.version, pending: chunks[id]?.committed?.version) }
-            corruptionsDetected += 1
-            throw .corrupt(id, expected: v.checksum, actual: actual)
-        }
+        if let e = verify(data, v, id) { throw e }
         return data
+    }
+
+    /// Why `data`, read from the block of committed version `v` of `id`, must not be
+    /// returned, or nil when it matches its checksum. A mismatch after the chunk moved
+    /// on (its old block freed and reused while it was read) is not corruption: the
+    /// caller reads again.
+    private func verify(_ data: [UInt8], _ v: ChunkVersion, _ id: ChunkID) -> ChunkError? {
+        let actual = data.count == v.length ? CRC32C.checksum(data) : ~v.checksum
+        if actual == v.checksum { return nil }
+        if chunks[id]?.committed != v { return .versionMismatch(id, expected: v.version, pending: chunks[id]?.committed?.version) }
+        corruptionsDetected += 1
+        return .corrupt(id, expected: v.checksum, actual: actual)
     }
 
     // MARK: Updates

@@ -80,17 +80,19 @@ public actor StorageClient {
         try? await runtime.sleep(nanoseconds: min(UInt64(20_000_000) << min(attempt, 4), 400_000_000))
     }
 
+    /// A channel no other write holds (a new one when all are taken); the caller
+    /// puts it back in `freeChannels` when its write is done.
+    private func takeChannel() -> UInt32 {
+        if let c = freeChannels.popLast() { return c }
+        channelSequence.append(0)
+        return UInt32(channelSequence.count - 1)
+    }
+
     /// Writes `data` at `offset` of `chunk`; returns the committed version. `durable`:
     /// acknowledged once every replica fsynced it; otherwise once every replica holds
     /// it (`cache` durability: a crash of every replica at once may lose it).
     public func write(_ chunk: ChunkID, chain id: ChainID, offset: Int = 0, _ data: [UInt8], durable: Bool = true) async throws(StorageClientError) -> UInt64 {
-        let channel: UInt32
-        if let c = freeChannels.popLast() {
-            channel = c
-        } else {
-            channel = UInt32(channelSequence.count)
-            channelSequence.append(0)
-        }
+        let channel = takeChannel()
         defer { freeChannels.append(channel) }
         channelSequence[Int(channel)] += 1
         let tag = ClientTag(client: clientID, channel: channel, sequence: channelSequence[Int(channel)])
@@ -130,13 +132,7 @@ public actor StorageClient {
     /// item, in order: the committed version or why it was not written.
     public func writeBatch(_ items: [(chunk: ChunkID, data: [UInt8])], chain id: ChainID, durable: Bool) async -> [Result<UInt64, StorageClientError>] {
         if items.isEmpty { return [] }
-        let channel: UInt32
-        if let c = freeChannels.popLast() {
-            channel = c
-        } else {
-            channel = UInt32(channelSequence.count)
-            channelSequence.append(0)
-        }
+        let channel = takeChannel()
         defer { freeChannels.append(channel) }
         var results = [Result<UInt64, StorageClientError>?](repeating: nil, count: items.count)
         var last = [String](repeating: "no attempt", count: items.count)

@@ -198,13 +198,26 @@ public actor StorageService {
         return r.chain(c)
     }
 
-    private func write(_ a: WriteArgs, _ data: [UInt8]) async -> StorageReply {
-        guard let engine = engines[a.target] else { return .notServing("no \(a.target) on \(node)") }
-        guard let chain = await mgmtd.routing?.chain(a.chain) else { return .notServing("\(a.chain) is not in this node's routing yet") }
-        guard chain.version == a.chainVersion else { return .chainVersionMismatch(current: chain.version) }
-        guard let mine = chain.state(of: a.target), mine.receivesWrites else {
-            return .notServing("\(a.target) is \(chain.state(of: a.target)?.description ?? "not in \(a.chain)")")
+    /// Why a request's target cannot take it now: the reply to send.
+    private struct Refusal: Error {
+        let reply: StorageReply
+    }
+
+    /// The engine, chain and state of `t` when it serves chain `c` at `chainVersion`
+    /// now: for reads it must be SERVING, for writes receive writes.
+    private func admit(_ t: TargetID, chain c: ChainID, chainVersion: UInt64, write: Bool) async throws(Refusal) -> (ChunkEngine, Chain, PublicState) {
+        guard let engine = engines[t] else { throw Refusal(reply: .notServing("no \(t) on \(node)")) }
+        guard let chain = await mgmtd.routing?.chain(c) else { throw Refusal(reply: .notServing("\(c) is not in this node's routing yet")) }
+        guard chain.version == chainVersion else { throw Refusal(reply: .chainVersionMismatch(current: chain.version)) }
+        guard let mine = chain.state(of: t), write ? mine.receivesWrites : mine == .serving else {
+            throw Refusal(reply: .notServing("\(t) is \(chain.state(of: t)?.description ?? "not in \(c)")"))
         }
+        return (engine, chain, mine)
+    }
+
+    private func write(_ a: WriteArgs, _ data: [UInt8]) async -> StorageReply {
+        let (engine, chain, mine): (ChunkEngine, Chain, PublicState)
+        do { (engine, chain, mine) = try await admit(a.target, chain: a.chain, chainVersion: a.chainVersion, write: true) } catch { return error.reply }
         let key = ChunkLocks.Key(target: a.target.rawValue, chunk: a.chunk)
         if a.version == 0 {
             // A client write: only the head takes it.
@@ -368,12 +381,8 @@ public actor StorageService {
     /// check, the chunks' locks taken in order, one staging submission, one forward
     /// of the batch, one commit group.
     private func writeBatch(_ b: WriteBatchArgs, _ bulk: [UInt8]) async -> StorageReply {
-        guard let engine = engines[b.target] else { return .notServing("no \(b.target) on \(node)") }
-        guard let chain = await mgmtd.routing?.chain(b.chain) else { return .notServing("\(b.chain) is not in this node's routing yet") }
-        guard chain.version == b.chainVersion else { return .chainVersionMismatch(current: chain.version) }
-        guard let mine = chain.state(of: b.target), mine.receivesWrites else {
-            return .notServing("\(b.target) is \(chain.state(of: b.target)?.description ?? "not in \(b.chain)")")
-        }
+        let (engine, chain, mine): (ChunkEngine, Chain, PublicState)
+        do { (engine, chain, mine) = try await admit(b.target, chain: b.chain, chainVersion: b.chainVersion, write: true) } catch { return error.reply }
         guard b.items.count <= StorageLimits.writeBatchItemsMax, bulk.count <= StorageLimits.writeBatchBytesMax else {
             return .failed("a write batch of \(b.items.count) chunks and \(bulk.count) bytes exceeds \(StorageLimits.writeBatchItemsMax) chunks or \(StorageLimits.writeBatchBytesMax) bytes; split it")
         }
@@ -405,7 +414,7 @@ public actor StorageService {
             for k in keys { await lock(k) }
             let reply = await headWriteBatch(b, datas, bulk: bulk, engine: engine)
             for k in keys { unlock(k) }
-            if case .batchWritten(let rs) = reply, rs.allSatisfy({ if case .written = $0 { return true } else { return false } }) {
+            if reply.isFullyWritten {
                 dedup.finish(channel, sequence: b.tag.sequence, result: reply)
             } else {
                 dedup.abandon(channel, sequence: b.tag.sequence)
@@ -415,7 +424,7 @@ public actor StorageService {
         for k in keys { await lock(k) }
         let reply = await replicaWriteBatch(b, datas, bulk: bulk, engine: engine)
         for k in keys { unlock(k) }
-        if case .batchWritten(let rs) = reply, b.tag.client != 0, rs.allSatisfy({ if case .written = $0 { return true } else { return false } }) {
+        if reply.isFullyWritten, b.tag.client != 0 {
             dedup.remember(channel, sequence: b.tag.sequence, result: reply)
         }
         return reply
@@ -555,10 +564,8 @@ public actor StorageService {
     }
 
     private func read(_ t: TargetID, chain c: ChainID, chainVersion: UInt64, chunk: ChunkID) async -> (StorageReply, [UInt8]) {
-        guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
-        guard let chain = await mgmtd.routing?.chain(c) else { return (.notServing("\(c) is not in this node's routing yet"), []) }
-        guard chain.version == chainVersion else { return (.chainVersionMismatch(current: chain.version), []) }
-        guard chain.state(of: t) == .serving else { return (.notServing("\(t) is \(chain.state(of: t)?.description ?? "not in \(c)")"), []) }
+        let engine: ChunkEngine
+        do { (engine, _, _) = try await admit(t, chain: c, chainVersion: chainVersion, write: false) } catch { return (error.reply, []) }
         switch ReplicaWriteRule.read(await engine.meta(chunk)) {
         case .notFound: return (.notFound, [])
         case .notCommitted: return (.notCommitted, [])
@@ -581,10 +588,8 @@ public actor StorageService {
     /// committed ones. The reply's bulk stays within `StorageLimits.writeBatchBytesMax`:
     /// chunks beyond it are answered `failed` (the client reads them again).
     private func readBatch(_ t: TargetID, chain c: ChainID, chainVersion: UInt64, chunks: [ChunkID]) async -> (StorageReply, [UInt8]) {
-        guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
-        guard let chain = await mgmtd.routing?.chain(c) else { return (.notServing("\(c) is not in this node's routing yet"), []) }
-        guard chain.version == chainVersion else { return (.chainVersionMismatch(current: chain.version), []) }
-        guard chain.state(of: t) == .serving else { return (.notServing("\(t) is \(chain.state(of: t)?.description ?? "not in \(c)")"), []) }
+        let engine: ChunkEngine
+        do { (engine, _, _) = try await admit(t, chain: c, chainVersion: chainVersion, write: false) } catch { return (error.reply, []) }
         var items = [BatchReadItem?](repeating: nil, count: chunks.count)
         var serve: [Int] = []
         var bytes = 0
@@ -822,5 +827,13 @@ public actor StorageService {
             }
         }
         _ = await call(.syncDone(target: successor, chainVersion: chain.version))
+    }
+}
+
+extension StorageReply {
+    /// A batch answer in which every item was written.
+    var isFullyWritten: Bool {
+        guard case .batchWritten(let replies) = self else { return false }
+        return replies.allSatisfy { if case .written = $0 { return true } else { return false } }
     }
 }
