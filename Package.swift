@@ -19,6 +19,9 @@ let package = Package(
         .library(name: "CisternSim", targets: ["CisternSim"]),
         // The client library: file I/O, batched I/O and the native KV API.
         .library(name: "Cistern", targets: ["Cistern"]),
+        // The C library (`libCisternFFI.so`, shipped in the Python package as
+        // `libcistern.so`).
+        .library(name: "CisternFFI", type: .dynamic, targets: ["CisternFFI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -104,12 +107,27 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // How a client finds a production cluster: the configuration files, DNS-based
+        // discovery and a connected client session (used by the servers, the CLI and
+        // the C library).
+        .target(
+            name: "CisternConnect",
+            dependencies: ["Cistern", "CisternNIO", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict),
+        // `libcistern`: the C ABI (see include/cistern.h) that Python and inference
+        // engines load; no server code, so it links only the client stack.
+        .target(
+            name: "CisternFFI",
+            dependencies: ["CisternConnect"],
+            exclude: ["include"],
+            swiftSettings: strict),
+
         // Production server processes: configuration, discovery, metrics, lifecycle,
         // and the local cluster behind `cistern up`.
         .target(
             name: "CisternServer",
             dependencies: [
-                "Cistern", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternBench",
+                "Cistern", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternBench",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

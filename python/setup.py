@@ -1,0 +1,42 @@
+"""Builds the wheel with libcistern inside.
+
+The shared library comes from $CISTERN_LIBRARY if set, else from the repository's
+release build (`make python-lib` builds it self-contained, with the Swift runtime
+linked in statically), and is copied to cistern/_lib/libcistern.so with the C header.
+"""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def find_library() -> Path:
+    explicit = os.environ.get("CISTERN_LIBRARY")
+    if explicit:
+        return Path(explicit)
+    built = REPO / ".build-release" / "release" / "libCisternFFI.so"
+    if not built.exists():
+        subprocess.check_call(
+            ["swift", "build", "-c", "release", "--product", "CisternFFI", "--static-swift-stdlib",
+             "--scratch-path", str(REPO / ".build-release")], cwd=REPO)
+    return built
+
+
+class BuildWithLibrary(build_py):
+    def run(self):
+        super().run()
+        if os.environ.get("CISTERN_SKIP_LIBRARY") == "1":
+            return  # an editable install: the package finds the repository's build itself
+        target = Path(self.build_lib) / "cistern"
+        (target / "_lib").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(find_library(), target / "_lib" / "libcistern.so")
+        shutil.copyfile(REPO / "Sources" / "CisternFFI" / "include" / "cistern.h", target / "cistern.h")
+
+
+setup(cmdclass={"build_py": BuildWithLibrary})
