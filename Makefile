@@ -12,7 +12,7 @@ REALTIME_TESTS := RDMATests|EndToEndTests|ConformanceTests
 FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
 	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml Scenarios/swarm-cluster.yaml
 
-.PHONY: run test deps build sweep bench bench-disk bench-meta bench-kv demo release doctor clean
+.PHONY: run test deps build sweep bench bench-disk bench-meta bench-kv bench-python python-lib python-wheel demo release doctor clean
 
 run: build
 	$(BIN) sim Scenarios/ --seeds $(SEEDS)
@@ -26,12 +26,17 @@ test: deps
 	@# cooperative threads for tens of seconds on a 2-core machine.
 	set -o pipefail; $(SWIFT) test --skip-build --skip '$(REALTIME_TESTS)' 2>&1 | tee .build-test-run.log
 	set -o pipefail; $(SWIFT) test --skip-build --filter '$(REALTIME_TESTS)' 2>&1 | tee -a .build-test-run.log
+	@# The C library and the Python package (with the SGLang and LMCache connectors
+	@# against those projects' own code) on real local clusters, in .venv-py.
+	@scripts/python-env.sh
+	set -o pipefail; CISTERN_LIBRARY=$(CURDIR)/.build/debug/libCisternFFI.so CISTERN_BIN=$(CURDIR)/$(BIN) \
+		.venv-py/bin/python -m pytest -q -p no:cacheprovider python/tests 2>&1 | tee .build-test-python.log
 	@# Every scenario over seeds 1...5, twice in separate processes (each pass runs
 	@# its seeds in parallel processes), then the fast ones over $(SEEDS): about
 	@# 9 minutes on 2 cores with the debug build (551 s measured alone).
 	@start=$$(date +%s); scripts/determinism.sh $(BIN) 1...5 Scenarios/ && scripts/determinism.sh $(BIN) $(SEEDS) $(FAST_SCENARIOS); \
 		rc=$$?; echo "scenarios and determinism double-run: $$(( $$(date +%s) - start )) s on $$(nproc) cores"; exit $$rc
-	@scripts/summary.sh .build-test-run.log
+	@scripts/summary.sh .build-test-run.log .build-test-python.log
 
 deps:
 	@scripts/deps.sh
@@ -61,6 +66,25 @@ bench-kv: release
 	.build-release/release/cistern bench kv
 
 # A real local cluster (separate processes) under a KV cache workload, with progress.
+# libcistern built self-contained (the Swift runtime and Foundation linked in
+# statically): what the wheel ships.
+python-lib: deps
+	$(SWIFT) build -c release --product CisternFFI --scratch-path .build-release -Xswiftc -static-stdlib
+	@ldd .build-release/release/libCisternFFI.so | grep -q swift && { echo "libCisternFFI.so still needs the Swift runtime"; exit 1; } || true
+	@echo "built .build-release/release/libCisternFFI.so: it needs only $$(ldd .build-release/release/libCisternFFI.so | awk '/=>/{print $$1}' | tr '\n' ' ')"
+
+# A wheel of the Python package with libcistern inside (dist/).
+python-wheel: python-lib
+	@scripts/python-env.sh
+	CISTERN_LIBRARY=$(CURDIR)/.build-release/release/libCisternFFI.so .venv-py/bin/pip wheel --no-deps --no-build-isolation -w dist python
+
+# The Python API (batch_put_from / batch_get_into of 128 pages) beside Mooncake
+# Store's Python API on the same pages, in the same run.
+bench-python: release python-lib
+	@scripts/deps.sh --bench
+	@scripts/python-env.sh
+	CISTERN_LIBRARY=$(CURDIR)/.build-release/release/libCisternFFI.so .venv-py/bin/python scripts/bench_python.py --cistern-bin .build-release/release/cistern
+
 demo: release
 	.build-release/release/cistern demo
 
@@ -68,4 +92,4 @@ doctor: build
 	$(BIN) doctor
 
 clean:
-	rm -rf .build .build-release .build-test.log .build-test-run.log
+	rm -rf .build .build-release .build-test.log .build-test-run.log .build-test-python.log dist

@@ -9,4 +9,12 @@ if [[ -z "$passed" ]]; then
     echo "no Swift Testing summary found in $log" >&2
     exit 1
 fi
-echo "$passed passed, 0 failed"
+python=""
+if [[ -n "${2:-}" && -f "$2" ]]; then
+    python=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' "$2" | tail -1)
+fi
+if [[ -n "$python" ]]; then
+    echo "$passed Swift tests and $python Python tests passed, 0 failed"
+else
+    echo "$passed passed, 0 failed"
+fi
