@@ -69,21 +69,21 @@ bench-kv: release
 # libcistern built self-contained (the Swift runtime and Foundation linked in
 # statically): what the wheel ships.
 python-lib: deps
-	$(SWIFT) build -c release --product CisternFFI --scratch-path .build-release -Xswiftc -static-stdlib
-	@ldd .build-release/release/libCisternFFI.so | grep -q swift && { echo "libCisternFFI.so still needs the Swift runtime"; exit 1; } || true
-	@echo "built .build-release/release/libCisternFFI.so: it needs only $$(ldd .build-release/release/libCisternFFI.so | awk '/=>/{print $$1}' | tr '\n' ' ')"
+	$(SWIFT) build -c release --product CisternFFI --scratch-path .build-ffi -Xswiftc -static-stdlib
+	@ldd .build-ffi/release/libCisternFFI.so | grep -q swift && { echo "libCisternFFI.so still needs the Swift runtime"; exit 1; } || true
+	@echo "built .build-ffi/release/libCisternFFI.so: it needs only $$(ldd .build-ffi/release/libCisternFFI.so | awk '/=>/{print $$1}' | tr '\n' ' ')"
 
 # A wheel of the Python package with libcistern inside (dist/).
 python-wheel: python-lib
 	@scripts/python-env.sh
-	CISTERN_LIBRARY=$(CURDIR)/.build-release/release/libCisternFFI.so .venv-py/bin/pip wheel --no-deps --no-build-isolation -w dist python
+	CISTERN_LIBRARY=$(CURDIR)/.build-ffi/release/libCisternFFI.so .venv-py/bin/pip wheel --no-deps --no-build-isolation -w dist python
 
 # The Python API (batch_put_from / batch_get_into of 128 pages) beside Mooncake
 # Store's Python API on the same pages, in the same run.
 bench-python: release python-lib
 	@scripts/deps.sh --bench
 	@scripts/python-env.sh
-	CISTERN_LIBRARY=$(CURDIR)/.build-release/release/libCisternFFI.so .venv-py/bin/python scripts/bench_python.py --cistern-bin .build-release/release/cistern
+	CISTERN_LIBRARY=$(CURDIR)/.build-ffi/release/libCisternFFI.so .venv-py/bin/python scripts/bench_python.py --cistern-bin .build-release/release/cistern
 
 demo: release
 	.build-release/release/cistern demo

@@ -20,11 +20,11 @@ def find_library() -> Path:
     explicit = os.environ.get("CISTERN_LIBRARY")
     if explicit:
         return Path(explicit)
-    built = REPO / ".build-release" / "release" / "libCisternFFI.so"
+    built = REPO / ".build-ffi" / "release" / "libCisternFFI.so"
     if not built.exists():
         subprocess.check_call(
-            ["swift", "build", "-c", "release", "--product", "CisternFFI", "--static-swift-stdlib",
-             "--scratch-path", str(REPO / ".build-release")], cwd=REPO)
+            ["swift", "build", "-c", "release", "--product", "CisternFFI", "-Xswiftc", "-static-stdlib",
+             "--scratch-path", str(REPO / ".build-ffi")], cwd=REPO)
     return built
 
 

@@ -45,12 +45,14 @@ struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start a local cluster on loopback (one process per node) and return once it serves.")
     @Option(help: "Where the cluster keeps its configs, logs, pids and data") var dataDir: String
-    @Option(help: "Storage nodes (two targets each)") var storageNodes = 3
+    @Option(help: "Storage nodes") var storageNodes = 3
+    @Option(help: "Storage targets (disks) per node; more targets give more chains") var targetsPerNode = 2
 
     func run() async throws {
+        guard (1...16).contains(targetsPerNode) else { throw fail("--targets-per-node \(targetsPerNode) is outside 1...16") }
         let cluster = LocalCluster(dataDir: dataDir)
         do {
-            try await cluster.up(storageNodes: storageNodes, binary: selfExecutable()) { print("up: \($0)") }
+            try await cluster.up(storageNodes: storageNodes, targetsPerNode: targetsPerNode, binary: selfExecutable()) { print("up: \($0)") }
         } catch {
             throw fail("\(error)")
         }

@@ -52,7 +52,7 @@ def _candidates() -> list[Path]:
     repo = here.parent.parent
     return [
         here / "_lib" / "libcistern.so",
-        repo / ".build-release" / "release" / "libCisternFFI.so",
+        repo / ".build-ffi" / "release" / "libCisternFFI.so",
         repo / ".build" / "release" / "libCisternFFI.so",
         repo / ".build" / "debug" / "libCisternFFI.so",
     ]
