@@ -198,22 +198,31 @@ public actor CisternClient {
     /// Reads chunks grouped by chain (one batched request per chain, chains in
     /// parallel); nil for chunks that do not exist.
     func readChunks(_ wanted: [(ChunkID, ChainID)], expectedBytes: Int = 0, using client: StorageClient? = nil) async throws(CisternError) -> [ChunkID: [UInt8]?] {
+        let verified = try await readVerifiedChunks(wanted, expectedBytes: expectedBytes, using: client)
+        var out: [ChunkID: [UInt8]?] = [:]
+        out.reserveCapacity(verified.count)
+        for (k, v) in verified { out[k] = .some(v?.data) }
+        return out
+    }
+
+    /// Like `readChunks`, with each chunk's CRC32C (verified against the server's).
+    func readVerifiedChunks(_ wanted: [(ChunkID, ChainID)], expectedBytes: Int = 0, using client: StorageClient? = nil) async throws(CisternError) -> [ChunkID: VerifiedChunk?] {
         var byChain: [ChainID: [ChunkID]] = [:]
         var seen: Set<ChunkID> = []
         for (c, chain) in wanted where seen.insert(c).inserted { byChain[chain, default: []].append(c) }
         let groups = byChain.keys.sorted().map { ($0, byChain[$0]!) }
         let storage = client ?? self.storage
-        let results = await runtime.concurrentMap(groups, limit: options.inFlightMax) { (chain, chunks) -> Result<[ChunkID: [UInt8]?], StorageClientError> in
+        let results = await runtime.concurrentMap(groups, limit: options.inFlightMax) { (chain, chunks) -> Result<[ChunkID: VerifiedChunk?], StorageClientError> in
             do throws(StorageClientError) {
                 let got = try await storage.readBatch(chunks, chain: chain, expectedBytes: expectedBytes)
-                var out: [ChunkID: [UInt8]?] = [:]
-                for (k, v) in got { out[k] = v.map(\.data) }
+                var out: [ChunkID: VerifiedChunk?] = [:]
+                for (k, v) in got { out[k] = .some(v.map { VerifiedChunk(data: $0.data, checksum: $0.checksum) }) }
                 return .success(out)
             } catch {
                 return .failure(error)
             }
         }
-        var merged: [ChunkID: [UInt8]?] = [:]
+        var merged: [ChunkID: VerifiedChunk?] = [:]
         for r in results {
             switch r {
             case .success(let m): merged.merge(m) { a, _ in a }
@@ -265,6 +274,12 @@ public actor CisternClient {
         guard case .config(let config) = reply else { throw .kv(.unavailable("unexpected reply \(reply)")) }
         return KVNamespace(client: self, config: config)
     }
+}
+
+/// A chunk's bytes with their CRC32C, verified against the storage server's record.
+struct VerifiedChunk: Sendable {
+    var data: [UInt8]
+    var checksum: UInt32
 }
 
 /// How a byte range of a file maps onto chunks.

@@ -216,9 +216,9 @@ public struct KVNamespace: Sendable {
                 where_[i] = (chunk, loc)
             }
             if wanted.isEmpty { break }
-            let chunks: [ChunkID: [UInt8]?]
+            let chunks: [ChunkID: VerifiedChunk?]
             do {
-                chunks = try await client.readChunks(wanted, expectedBytes: pageBytes)
+                chunks = try await client.readVerifiedChunks(wanted, expectedBytes: pageBytes)
             } catch {
                 for i in where_.keys { results[i] = .failed("\(error)") }
                 break
@@ -228,11 +228,17 @@ public struct KVNamespace: Sendable {
             mismatched.removeAll()
             for (i, (chunk, loc)) in where_ {
                 guard finished + Self.marginNanoseconds <= start + loc.leaseNanoseconds else { continue }
-                guard let data = chunks[chunk] ?? nil, data.count >= Int(loc.length) else {
+                guard let got = chunks[chunk] ?? nil, got.data.count >= Int(loc.length) else {
                     mismatched.insert(i)
                     continue
                 }
-                let page = Array(data.prefix(Int(loc.length)))
+                // The usual case: the chunk is the page, and its checksum (verified on
+                // arrival) is the one the index recorded.
+                if got.data.count == Int(loc.length) {
+                    if got.checksum == loc.checksum { results[i] = .found(got.data) } else { mismatched.insert(i) }
+                    continue
+                }
+                let page = Array(got.data.prefix(Int(loc.length)))
                 if CRC32C.checksum(page) == loc.checksum { results[i] = .found(page) } else { mismatched.insert(i) }
             }
             if attempt == 2 {

@@ -193,8 +193,10 @@ public actor StorageClient {
     /// once, each to a replica drawn at random (so a batch spreads over the chain).
     /// Chunks a replica could not serve (a write in flight, a corrupt copy) are read
     /// again one by one. The result has an entry per chunk: nil when it does not exist.
-    public func readBatch(_ chunks: [ChunkID], chain id: ChainID, expectedBytes: Int = 0) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8])?] {
-        var result: [ChunkID: (version: UInt64, data: [UInt8])?] = [:]
+    /// Each chunk's bytes come with their CRC32C, already verified against the
+    /// server's record, so callers need not compute it again.
+    public func readBatch(_ chunks: [ChunkID], chain id: ChainID, expectedBytes: Int = 0) async throws(StorageClientError) -> [ChunkID: (version: UInt64, data: [UInt8], checksum: UInt32)?] {
+        var result: [ChunkID: (version: UInt64, data: [UInt8], checksum: UInt32)?] = [:]
         if let chain = await chain(id, refresh: false), !chunks.isEmpty {
             let routing = await mgmtd.routing
             var plans: [(node: NodeID, request: Message, chunks: [ChunkID])] = []
@@ -214,9 +216,9 @@ public actor StorageClient {
                 for item in items {
                     switch item.status {
                     case .data:
-                        let data = Array(response.bulk[offset..<offset + item.length])
+                        let data = items.count == 1 ? response.bulk : Array(response.bulk[offset..<offset + item.length])
                         offset += item.length
-                        if CRC32C.checksum(data) == item.checksum { result[item.chunk] = .some((item.version, data)) }
+                        if CRC32C.checksum(data) == item.checksum { result[item.chunk] = .some((item.version, data, item.checksum)) }
                     case .notFound:
                         result[item.chunk] = .some(nil)
                     default:
@@ -225,7 +227,9 @@ public actor StorageClient {
                 }
             }
         }
-        for chunk in chunks where result[chunk] == nil { result[chunk] = .some(try await read(chunk, chain: id)) }
+        for chunk in chunks where result[chunk] == nil {
+            result[chunk] = .some(try await read(chunk, chain: id).map { ($0.version, $0.data, CRC32C.checksum($0.data)) })
+        }
         return result
     }
 

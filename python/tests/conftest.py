@@ -38,6 +38,11 @@ class LocalCluster:
         if out.returncode != 0:
             raise RuntimeError(f"cistern up failed: {out.stdout}\n{out.stderr}")
         self.running = True
+        # If this test process dies without its teardown (a crash, a kill), a watchdog
+        # stops the cluster so no servers are left behind.
+        subprocess.Popen(["sh", "-c", f'while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; '
+                                      f'"{cistern_bin()}" down --data-dir "{self.data_dir}" >/dev/null 2>&1; rm -rf "{self.data_dir}"'],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         return self
 
     def down(self) -> None:
