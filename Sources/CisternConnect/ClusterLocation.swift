@@ -11,9 +11,10 @@ extension ServerConfig.Cluster {
         if trimmed.isEmpty {
             throw .malformed(path: "<cluster>", detail: "empty; pass a cluster.yaml path, a data directory, or mgmtd=ID@HOST:PORT;meta=ID@HOST:PORT")
         }
-        if trimmed.hasPrefix("mgmtd=") { return try parse(spec: trimmed) }
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: trimmed, isDirectory: &isDirectory) else {
+        let exists = FileManager.default.fileExists(atPath: trimmed, isDirectory: &isDirectory)
+        if !exists && trimmed.contains("=") { return try parse(spec: trimmed) }
+        guard exists else {
             throw .unreadable(path: trimmed, reason: "no such file or directory; pass a cluster.yaml path, a data directory of `cistern up`, or mgmtd=ID@HOST:PORT;meta=ID@HOST:PORT")
         }
         let path = isDirectory.boolValue ? trimmed + "/cluster.yaml" : trimmed

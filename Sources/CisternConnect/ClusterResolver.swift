@@ -2,6 +2,7 @@ import CisternCore
 import CisternMgmtd
 import CisternNIO
 import CisternRouting
+import Synchronization
 
 /// Finds nodes in a production cluster: the cluster managers and metadata servers
 /// from the configuration, every other node from the addresses it advertises in its
@@ -9,6 +10,8 @@ import CisternRouting
 /// a node whose IP changes is found again under its name.
 public final class ClusterResolver: CisternCore.Resolver {
     let dns: DNSResolver
+    /// False once `stopFollowing()` ran: the `follow` loop ends at its next turn.
+    private let following = Mutex(true)
 
     public init(seeds: [NodeID: [NodeAddress]]) {
         var table: [NodeID: [DNSResolver.Name]] = [:]
@@ -31,11 +34,16 @@ public final class ClusterResolver: CisternCore.Resolver {
     /// Keeps the table fresh from `mgmtd`'s routing (pulled every `interval`).
     public func follow(_ mgmtd: MgmtdClient, runtime: any Runtime, everyNanoseconds interval: UInt64 = 500_000_000) {
         runtime.spawn("resolver.follow") { [self] in
-            while true {
+            while self.following.withLock({ $0 }) {
                 await mgmtd.refreshRouting()
                 if let r = await mgmtd.routing { self.update(from: r) }
                 do { try await runtime.sleep(nanoseconds: interval) } catch { return }
             }
         }
+    }
+
+    /// Ends the `follow` loop (a closed client session must not keep polling).
+    public func stopFollowing() {
+        following.withLock { $0 = false }
     }
 }

@@ -28,6 +28,8 @@ func handlePointer(_ id: UInt) -> OpaquePointer? { OpaquePointer(bitPattern: id)
 
 /// The keys of a batch call, checked: not NULL, within the batch limit, UTF-8.
 func readKeys(_ keys: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int) throws(FFIError) -> [String] {
+    // size_t arrives as Int: a huge count (a negative ssize_t cast, say) shows as negative.
+    guard count >= 0 else { throw .invalid("count is \(UInt(bitPattern: count)), more than any batch; pass the number of keys (at most \(KVCacheLimits.batchKeysMax))") }
     guard count <= KVCacheLimits.batchKeysMax else {
         throw FFIError(code: Code.tooLarge, message: "a batch of \(count) keys exceeds the limit of \(KVCacheLimits.batchKeysMax); split it")
     }

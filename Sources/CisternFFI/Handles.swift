@@ -151,7 +151,7 @@ final class Registry: Sendable {
     static func checkProcess(_ s: StoreHandle) throws(FFIError) {
         let me = getpid()
         guard me == s.pid else {
-            throw FFIError(code: Code.forked, message: "this store was connected in process \(s.pid) and used in process \(me), forked after it: its event loops do not exist here; connect again in this process (the Python Store connects on first use, so make it before the fork but use it after)")
+            throw FFIError(code: Code.forked, message: "this store was connected in process \(s.pid) and used in process \(me), forked after it: its event loops do not exist here, and libcistern cannot start them again in a process forked after it connected: use the store only in processes started fresh (multiprocessing 'spawn') or forked before the first connect (the Python Store connects on first use, so one made before such a fork works in the child)")
         }
     }
 }

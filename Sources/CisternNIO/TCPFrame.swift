@@ -114,6 +114,17 @@ public struct TCPFrame: Sendable, Equatable {
         return buffer
     }
 
+    /// The whole length of the frame starting at `buffer`'s reader index, once its fixed
+    /// fields are there (nil before); only for sizing buffers: `decode` checks the rest.
+    static func encodedLength(at buffer: ByteBuffer) -> Int? {
+        let start = buffer.readerIndex
+        guard buffer.readableBytes >= Self.fixedBytes,
+            let headerLength = buffer.getInteger(at: start + 26, as: UInt32.self),
+            let bulkLength = buffer.getInteger(at: start + 30, as: UInt32.self)
+        else { return nil }
+        return Self.fixedBytes + Int(headerLength) + Int(bulkLength) + Self.trailerBytes
+    }
+
     /// Takes one frame off the front of `buffer`: nil (consuming nothing) when more
     /// bytes are needed. Throws as soon as the bytes seen cannot begin a valid frame.
     static func decode(

@@ -181,6 +181,7 @@ final class TCPPeer: Sendable {
             let bootstrap = ClientBootstrap(group: context.group)
                 .connectTimeout(.nanoseconds(Int64(TCPTransportLimits.connectTimeoutNanosecondsMax)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.recvAllocator, value: TCPTransportLimits.receiveAllocator)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(TCPFrameDecoder()))

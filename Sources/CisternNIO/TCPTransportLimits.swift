@@ -1,3 +1,4 @@
+import NIOCore
 /// The limits `TCPTransport` enforces beyond `TransportLimits`, with their units in
 /// their names.
 public enum TCPTransportLimits {
@@ -5,6 +6,12 @@ public enum TCPTransportLimits {
     /// one inbound connection runs at once. A call beyond it fails at once with
     /// `.unreachable` (the node is overloaded); a request beyond it gets an error response.
     public static let inFlightCallsPerConnectionMax = 4096
+    /// How much one socket read takes at most: 1 MiB, so a page of a batch arrives in a
+    /// few reads (NIO's default stops at 64 KiB); the size adapts down on idle links.
+    public static let receiveBytesPerReadMax = 1 << 20
+    static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 16 << 10, maximum: receiveBytesPerReadMax)
+    }
     /// The wait after the first failed connection attempt to a node; it doubles with
     /// each further failure, up to `reconnectBackoffNanosecondsMax`.
     public static let reconnectBackoffNanosecondsMin: UInt64 = 10_000_000

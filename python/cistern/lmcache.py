@@ -64,16 +64,30 @@ class CisternConnector(RemoteConnector):
         if not cluster:
             raise ValueError(f"no Cistern cluster configured: set extra_config remote_storage_plugin.{PLUGIN}.cluster "
                              "(a cluster.yaml, a `cistern up` data directory, or mgmtd=ID@HOST:PORT;meta=ID@HOST:PORT) or CISTERN_CLUSTER")
+        # Chunks are stored as raw bytes of a full-chunk shape: per-layer objects and
+        # LMCache's compressing serializers do not fit that and are refused here.
+        if getattr(config, "use_layerwise", False):
+            raise ValueError("the Cistern connector stores whole chunks: set use_layerwise: false")
+        serde = getattr(config, "remote_serde", "naive")
+        if serde not in (None, "naive"):
+            raise ValueError(f"the Cistern connector stores raw chunk bytes: set remote_serde: naive (not {serde!r})")
         metadata = local_cpu_backend.metadata
         model = re.sub(r"[^A-Za-z0-9._-]+", "-", str(getattr(metadata, "model_name", "model"))).strip("-.") or "model"
-        default_ns = f"lmcache-{model}-{'mla' if getattr(metadata, 'use_mla', False) else 'kv'}"[:200]
+        # One namespace per model, format and chunk size (the page size is fixed per namespace).
+        default_ns = f"lmcache-{model}-{'mla' if getattr(metadata, 'use_mla', False) else 'kv'}-{self.full_chunk_size_bytes}"[:200]
         self.namespace = _setting(config, "namespace", "CISTERN_NAMESPACE") or default_ns
         self.store = Store(cluster, self.namespace, page_bytes=self.full_chunk_size_bytes,
                            capacity_pages=int(_setting(config, "capacity_pages", "CISTERN_CAPACITY_PAGES") or DEFAULT_CAPACITY_PAGES),
                            durability=_setting(config, "durability", "CISTERN_DURABILITY") or "cache",
-                           timeout_ms=int(_setting(config, "timeout_ms", "CISTERN_TIMEOUT_MS") or 30_000))
+                           timeout_ms=int(_setting(config, "timeout_ms", "CISTERN_TIMEOUT_MS") or self._default_timeout_ms(config)))
         self.store.connect()  # a wrong cluster fails at start, with the library's message
         logger.info("cistern: LMCache chunks of %d bytes in namespace %s", self.full_chunk_size_bytes, self.namespace)
+
+    @staticmethod
+    def _default_timeout_ms(config: Any) -> int:
+        # Below LMCache's own wait for a blocking get, so the library answers first.
+        blocking = float(getattr(config, "blocking_timeout_secs", 10) or 10)
+        return int(max(1.0, min(30.0, blocking - 1.0)) * 1000)
 
     # -- contains -------------------------------------------------------------------------
 
@@ -107,7 +121,22 @@ class CisternConnector(RemoteConnector):
         return (await self.batched_get([key]))[0]
 
     async def batched_get(self, keys: List[Any]) -> List[Optional[Any]]:
-        return await asyncio.to_thread(self._get_sync, keys)
+        task = asyncio.ensure_future(asyncio.to_thread(self._get_sync, keys))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # LMCache gave up waiting; the read still finishes in its thread: release what
+            # it filled then, or the local CPU buffer leaks.
+            task.add_done_callback(self._release_late)
+            raise
+
+    @staticmethod
+    def _release_late(task: "asyncio.Future[List[Optional[Any]]]") -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        for obj in task.result():
+            if obj is not None:
+                obj.ref_count_down()
 
     def _get_sync(self, keys: List[Any]) -> List[Optional[Any]]:
         if not keys:

@@ -16,8 +16,8 @@ by ``extra_config["config_file"]`` or ``$CISTERN_SGLANG_CONFIG``; the environmen
 
 - ``cluster``: a cluster.yaml, a ``cistern up`` data directory, or
   ``mgmtd=ID@HOST:PORT;meta=ID@HOST:PORT`` (required).
-- ``namespace``: the KV namespace (default: ``sglang-<model>``); every rank of a
-  deployment uses the same one.
+- ``namespace``: the KV namespace (default: ``sglang-<model>-<page bytes>``); every
+  rank of a deployment whose objects have the same size uses the same one.
 - ``capacity_pages`` (default 262144) and ``durability`` (``cache``, the default, or
   ``durable``): used when the namespace is created.
 - ``page_bytes``: the namespace's page size; by default one K (or V, or MLA) object of
@@ -45,6 +45,7 @@ import torch
 
 from sglang.srt.mem_cache.hicache_storage import HiCacheStorage, HiCacheStorageConfig, HiCacheStorageExtraInfo
 
+from . import _native as n
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ _ENV = {
     "timeout_ms": "CISTERN_TIMEOUT_MS",
     "page_bytes": "CISTERN_PAGE_BYTES",
 }
-_SGLANG_KEYS = {"interface_v2", "backend_name", "module_path", "class_name", "interface_v1", "config_file", "allocator", "extra_backend_tag"}
+# Keys SGLang itself reads from (or adds to) the extra config.
+_SGLANG_KEYS = {"interface_v2", "file_storage_path", "prefetch_threshold", "prefetch_timeout_base", "prefetch_timeout_per_ki_token",
+                "hicache_storage_pass_prefix_keys", "backend_name", "module_path", "class_name", "interface_v1", "config_file", "allocator", "extra_backend_tag"}
 
 
 def load_config(extra_config: Optional[dict]) -> dict:
@@ -123,7 +126,9 @@ class CisternHiCacheStorage(HiCacheStorage):
         self.zero_copy = bool((storage_config.extra_config or {}).get("interface_v1"))
         pp = f"_pp{storage_config.pp_rank}" if storage_config.pp_size > 1 else ""
         dcp = f"_dcp{storage_config.dcp_rank}" if storage_config.dcp_size > 1 else ""
-        rank = f"{pp}{dcp}_mla" if self.is_mla else f"_{self.tp_rank}_{self.tp_size}{pp}"
+        # Context-parallel ranks hold different slices of a page.
+        cp = f"_cp{storage_config.attn_cp_rank}" if storage_config.attn_cp_size > 1 else ""
+        rank = f"{pp}{dcp}{cp}_mla" if self.is_mla else f"_{self.tp_rank}_{self.tp_size}{pp}{cp}"
         self.objects_per_page = 1 if self.is_mla else 2
         if not self.zero_copy:
             self.suffixes: Tuple[str, ...] = (f"{rank}_page",)
@@ -131,12 +136,16 @@ class CisternHiCacheStorage(HiCacheStorage):
             self.suffixes = (f"{rank}_k",)
         else:
             self.suffixes = (f"{rank}_k", f"{rank}_v")
-        self.namespace = str(self.settings.get("namespace") or _namespace_for(storage_config.model_name))
+        self._namespace_setting = self.settings.get("namespace")
+        self.namespace = str(self._namespace_setting or "")
+        self.model_name = storage_config.model_name
         self.capacity_pages = int(self.settings.get("capacity_pages") or DEFAULT_CAPACITY_PAGES)
         self.durability = str(self.settings.get("durability") or "cache")
         self.timeout_ms = int(self.settings.get("timeout_ms") or 30_000)
         self.page_bytes = int(self.settings.get("page_bytes") or 0)
         self.mem_pool_host: Any = None
+        # `clear()` moves every rank to a new key generation (see _generation_marker).
+        self.generation = 0
         self._store: Optional[Store] = None
         self._lock = threading.Lock()
         self._metrics_lock = threading.Lock()
@@ -162,6 +171,12 @@ class CisternHiCacheStorage(HiCacheStorage):
             self.page_bytes = int(max(sizes)) if self.zero_copy else int(sum(sizes))
         self._open()
 
+    def register_mem_host_pool_v2(self, host_pool: Any, host_pool_name: Any) -> None:
+        raise NotImplementedError(
+            f"the Cistern HiCache backend stores the KV pool only; this model also has the host pool '{host_pool_name}' "
+            "(Mamba, SWA, DSA or a draft model), which needs SGLang's v2 storage interface: use a model without extra pools "
+            "or another backend for now")
+
     def _open(self) -> Store:
         if self._store is not None:
             return self._store
@@ -169,10 +184,15 @@ class CisternHiCacheStorage(HiCacheStorage):
             if self._store is None:
                 if not self.page_bytes:
                     raise RuntimeError("the Cistern backend has no page size yet: register the host pool first or set page_bytes")
+                if not self.namespace:
+                    # One namespace per model and page size: ranks whose objects differ in
+                    # size (TP sizes, dtypes, uneven pipeline stages) get their own.
+                    self.namespace = _namespace_for(f"{self.model_name}-{self.page_bytes}")
                 s = Store(str(self.settings["cluster"]), self.namespace, page_bytes=self.page_bytes,
                           capacity_pages=self.capacity_pages, durability=self.durability, timeout_ms=self.timeout_ms)
                 s.connect()
                 self._store = s
+                self.generation = self._current_generation(s)
                 logger.info("cistern: namespace %s, %d-byte pages, %s", self.namespace, self.page_bytes, s.usage())
         return self._store
 
@@ -180,8 +200,28 @@ class CisternHiCacheStorage(HiCacheStorage):
     def store(self) -> Store:
         return self._open()
 
+    # -- generations: what `clear()` does ----------------------------------------------
+
+    @staticmethod
+    def _generation_marker(generation: int) -> str:
+        return f"__cistern_sglang_cleared_{generation}"
+
+    def _current_generation(self, store: Store) -> int:
+        """The number of clears so far: the markers present in a row from 1."""
+        generation = 0
+        while True:
+            probes = [self._generation_marker(g) for g in range(generation + 1, generation + 65)]
+            hits = store.batch_exists(probes)[1]
+            generation += hits
+            if hits < len(probes):
+                return generation
+
+    def _prefix(self) -> str:
+        return f"g{self.generation}-" if self.generation else ""
+
     def _keys(self, keys: List[str]) -> List[str]:
-        return [k + s for k in keys for s in self.suffixes]
+        prefix = self._prefix()
+        return [prefix + k + s for k in keys for s in self.suffixes]
 
     def _page_meta(self, keys: List[str], host_indices: torch.Tensor) -> Tuple[List[int], List[int]]:
         ptrs, sizes = self.mem_pool_host.get_page_buffer_meta(host_indices)
@@ -200,7 +240,12 @@ class CisternHiCacheStorage(HiCacheStorage):
     def batch_exists(self, keys: List[str], extra_info: Optional[HiCacheStorageExtraInfo] = None) -> int:
         if not keys:
             return 0
-        present, _ = self.store.batch_exists(self._keys(keys))
+        # The next generation's marker rides along: another rank's clear shows up here.
+        store = self.store
+        marker, *present = store.batch_exists([self._generation_marker(self.generation + 1)] + self._keys(keys))[0]
+        if marker:
+            self.generation = self._current_generation(store)
+            return 0
         per = len(self.suffixes)
         for page in range(len(keys)):
             if not all(present[page * per:(page + 1) * per]):
@@ -233,7 +278,7 @@ class CisternHiCacheStorage(HiCacheStorage):
     # -- tensor interface (without interface_v1) ----------------------------------------
 
     def _legacy_key(self, key: str) -> str:
-        return key + self.suffixes[0]
+        return self._prefix() + key + self.suffixes[0]
 
     def _legacy_store(self, value_bytes: int) -> Store:
         if not self.page_bytes:
@@ -289,8 +334,15 @@ class CisternHiCacheStorage(HiCacheStorage):
     # -- housekeeping -------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Drops this rank's view; pages stay in the cluster for other engines
-        (delete the namespace with `cistern kv` to free it)."""
+        """Forgets every stored page, for every rank and engine on the namespace: keys
+        move to a new generation (marked in the namespace, seen by other ranks at their
+        next exists), so older pages are never hit again; they stay until eviction
+        reclaims their slots."""
+        store = self.store
+        generation = self._current_generation(store) + 1
+        if store.batch_put([self._generation_marker(generation)], [b"\x01"])[0] < 0:
+            raise RuntimeError(f"cistern: could not record the clear: {n.last_error()}")
+        self.generation = generation
         with self._metrics_lock:
             self.prefetch_pgs.clear()
             self.backup_pgs.clear()

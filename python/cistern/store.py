@@ -114,6 +114,8 @@ def _keys(keys: Sequence[str]) -> Any:
     for i, k in enumerate(keys):
         if not isinstance(k, str):
             raise InvalidArgument(f"keys[{i}] is a {type(k).__name__}; keys are str")
+        if "\0" in k:
+            raise InvalidArgument(f"keys[{i}] contains a NUL character, which C strings cannot carry")
         arr[i] = k.encode("utf-8")
     return arr
 
@@ -182,8 +184,9 @@ class Store:
     def _connect_locked(self) -> None:
         if self._ns is not None:
             if self._pid != os.getpid():
-                raise Forked(f"this Store connected in process {self._pid} and is used in process {os.getpid()}, forked after it; "
-                             "make the Store in the child, or make it before the fork and use it only after (it connects on first use)")
+                raise Forked(f"this Store connected in process {self._pid} and is used in process {os.getpid()}, forked after it: "
+                             "libcistern's threads do not survive a fork; use Cistern only in processes started fresh "
+                             "(multiprocessing 'spawn') or forked before the first use of any Store")
             return
         cluster = self._cluster or os.environ.get("CISTERN_CLUSTER")
         if not cluster:
@@ -192,8 +195,8 @@ class Store:
         namespace = self._namespace or os.environ.get("CISTERN_NAMESPACE") or "default"
         if self._durability not in n.DURABILITY:
             raise InvalidArgument(f"durability '{self._durability}' is unknown; use 'cache' or 'durable'")
-        if self._page_bytes < 0 or self._capacity_pages < 0:
-            raise InvalidArgument("page_bytes and capacity_pages must not be negative")
+        if not 0 <= self._page_bytes < 1 << 32 or not 0 <= self._capacity_pages < 1 << 64:
+            raise InvalidArgument(f"page_bytes ({self._page_bytes}) must be in 0...2^32-1 and capacity_pages ({self._capacity_pages}) in 0...2^64-1")
         lib = n.lib()
         store = c_void_p()
         check(lib.cistern_connect(cluster.encode(), int(self._timeout_ms), ctypes.byref(store)))

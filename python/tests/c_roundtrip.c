@@ -27,6 +27,8 @@ int main(int argc, char **argv) {
     CHECK(cistern_ns_usage((cistern_ns *)(uintptr_t)12345, NULL) == CISTERN_EINVAL, "usage(forged handle)");
     CHECK(strstr(cistern_last_error(), "unknown namespace handle") != NULL, "message for a forged handle");
     CHECK(cistern_close(NULL) == CISTERN_OK, "close(NULL)");
+    CHECK(cistern_connect("meta=2@127.0.0.1:9;mgmtd=oops", 0, &store) == CISTERN_ECONFIG, "spec not starting with mgmtd=");
+    CHECK(strstr(cistern_last_error(), "ID@HOST:PORT") != NULL, "message for a bad spec");
 
     CHECK(cistern_connect(argv[1], 20000, &store) == CISTERN_OK, "connect(%s)", argv[1]);
     cistern_ns *ns = NULL;
@@ -68,6 +70,8 @@ int main(int argc, char **argv) {
 
     uint8_t present[PAGES + 1];
     size_t hits = 0;
+    CHECK(cistern_batch_exists(ns, keys, (size_t)-1, present, &hits) == CISTERN_EINVAL, "a count of SIZE_MAX");
+    CHECK(cistern_batch_put_from(ns, keys, (const void *const *)pages, sizes, (size_t)1 << 63, put) == CISTERN_EINVAL, "a count above INT64_MAX");
     const char *probe[PAGES + 1];
     for (int i = 0; i < PAGES; i++) probe[i] = keys[i];
     probe[PAGES] = "c-missing";

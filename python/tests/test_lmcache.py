@@ -112,5 +112,9 @@ def test_missing_cluster_is_a_clear_error(loop, monkeypatch):
     bs = CreateStorageBackends(cfg, meta, loop)
     with pytest.raises(ValueError, match="no Cistern cluster configured"):
         CisternConnector(loop, bs["LocalCPUBackend"], cfg)
+    layerwise = LMCacheEngineConfig.from_defaults(chunk_size=CHUNK, local_cpu=True, max_local_cpu_size=0.05, use_layerwise=True,
+                                                  extra_config={"remote_storage_plugin.cistern.cluster": "/nowhere"})
+    with pytest.raises(ValueError, match="use_layerwise: false"):
+        CisternConnector(loop, bs["LocalCPUBackend"], layerwise)
     for b in bs.values():
         b.close()

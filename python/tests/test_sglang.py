@@ -228,3 +228,36 @@ def test_config_from_file_and_environment(cluster, ns_name, tmp_path, monkeypatc
     bad.extra_config["clustr"] = "typo"
     with pytest.raises(ValueError, match="unknown cistern settings"):
         StorageBackendFactory.create_backend("dynamic", bad, None)
+
+
+def test_clear_forgets_pages_for_every_rank(cluster, ns_name):
+    pools = [FakeMHAHostPool(pages=16, seed=20 + r) for r in range(2)]
+    ranks = [make(config(cluster, ns_name, tp_rank=r, tp_size=2), pools[r]) for r in range(2)]
+    keys = page_keys(16, "clear")
+    for r in range(2):
+        assert ranks[r].batch_set_v1(keys, indices_for(range(16), 16)) == [True] * 16
+        assert ranks[r].batch_exists(keys) == 16
+    ranks[0].clear()
+    assert ranks[0].batch_exists(keys) == 0
+    # The other rank sees the clear at its next exists, with no extra round trip.
+    assert ranks[1].batch_exists(keys) == 0
+    assert ranks[1].batch_exists(keys) == 0
+    # A backend attached later starts in the new generation too.
+    late = make(config(cluster, ns_name, tp_rank=1, tp_size=2), FakeMHAHostPool(pages=16))
+    assert late.generation == ranks[1].generation == 1 and late.batch_exists(keys) == 0
+    # And the cache works again after the clear.
+    assert ranks[1].batch_set_v1(keys, indices_for(range(16), 16)) == [True] * 16
+    back = FakeMHAHostPool(pages=16)
+    back.kv_buffer.zero_()
+    late.register_mem_pool_host(back)
+    assert late.batch_get_v1(keys, indices_for(range(16), 16)) == [True] * 16
+    assert torch.equal(back.kv_buffer, pools[1].kv_buffer)
+
+
+def test_default_namespace_and_extra_pools(cluster):
+    cfg = config(cluster, "unused")
+    del cfg.extra_config["namespace"]
+    b = make(cfg, FakeMHAHostPool(pages=4))
+    assert b.namespace == f"sglang-Qwen-Qwen3-8B-{b.page_bytes}"
+    with pytest.raises(NotImplementedError, match="stores the KV pool only"):
+        b.register_mem_host_pool_v2(object(), "mamba")

@@ -140,6 +140,10 @@ def test_bad_input_raises_with_the_library_message(cluster, store, ns_name):
         store.batch_is_exist(["k" * 2000])
     with pytest.raises(cistern.InvalidArgument, match="empty"):
         store.put("", b"x")
+    with pytest.raises(cistern.InvalidArgument, match="NUL"):
+        store.batch_is_exist(["a\0b"])
+    with pytest.raises(cistern.InvalidArgument, match="page_bytes"):
+        Store(cluster.data_dir, "x", page_bytes=1 << 32, capacity_pages=1).connect()
     with pytest.raises(cistern.InvalidArgument, match="keys are str"):
         store.batch_is_exist([b"bytes-key"])
     with pytest.raises(cistern.InvalidArgument, match="differ in length"):
@@ -152,6 +156,9 @@ def test_bad_input_raises_with_the_library_message(cluster, store, ns_name):
 def test_unreachable_and_stopped_clusters():
     with pytest.raises(cistern.Unavailable, match="no cluster manager answered at 127.0.0.1:9"):
         Store("mgmtd=1@127.0.0.1:9;meta=2@127.0.0.1:9", "x", timeout_ms=1500).connect()
+    # Roles in any order.
+    with pytest.raises(cistern.Unavailable, match="no cluster manager answered"):
+        Store("meta=2@127.0.0.1:9;mgmtd=1@127.0.0.1:9", "x", timeout_ms=1500).connect()
 
 
 def test_a_cluster_that_stops_gives_an_error_not_a_hang():

@@ -14,9 +14,12 @@
  * batch_put_from reads the pages before it returns; batch_get_into writes them before
  * it returns, and never after a timeout.
  *
- * fork: a handle belongs to the process that made it; used in a forked child it
- * fails with CISTERN_EFORK. Connect in the child instead (the Python package
- * connects lazily, on first use, so a Store made before a fork works in the child).
+ * fork: the library's threads start with the first cistern_connect in a process and
+ * do not survive fork. A handle used in a forked child, and any cistern_connect in a
+ * child forked after its parent's first connect, fail with CISTERN_EFORK. Connect in
+ * processes started fresh (multiprocessing "spawn") or forked before the first
+ * connect (the Python package connects lazily, on first use, so a Store made but not
+ * used before such a fork works in the child).
  *
  * Errors: a function returns CISTERN_OK (0) or a negative code; then
  * cistern_last_error() names the problem and the fix. Batch calls also report an
