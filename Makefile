@@ -4,6 +4,9 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 SEEDS ?= 1...20
+# `make run`: every scenario over these seeds with the release build (a few minutes
+# on 2 cores); `make run RUN_SEEDS=1...200` for a long sweep.
+RUN_SEEDS ?= 1...5
 BIN := .build/debug/cistern
 # Scenarios cheap enough to run over all of $(SEEDS) twice in CI (the storage ones
 # run over seeds 1...5 twice, with every other scenario).
@@ -14,8 +17,9 @@ FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Sce
 
 .PHONY: run test deps build sweep bench bench-disk bench-meta bench-kv bench-python python-lib python-wheel demo release doctor clean
 
-run: build
-	$(BIN) sim Scenarios/ --seeds $(SEEDS)
+run: release
+	.build-release/release/cistern sim Scenarios/ --seeds $(RUN_SEEDS)
+	@echo "replay one run: .build-release/release/cistern sim Scenarios/NAME.yaml --seed N [--report run.html]; more seeds: make run RUN_SEEDS=1...200"
 
 test: deps
 	$(SWIFT) build --build-tests 2>&1 | tee .build-test.log | grep -vE '^\[[0-9]+/[0-9]+\]' || true

@@ -11,7 +11,7 @@ if [[ -z "$passed" ]]; then
 fi
 python=""
 if [[ -n "${2:-}" && -f "$2" ]]; then
-    python=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' "$2" | tail -1)
+    python=$(sed -nE 's/^(.* )?([0-9]+) passed.*/\2/p' "$2" | tail -1)
 fi
 if [[ -n "$python" ]]; then
     echo "$passed Swift tests and $python Python tests passed, 0 failed"

@@ -100,6 +100,15 @@ def test_partial_chunk_and_batched_get(cluster, ns_name, loop):
     for o in prefix:
         o.ref_count_down()
     assert asyncio.run_coroutine_threadsafe(conn.ping(), loop).result(60) == 0
+    # LMCache's health check puts new bytes under one fixed key and reads them back.
+    probe = CacheEngineKey(model_name="test", world_size=1, worker_id=0, chunk_hash=0, dtype=torch.bfloat16)
+    for seed in (1, 2):
+        obj = chunk(local, 100 + seed)
+        want = obj.tensor.clone()
+        asyncio.run_coroutine_threadsafe(conn.batched_put([probe], [obj]), loop).result(60)
+        [got] = asyncio.run_coroutine_threadsafe(conn.batched_get([probe]), loop).result(60)
+        assert got is not None and torch.equal(got.tensor, want), "the second health probe read the first's bytes"
+        got.ref_count_down()
     for b in bs.values():
         b.close()
 
