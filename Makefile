@@ -80,7 +80,7 @@ python-lib: deps
 # A wheel of the Python package with libcistern inside (dist/).
 python-wheel: python-lib
 	@scripts/python-env.sh
-	CISTERN_LIBRARY=$(CURDIR)/.build-ffi/release/libCisternFFI.so .venv-py/bin/pip wheel --no-deps --no-build-isolation -w dist python
+	CISTERN_LIBRARY=$(CURDIR)/.build-ffi/release/libCisternFFI.so .venv-py/bin/pip wheel --no-deps --no-build-isolation -w dist ./python
 
 # The Python API (batch_put_from / batch_get_into of 128 pages) beside Mooncake
 # Store's Python API on the same pages, in the same run.

@@ -28,6 +28,23 @@ def find_library() -> Path:
     return built
 
 
+try:  # the wheel holds a Linux shared library: tag it for the platform, any Python 3
+    from wheel.bdist_wheel import bdist_wheel as _bdist_wheel
+except ImportError:  # pragma: no cover
+    _bdist_wheel = None
+
+if _bdist_wheel is not None:
+    class PlatformWheel(_bdist_wheel):
+        def finalize_options(self):
+            super().finalize_options()
+            self.root_is_pure = False
+
+        def get_tag(self):
+            return ("py3", "none", super().get_tag()[2])
+else:
+    PlatformWheel = None
+
+
 class BuildWithLibrary(build_py):
     def run(self):
         super().run()
@@ -36,7 +53,12 @@ class BuildWithLibrary(build_py):
         target = Path(self.build_lib) / "cistern"
         (target / "_lib").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(find_library(), target / "_lib" / "libcistern.so")
+        if shutil.which("strip"):  # debug symbols are two thirds of the file
+            subprocess.check_call(["strip", "--strip-unneeded", str(target / "_lib" / "libcistern.so")])
         shutil.copyfile(REPO / "Sources" / "CisternFFI" / "include" / "cistern.h", target / "cistern.h")
 
 
-setup(cmdclass={"build_py": BuildWithLibrary})
+commands = {"build_py": BuildWithLibrary}
+if PlatformWheel is not None:
+    commands["bdist_wheel"] = PlatformWheel
+setup(cmdclass=commands)
