@@ -101,7 +101,7 @@ public func cistern_connect(_ cluster: UnsafePointer<CChar>?, _ timeoutMilliseco
                         await s.close()
                         throw FFIError(code: Code.unavailable, message: unanswered)
                     }
-                    try? await Task.sleep(nanoseconds: 100_000_000)
+                    try? await s.client.runtime.sleep(nanoseconds: 100_000_000)
                     await s.client.mgmtd.refreshRouting()
                 }
                 if let r = await s.client.mgmtd.routing { s.resolver.update(from: r) }

@@ -211,6 +211,10 @@ final class Completion<T: Sendable>: Sendable {
     }
 }
 
+/// The C boundary, like the CLI and the server processes, is a process shell, not
+/// component code: it bridges a C caller's thread into Swift concurrency with a
+/// detached task and a semaphore, and bounds the wait by the wall clock.
+///
 /// Runs `operation` on the library's own threads and blocks the calling (C) thread
 /// until it ends or `timeoutNanoseconds` pass; then the operation is cancelled and the
 /// call fails. The operation never touches the caller's memory, so a late end is
