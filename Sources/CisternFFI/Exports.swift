@@ -81,38 +81,30 @@ public func cistern_connect(_ cluster: UnsafePointer<CChar>?, _ timeoutMilliseco
             o.chunkTimeoutNanoseconds = 5_000_000_000
             return o
         }()
-        // Inside the call's bound: the connect gives up a little before the caller's
-        // timeout, so it can close what it opened and say why.
         let unanswered = "no cluster manager answered at \(managers) within \(timeout / 1_000_000) ms; is the cluster running (cistern up, or cistern server --role mgmtd)?"
-        // A connect that runs out of time closes what it opened, whenever it gets there.
+        // A connect that runs out of time closes what it opened: here if the session
+        // exists by then, else in the task once it sees the cancellation.
         let opened = Completion<ClientSession>()
-        let session: ClientSession
-        do throws(FFIError) {
-            session = try blocking(timeoutNanoseconds: timeout, what: "connect") { () throws(FFIError) -> ClientSession in
-                let s: ClientSession
-                do {
-                    s = try await ClientSession.connect(config, name: "libcistern", options: options)
-                } catch {
-                    throw FFIError(code: Code.unavailable, message: "cannot start a client: \(error)")
-                }
-                opened.finish(s)
-                while await s.client.mgmtd.routing == nil {
-                    if Task.isCancelled {
-                        await s.close()
-                        throw FFIError(code: Code.unavailable, message: unanswered)
-                    }
-                    try? await s.client.runtime.sleep(nanoseconds: 100_000_000)
-                    await s.client.mgmtd.refreshRouting()
-                }
-                if let r = await s.client.mgmtd.routing { s.resolver.update(from: r) }
-                return s
+        let session = try blocking(timeoutNanoseconds: timeout, what: "connect", timeoutMessage: unanswered, onTimeout: {
+            if let s = opened.wait(nanoseconds: 0) { Task.detached { await s.close() } }
+        }) { () throws(FFIError) -> ClientSession in
+            let s: ClientSession
+            do {
+                s = try await ClientSession.connect(config, name: "libcistern", options: options)
+            } catch {
+                throw FFIError(code: Code.unavailable, message: "cannot start a client: \(error)")
             }
-        } catch {
-            if error.code == Code.unavailable, error.message.hasPrefix("connect: no answer") {
-                if let s = opened.wait(nanoseconds: 0) { Task.detached { await s.close() } }
+            opened.finish(s)
+            while await s.client.mgmtd.routing == nil, !Task.isCancelled {
+                try? await s.client.runtime.sleep(nanoseconds: 100_000_000)
+                await s.client.mgmtd.refreshRouting()
+            }
+            if Task.isCancelled {
+                await s.close()
                 throw FFIError(code: Code.unavailable, message: unanswered)
             }
-            throw error
+            if let r = await s.client.mgmtd.routing { s.resolver.update(from: r) }
+            return s
         }
         let id = Registry.shared.add(StoreHandle(session: session, pid: getpid(), timeoutNanoseconds: timeout, description: text))
         out.pointee = handlePointer(id)
@@ -148,13 +140,9 @@ public func cistern_ns_open(_ store: OpaquePointer?, _ name: UnsafePointer<CChar
         }
         if pageBytes > 0 && capacityPages == 0 { throw .invalid("capacity_pages is 0; a namespace needs at least one page") }
         let client = s.session.client
-        let ns = try blocking(timeoutNanoseconds: s.timeoutNanoseconds, what: "open namespace '\(nsName)'") { () throws(FFIError) -> KVNamespace in
-            do throws(CisternError) {
-                if pageBytes == 0 { return try await client.kvNamespace(nsName) }
-                return try await client.kvNamespace(nsName, pageBytes: Int(pageBytes), capacityPages: capacityPages, durability: mode)
-            } catch {
-                throw FFIError(error)
-            }
+        let ns = try clientCall(s, "open namespace '\(nsName)'") { () throws(CisternError) -> KVNamespace in
+            if pageBytes == 0 { return try await client.kvNamespace(nsName) }
+            return try await client.kvNamespace(nsName, pageBytes: Int(pageBytes), capacityPages: capacityPages, durability: mode)
         }
         guard let id = Registry.shared.add(NamespaceHandle(store: storeID, namespace: ns)) else {
             throw .invalid("the store was closed while the namespace was opened")
@@ -182,9 +170,7 @@ public func cistern_batch_exists(_ ns: OpaquePointer?, _ keys: UnsafePointer<Uns
             return
         }
         let namespace = n.namespace
-        let found = try blocking(timeoutNanoseconds: s.timeoutNanoseconds, what: "batch_exists") { () throws(FFIError) -> KVExistsResult in
-            do throws(CisternError) { return try await namespace.exists(names) } catch { throw FFIError(error) }
-        }
+        let found = try clientCall(s, "batch_exists") { () throws(CisternError) -> KVExistsResult in try await namespace.exists(names) }
         if let present {
             for (i, p) in found.present.enumerated() { present[i] = p ? 1 : 0 }
         }
@@ -228,9 +214,8 @@ public func cistern_batch_put_from(_ ns: OpaquePointer?, _ keys: UnsafePointer<U
         }
         let namespace = n.namespace
         let toPut = pages
-        let outcomes = try blocking(timeoutNanoseconds: s.timeoutNanoseconds, what: "batch_put_from") { () throws(FFIError) -> [KVPutOutcome] in
-            if toPut.isEmpty { return [] }
-            do throws(CisternError) { return try await namespace.put(toPut) } catch { throw FFIError(error) }
+        let outcomes = try clientCall(s, "batch_put_from") { () throws(CisternError) -> [KVPutOutcome] in
+            toPut.isEmpty ? [] : try await namespace.put(toPut)
         }
         for (slot, outcome) in zip(slots, outcomes) {
             switch outcome {
@@ -262,9 +247,7 @@ public func cistern_batch_get_into(_ ns: OpaquePointer?, _ keys: UnsafePointer<U
             if pointers[i] == nil && sizes[i] > 0 { throw .invalid("ptrs[\(i)] is NULL with sizes[\(i)] = \(sizes[i])") }
         }
         let namespace = n.namespace
-        let found = try blocking(timeoutNanoseconds: s.timeoutNanoseconds, what: "batch_get_into") { () throws(FFIError) -> [KVGetResult] in
-            do throws(CisternError) { return try await namespace.get(names) } catch { throw FFIError(error) }
-        }
+        let found = try clientCall(s, "batch_get_into") { () throws(CisternError) -> [KVGetResult] in try await namespace.get(names) }
         // Copied here, on the caller's thread, after the read finished.
         var firstRefusal: String?
         for (i, r) in found.enumerated() {
@@ -300,9 +283,7 @@ public func cistern_batch_delete(_ ns: OpaquePointer?, _ keys: UnsafePointer<Uns
             return
         }
         let namespace = n.namespace
-        let gone = try blocking(timeoutNanoseconds: s.timeoutNanoseconds, what: "batch_delete") { () throws(FFIError) -> Int in
-            do throws(CisternError) { return try await namespace.delete(names) } catch { throw FFIError(error) }
-        }
+        let gone = try clientCall(s, "batch_delete") { () throws(CisternError) -> Int in try await namespace.delete(names) }
         deleted?.pointee = gone
     }
 }
@@ -315,9 +296,7 @@ public func cistern_ns_usage(_ ns: OpaquePointer?, _ out: UnsafeMutableRawPointe
         let size = out.load(as: UInt64.self)
         guard size >= 8, size % 8 == 0 else { throw .invalid("out->size is \(size); set it to sizeof(cistern_usage)") }
         let namespace = n.namespace
-        let u = try blocking(timeoutNanoseconds: s.timeoutNanoseconds, what: "usage") { () throws(FFIError) -> KVUsage in
-            do throws(CisternError) { return try await namespace.usage() } catch { throw FFIError(error) }
-        }
+        let u = try clientCall(s, "usage") { () throws(CisternError) -> KVUsage in try await namespace.usage() }
         let fields: [UInt64] = [u.capacityPages, u.confirmed, u.reserved, u.free, u.highWater, UInt64(namespace.pageBytes), UInt64(namespace.config.durability.rawValue)]
         let words = out.assumingMemoryBound(to: UInt64.self)
         for (i, v) in fields.enumerated() where UInt64(i + 2) * 8 <= size { words[i + 1] = v }

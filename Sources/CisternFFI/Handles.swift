@@ -219,7 +219,7 @@ final class Completion<T: Sendable>: Sendable {
 /// until it ends or `timeoutNanoseconds` pass; then the operation is cancelled and the
 /// call fails. The operation never touches the caller's memory, so a late end is
 /// harmless.
-func blocking<T: Sendable>(timeoutNanoseconds: UInt64, what: String, _ operation: @escaping @Sendable () async throws(FFIError) -> T) throws(FFIError) -> T {
+func blocking<T: Sendable>(timeoutNanoseconds: UInt64, what: String, timeoutMessage: String? = nil, onTimeout: () -> Void = {}, _ operation: @escaping @Sendable () async throws(FFIError) -> T) throws(FFIError) -> T {
     let done = Completion<Result<T, FFIError>>()
     let task = Task.detached {
         do throws(FFIError) {
@@ -230,7 +230,16 @@ func blocking<T: Sendable>(timeoutNanoseconds: UInt64, what: String, _ operation
     }
     guard let result = done.wait(nanoseconds: timeoutNanoseconds) else {
         task.cancel()
-        throw FFIError(code: Code.unavailable, message: "\(what): no answer from the cluster within \(timeoutNanoseconds / 1_000_000) ms; is it running and reachable? (raise the timeout in cistern_connect for slow clusters)")
+        onTimeout()
+        throw FFIError(code: Code.unavailable, message: timeoutMessage ?? "\(what): no answer from the cluster within \(timeoutNanoseconds / 1_000_000) ms; is it running and reachable? (raise the timeout in cistern_connect for slow clusters)")
     }
     return try result.get()
+}
+
+/// `blocking` for a client call on `store`, bounded by the store's timeout, with the
+/// client's error turned into its code and message.
+func clientCall<T: Sendable>(_ store: StoreHandle, _ what: String, _ operation: @escaping @Sendable () async throws(CisternError) -> T) throws(FFIError) -> T {
+    try blocking(timeoutNanoseconds: store.timeoutNanoseconds, what: what) { () throws(FFIError) -> T in
+        do throws(CisternError) { return try await operation() } catch { throw FFIError(error) }
+    }
 }

@@ -246,44 +246,35 @@ class Store:
 
     # -- batched, on caller memory --------------------------------------------------
 
-    def batch_put_from(self, keys: Sequence[str], ptrs: Sequence[int], sizes: Sequence[int]) -> List[int]:
-        """Stores pages from raw addresses; one code per key (0 stored, 1 already
-        stored, negative: see cistern.h)."""
+    def _batches(self, call: Any, result_type: Any, keys: Sequence[str], ptrs: Sequence[int], sizes: Sequence[int]) -> Iterable[Tuple[int, int, List[int], float]]:
+        """Runs `call` (batch_put_from or batch_get_into of the library) over `keys` in
+        library-sized batches; yields each batch's range, codes and seconds."""
         if not (len(keys) == len(ptrs) == len(sizes)):
             raise InvalidArgument(f"keys, ptrs and sizes differ in length ({len(keys)}, {len(ptrs)}, {len(sizes)})")
         handle = self._handle()
-        lib = n.lib()
-        out: List[int] = []
         for a, b in _chunks(len(keys)):
             count = b - a
-            ptr_arr = (c_void_p * count)(*ptrs[a:b])
-            size_arr = (c_size_t * count)(*sizes[a:b])
-            results = (c_int32 * count)()
+            results = (result_type * count)()
             start = time.perf_counter()
-            check(lib.cistern_batch_put_from(handle, _keys(keys[a:b]), ptr_arr, size_arr, count, results))
-            codes = list(results)
+            check(call(handle, _keys(keys[a:b]), (c_void_p * count)(*ptrs[a:b]), (c_size_t * count)(*sizes[a:b]), count, results))
+            yield a, b, list(results), time.perf_counter() - start
+
+    def batch_put_from(self, keys: Sequence[str], ptrs: Sequence[int], sizes: Sequence[int]) -> List[int]:
+        """Stores pages from raw addresses; one code per key (0 stored, 1 already
+        stored, negative: see cistern.h)."""
+        out: List[int] = []
+        for a, b, codes, seconds in self._batches(n.lib().cistern_batch_put_from, c_int32, keys, ptrs, sizes):
             stored = sum(s for s, c in zip(sizes[a:b], codes) if c == n.PUT_STORED)
-            self.stats.add_put(sum(1 for c in codes if c >= 0), stored, time.perf_counter() - start, sum(1 for c in codes if c < 0))
+            self.stats.add_put(sum(1 for c in codes if c >= 0), stored, seconds, sum(1 for c in codes if c < 0))
             out += codes
         return out
 
     def batch_get_into(self, keys: Sequence[str], ptrs: Sequence[int], sizes: Sequence[int]) -> List[int]:
         """Reads pages into raw addresses; one result per key: bytes read, or a
         negative code (-2 not stored, -10 buffer too small, -8 read failed)."""
-        if not (len(keys) == len(ptrs) == len(sizes)):
-            raise InvalidArgument(f"keys, ptrs and sizes differ in length ({len(keys)}, {len(ptrs)}, {len(sizes)})")
-        handle = self._handle()
-        lib = n.lib()
         out: List[int] = []
-        for a, b in _chunks(len(keys)):
-            count = b - a
-            ptr_arr = (c_void_p * count)(*ptrs[a:b])
-            size_arr = (c_size_t * count)(*sizes[a:b])
-            results = (c_int64 * count)()
-            start = time.perf_counter()
-            check(lib.cistern_batch_get_into(handle, _keys(keys[a:b]), ptr_arr, size_arr, count, results))
-            codes = list(results)
-            self.stats.add_get(sum(1 for c in codes if c >= 0), sum(c for c in codes if c > 0), time.perf_counter() - start,
+        for _, _, codes, seconds in self._batches(n.lib().cistern_batch_get_into, c_int64, keys, ptrs, sizes):
+            self.stats.add_get(sum(1 for c in codes if c >= 0), sum(c for c in codes if c > 0), seconds,
                                sum(1 for c in codes if c == n.ENOTFOUND), sum(1 for c in codes if c < 0 and c != n.ENOTFOUND))
             out += codes
         return out
