@@ -68,7 +68,7 @@ let package = Package(
         // The cluster manager service and its client.
         .target(name: "CisternMgmtd", dependencies: ["CisternRouting", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
-        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
+        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
         .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),

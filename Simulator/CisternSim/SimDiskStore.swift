@@ -116,17 +116,25 @@ public final class SimDiskStore: @unchecked Sendable {
     }
 
     static func apply(_ change: Change, to image: inout [UInt8]) {
+        // Bulk copies, not element-wise generic collection operations: simulated
+        // logs take millions of small writes and debug builds run this unspecialised.
         switch change {
         case .write(let offset, let bytes):
-            let end = Int(offset) + bytes.count
-            if image.count < end { image.append(contentsOf: repeatElement(0, count: end - image.count)) }
-            image.replaceSubrange(Int(offset)..<end, with: bytes)
+            let start = Int(offset)
+            let end = start + bytes.count
+            if image.count < end { image.append(contentsOf: [UInt8](repeating: 0, count: end - image.count)) }
+            guard !bytes.isEmpty else { return }
+            image.withUnsafeMutableBytes { dst in
+                bytes.withUnsafeBytes { src in
+                    (dst.baseAddress! + start).copyMemory(from: src.baseAddress!, byteCount: src.count)
+                }
+            }
         case .truncate(let length):
             let n = Int(length)
             if image.count > n {
-                image.removeSubrange(n...)
-            } else {
-                image.append(contentsOf: repeatElement(0, count: n - image.count))
+                image.removeLast(image.count - n)
+            } else if image.count < n {
+                image.append(contentsOf: [UInt8](repeating: 0, count: n - image.count))
             }
         }
     }

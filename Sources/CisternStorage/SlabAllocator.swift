@@ -1,3 +1,5 @@
+import HeapModule
+
 /// Hands out fixed-size blocks of each size class from a few large files, never one
 /// file per chunk. Pure bookkeeping: it says when a file must grow (the engine then
 /// preallocates the range and calls `grew`), and it is rebuilt after a crash from
@@ -13,9 +15,14 @@ public struct SlabAllocator: Sendable, Equatable {
     struct ClassState: Sendable, Equatable {
         /// Blocks made available so far, per file.
         var provisioned: [UInt32] = []
-        /// Free blocks, kept sorted so the lowest address is reused first.
-        var free: [BlockAddress] = []
+        /// Free blocks, a min-heap so the lowest address is reused first in
+        /// O(log n): a target holds millions of blocks and frees one per overwrite.
+        var free = Heap<BlockAddress>()
         var used: Set<BlockAddress> = []
+
+        static func == (a: ClassState, b: ClassState) -> Bool {
+            a.provisioned == b.provisioned && a.used == b.used && a.free.unordered.sorted() == b.free.unordered.sorted()
+        }
     }
 
     /// What the engine must do before `allocate` can succeed.
@@ -34,7 +41,7 @@ public struct SlabAllocator: Sendable, Equatable {
     /// Takes the lowest free block of `c`, or says how to grow.
     public mutating func allocate(_ c: SizeClass) -> Result<BlockAddress, Growth> {
         if !classes[c.index].free.isEmpty {
-            let b = classes[c.index].free.removeFirst()
+            let b = classes[c.index].free.removeMin()
             classes[c.index].used.insert(b)
             return .success(b)
         }
@@ -57,8 +64,7 @@ public struct SlabAllocator: Sendable, Equatable {
         while state.provisioned.count <= Int(file) { state.provisioned.append(0) }
         guard state.provisioned[Int(file)] == from else { return }
         state.provisioned[Int(file)] = from + blocks
-        for b in from..<(from + blocks) { state.free.append(BlockAddress(sizeClass: c, file: file, block: b)) }
-        state.free.sort()
+        for b in from..<(from + blocks) { state.free.insert(BlockAddress(sizeClass: c, file: file, block: b)) }
         classes[c.index] = state
     }
 
@@ -66,8 +72,7 @@ public struct SlabAllocator: Sendable, Equatable {
     /// (recovery may free what a crash already released).
     public mutating func free(_ b: BlockAddress) {
         guard classes[b.sizeClass.index].used.remove(b) != nil else { return }
-        let i = classes[b.sizeClass.index].free.firstIndex { $0 > b } ?? classes[b.sizeClass.index].free.count
-        classes[b.sizeClass.index].free.insert(b, at: i)
+        classes[b.sizeClass.index].free.insert(b)
     }
 
     /// Rebuilds state after a restart: `files` gives each class's file sizes in
@@ -79,12 +84,14 @@ public struct SlabAllocator: Sendable, Equatable {
             let c = SizeClass(index: index)!
             var state = ClassState()
             state.provisioned = (files[c] ?? []).map { min($0, blocksPerFile) }
+            var free: [BlockAddress] = []
             for (file, count) in state.provisioned.enumerated() {
                 for b in 0..<count {
                     let addr = BlockAddress(sizeClass: c, file: UInt32(file), block: b)
-                    if inUse.contains(addr) { state.used.insert(addr) } else { state.free.append(addr) }
+                    if inUse.contains(addr) { state.used.insert(addr) } else { free.append(addr) }
                 }
             }
+            state.free = Heap(free)
             a.classes[index] = state
         }
         return a

@@ -31,11 +31,26 @@ import Testing
         #expect(g3 == .extend(sizeClass: c, file: 1, from: 0, blocks: 4))
     }
 
+    @Test func freedBlocksAreReusedLowestAddressFirst() {
+        var a = SlabAllocator(growBlocks: 8, blocksPerFile: 8)
+        let c = SizeClass(index: 1)!
+        guard case .failure(let g) = a.allocate(c) else { Issue.record("expected growth"); return }
+        a.grew(g)
+        let blocks = (0..<8).compactMap { _ in try? a.allocate(c).get() }
+        #expect(blocks.count == 8)
+        for i in [6, 2, 5, 7] { a.free(blocks[i]) }
+        a.free(blocks[2])  // freeing twice is a no-op
+        #expect(a.freeCount(c) == 4)
+        let again = (0..<4).compactMap { _ in try? a.allocate(c).get() }
+        #expect(again == [2, 5, 6, 7].map { blocks[$0] })
+    }
+
     @Test func randomAllocationsNeverHandOutABlockTwiceAndRecoveryLeaksNothing() {
         for seed in UInt64(1)...20 {
             var rng = DeterministicRandom(seed: seed)
             var a = SlabAllocator(growBlocks: 8, blocksPerFile: 32)
             var held: Set<BlockAddress> = []
+            var heldInOrder: [BlockAddress] = []  // allocation order, to pick one at random
             var files: [SizeClass: [UInt32]] = [:]
             for _ in 0..<3_000 {
                 let c = SizeClass(index: Int.random(in: 0..<3, using: &rng))!
@@ -44,6 +59,7 @@ import Testing
                     case .success(let b):
                         #expect(!held.contains(b), "block \(b) handed out twice")
                         held.insert(b)
+                        heldInOrder.append(b)
                     case .failure(let g):
                         a.grew(g)
                         if case .extend(let gc, let file, let from, let blocks) = g {
@@ -54,7 +70,9 @@ import Testing
                         }
                     }
                 } else {
-                    let b = held.sorted()[Int.random(in: 0..<held.count, using: &rng)]
+                    let i = Int.random(in: 0..<heldInOrder.count, using: &rng)
+                    heldInOrder.swapAt(i, heldInOrder.count - 1)
+                    let b = heldInOrder.removeLast()
                     held.remove(b)
                     a.free(b)
                 }
