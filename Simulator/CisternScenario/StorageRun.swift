@@ -156,8 +156,9 @@ final class StorageRun: @unchecked Sendable {
         var candidates: [(file: String, range: Range<Int>)] = []
         for i in 1...(spec.targets ?? 1) {
             let folder = "targets/t\(UInt64(node.id.rawValue) * 100 + UInt64(i))"
-            guard let log = node.diskStore.contents("\(folder)/meta.log") else { continue }
-            for (_, meta) in ChunkEngine.recoveredMetadata(from: log).sorted(by: { $0.key < $1.key }) {
+            let slots = ChunkEngine.metadataLogPaths.map { node.diskStore.contents("\(folder)/\($0)") }
+            guard slots.contains(where: { $0 != nil }) else { continue }
+            for (_, meta) in ChunkEngine.recoveredMetadata(slots: slots).sorted(by: { $0.key < $1.key }) {
                 guard let c = meta.committed, c.length > 0 else { continue }
                 candidates.append(("\(folder)/\(c.block.path)", Int(c.block.offset)..<Int(c.block.offset) + c.length))
             }

@@ -33,28 +33,89 @@ public actor ChunkEngine {
     /// Checksum failures seen since start (reported in heartbeats and metrics).
     public private(set) var corruptionsDetected = 0
 
-    init(disk: any Disk, runtime: any Runtime, chunks: [ChunkID: ChunkMeta], allocator: SlabAllocator, log: DiskFile, logEnd: UInt64) {
+    /// Which slot of `ChunkMetaLog.paths` the log is appended to, and the newest
+    /// checkpoint generation on the disk.
+    private var logSlot: Int
+    private var generation: UInt64
+    private let compactionSlackBytes: UInt64
+    /// The log is compacted once it reaches this size.
+    private var compactAtBytes: UInt64
+    /// Compactions done since open (for tests and metrics).
+    public private(set) var compactions = 0
+
+    public static let defaultCompactionSlackBytes: UInt64 = 16 << 20
+    /// A metadata record's size, to estimate the live metadata before a checkpoint.
+    static let estimatedRecordBytes: UInt64 = 96
+
+    init(disk: any Disk, runtime: any Runtime, chunks: [ChunkID: ChunkMeta], allocator: SlabAllocator, log: DiskFile, logEnd: UInt64,
+         logSlot: Int, generation: UInt64, compactionSlackBytes: UInt64) {
         self.disk = disk
         self.runtime = runtime
         self.chunks = chunks
         self.allocator = allocator
         self.log = log
         self.logEnd = logEnd
+        self.logSlot = logSlot
+        self.generation = generation
+        self.compactionSlackBytes = max(compactionSlackBytes, 1)
+        self.compactAtBytes = Self.compactionThreshold(liveBytes: UInt64(chunks.count) * Self.estimatedRecordBytes, slack: max(compactionSlackBytes, 1))
         self.unownedExecutor = runtime.makeActorExecutor()
     }
 
-    /// Opens a target: replays the metadata log (cutting off a torn tail) and rebuilds
-    /// the allocator from the block files and the blocks recovered metadata references.
-    public static func open(disk: any Disk, runtime: any Runtime, growBlocks: UInt32 = 16, blocksPerFile: UInt32 = 256) async throws(ChunkError) -> ChunkEngine {
-        do {
-            let log = try await disk.open(ChunkMetaLog.path, create: true)
+    /// The log size at which to compact a log whose live metadata takes `liveBytes`:
+    /// the log stays within twice the live size plus the slack.
+    static func compactionThreshold(liveBytes: UInt64, slack: UInt64) -> UInt64 {
+        liveBytes + max(slack, liveBytes)
+    }
+
+    /// Opens a target: replays the metadata log (the slot with the newest complete
+    /// checkpoint, read in bounded pieces, cutting off a torn tail) and rebuilds the
+    /// allocator from the block files and the blocks recovered metadata references.
+    /// `compactionSlackBytes`: how far the log may grow beyond its live metadata
+    /// before it is compacted (at least this much, and at least the live size).
+    public static func open(
+        disk: any Disk, runtime: any Runtime, growBlocks: UInt32 = 16, blocksPerFile: UInt32 = 256,
+        compactionSlackBytes: UInt64 = ChunkEngine.defaultCompactionSlackBytes
+    ) async throws(ChunkError) -> ChunkEngine {
+        do throws(DiskError) {
+            var replays: [ChunkMetaLog.Replay?] = []
+            var handles: [DiskFile?] = []
+            for (slot, path) in ChunkMetaLog.paths.enumerated() {
+                let file: DiskFile
+                do throws(DiskError) {
+                    file = try await disk.open(path, create: slot == 0)
+                } catch {
+                    guard case .notFound = error else { throw error }
+                    replays.append(nil)
+                    handles.append(nil)
+                    continue
+                }
+                let size = try await disk.size(file)
+                var replay = ChunkMetaLog.Replay()
+                var offset: UInt64 = 0
+                while offset < size, !replay.stopped {
+                    let n = Int(min(UInt64(ChunkMetaLog.replayPieceBytes), size - offset))
+                    replay.feed(try await disk.read(file, offset: offset, length: n))
+                    offset += UInt64(n)
+                }
+                replays.append(replay)
+                handles.append(file)
+            }
+            // Slot 0 always exists (created above) and a log without a checkpoint is
+            // complete, so a choice is only missing if slot 0 holds a torn checkpoint
+            // and slot 1 nothing usable, which no sequence of compactions leaves.
+            guard let slot = ChunkMetaLog.choose(replays), let replay = replays[slot], let log = handles[slot] else {
+                throw DiskError.ioError(path: ChunkMetaLog.paths[0], detail: "no complete metadata log in either slot (\(ChunkMetaLog.paths.joined(separator: ", "))): the target's metadata is damaged; remove the target and let it resync")
+            }
+            for (i, h) in handles.enumerated() where i != slot {
+                if let h { await disk.close(h) }
+            }
             let size = try await disk.size(log)
-            let bytes = try await disk.read(log, offset: 0, length: Int(size))
-            let (chunks, valid) = ChunkMetaLog.replay(bytes)
-            if valid < bytes.count {
-                try await disk.truncate(log, length: UInt64(valid))
+            if UInt64(replay.validBytes) < size {
+                try await disk.truncate(log, length: UInt64(replay.validBytes))
                 try await disk.fsync(log)
             }
+            let chunks = replay.chunks
             var inUse: Set<BlockAddress> = []
             var highest: [SizeClass: [UInt32: UInt32]] = [:]
             for meta in chunks.values {
@@ -76,7 +137,10 @@ public actor ChunkEngine {
                 provisioned[c] = list
             }
             let allocator = SlabAllocator.recover(files: provisioned, inUse: inUse, growBlocks: growBlocks, blocksPerFile: blocksPerFile)
-            return ChunkEngine(disk: disk, runtime: runtime, chunks: chunks, allocator: allocator, log: log, logEnd: UInt64(valid))
+            let generation = replays.compactMap { $0?.generation }.max() ?? 0
+            return ChunkEngine(
+                disk: disk, runtime: runtime, chunks: chunks, allocator: allocator, log: log, logEnd: UInt64(replay.validBytes),
+                logSlot: slot, generation: generation, compactionSlackBytes: compactionSlackBytes)
         } catch {
             throw .disk(error)
         }
@@ -86,6 +150,23 @@ public actor ChunkEngine {
     /// recovery replays it). For checkers that inspect a target's files directly.
     public static func recoveredMetadata(from logBytes: [UInt8]) -> [ChunkID: ChunkMeta] {
         ChunkMetaLog.replay(logBytes).chunks
+    }
+
+    /// The metadata log slot files in a target's folder (see `ChunkMetaLog`).
+    public static var metadataLogPaths: [String] { ChunkMetaLog.paths }
+
+    /// The chunk metadata recovery finds in a target whose log slots hold these bytes
+    /// (nil: the slot's file does not exist), choosing the slot as `open` does.
+    public static func recoveredMetadata(slots: [[UInt8]?]) -> [ChunkID: ChunkMeta] {
+        let replays: [ChunkMetaLog.Replay?] = slots.map { bytes in
+            bytes.map { b in
+                var r = ChunkMetaLog.Replay()
+                r.feed(b)
+                return r
+            }
+        }
+        guard let slot = ChunkMetaLog.choose(replays) else { return [:] }
+        return replays[slot]?.chunks ?? [:]
     }
 
     static func parse(_ name: String) -> (SizeClass, UInt32)? {
@@ -421,26 +502,22 @@ public actor ChunkEngine {
     /// commit (retried until they are written).
     private func persist(_ changes: [MetaChange], durable: Bool) async -> DiskError? {
         var frame: [UInt8] = []
-        for c in changes { frame += ChunkMetaLog.frame(c.after.map { .put($0) } ?? .remove(c.id)) }
+        for c in changes { ChunkMetaLog.append(c.after.map { .put($0) } ?? .remove(c.id), to: &frame) }
         if !durable {
             for c in changes { chunks[c.id] = c.after }
-            queued.append(QueuedRecord(frame: frame, frees: changes.flatMap(\.frees), done: nil))
+            queued.append(QueuedRecord(frame: frame, frees: changes.flatMap(\.frees), states: [], done: nil))
             startFlush()
             return nil
         }
-        let failure: DiskError? = await withUnsafeContinuation { c in
-            queued.append(QueuedRecord(frame: frame, frees: [], done: c))
+        // The group commit applies the states and frees in the same step as it learns
+        // the records are durable: a reader that looks the chunk up from then on finds
+        // the new block (one already reading the old one checks, when its checksum
+        // fails, whether the chunk moved on), and a checkpoint taken after that step
+        // holds them.
+        return await withUnsafeContinuation { c in
+            queued.append(QueuedRecord(frame: frame, frees: changes.flatMap(\.frees), states: changes.map { ($0.id, $0.after) }, done: c))
             startFlush()
         }
-        if let failure { return failure }
-        // In the same step as the state change: a reader that looks the chunk up from
-        // now on finds the new block (one already reading the old one checks, when its
-        // checksum fails, whether the chunk moved on).
-        for c in changes {
-            chunks[c.id] = c.after
-            for b in c.frees { allocator.free(b) }
-        }
-        return nil
     }
 
     private func startFlush() {
@@ -454,9 +531,11 @@ public actor ChunkEngine {
 
     private struct QueuedRecord {
         var frame: [UInt8]
-        /// Blocks a `cache` record stops naming, freed once it is durable (a `durable`
-        /// record's caller frees them itself).
+        /// Blocks the record stops naming, freed once it is durable.
         var frees: [BlockAddress]
+        /// A `durable` record's states, applied once it is durable (a `cache` record's
+        /// are applied when it is queued).
+        var states: [(id: ChunkID, after: ChunkMeta?)]
         /// nil for a `cache` record: nobody waits, and a failed commit retries it.
         var done: UnsafeContinuation<DiskError?, Never>?
     }
@@ -582,11 +661,75 @@ public actor ChunkEngine {
                 tornTail = false
                 flushFailing = false
                 for item in batch {
+                    for (id, after) in item.states { chunks[id] = after }
                     for b in item.frees { allocator.free(b) }
                     item.done?.resume(returning: nil)
                 }
+                if logEnd >= compactAtBytes { await compact() }
             }
         }
         flushing = false
+    }
+
+    // MARK: Compaction
+
+    /// Writes a checkpoint of every chunk's metadata into the other log slot and
+    /// appends there from then on (see `ChunkMetaLog`). Runs inside the group commit,
+    /// so no record is written meanwhile; records queued meanwhile follow the
+    /// checkpoint. The snapshot is the in-memory state, which is the durable log's
+    /// plus `cache` states still queued: the files holding their blocks are fsynced
+    /// first, so the checkpoint never names bytes that were not written, and their
+    /// records, appended after it, replay to the same states. A failure keeps the
+    /// current log (a later compaction tries again).
+    private func compact() async {
+        let next = 1 - logSlot
+        let g = generation + 1
+        let snapshot = ChunkMetaLog.checkpoint(chunks, generation: g)
+        let dirty = unsyncedFiles.keys.sorted().compactMap { unsyncedFiles[$0] }
+        unsyncedFiles.removeAll()
+        var failure: DiskError?
+        if !dirty.isEmpty {
+            for case .failure(let e) in await disk.submit(dirty.map { .fsync($0) }) { failure = failure ?? e }
+        }
+        var file: DiskFile?
+        if failure == nil {
+            do {
+                file = try await disk.open(ChunkMetaLog.paths[next], create: true)
+            } catch {
+                failure = error
+            }
+        }
+        if let file, failure == nil {
+            var ops: [DiskOp] = [.truncate(file, length: 0)]
+            var offset = 0
+            while offset < snapshot.count {
+                let end = min(offset + ChunkMetaLog.replayPieceBytes, snapshot.count)
+                ops.append(.write(file, offset: UInt64(offset), bytes: Array(snapshot[offset..<end])))
+                offset = end
+            }
+            ops.append(.fsync(file))
+            for case .failure(let e) in await disk.submit(ops) { failure = failure ?? e }
+        }
+        guard let file, failure == nil else {
+            for f in dirty { unsyncedFiles[f.id] = f }
+            if let file { await disk.close(file) }
+            // Not again before the log has grown by another slack.
+            compactAtBytes = logEnd + compactionSlackBytes
+            runtime.logger("chunk").warning("metadata log compaction failed: \(failure.map { "\($0)" } ?? "unknown"); the log keeps growing until a later one succeeds")
+            return
+        }
+        let old = log
+        log = file
+        logSlot = next
+        generation = g
+        logEnd = UInt64(snapshot.count)
+        tornTail = false
+        compactions += 1
+        compactAtBytes = Self.compactionThreshold(liveBytes: logEnd, slack: compactionSlackBytes)
+        // The old slot is no longer read (the new checkpoint is durable and newer):
+        // give its space back. Not fsynced: if the truncation is lost, the slot still
+        // holds an older generation, which recovery passes over.
+        _ = await disk.submit([.truncate(old, length: 0)])
+        await disk.close(old)
     }
 }

@@ -81,8 +81,11 @@ final class Outcome: @unchecked Sendable {
                 var inFlight: [ChunkID: [UInt8]] = [:]
                 var rng = DeterministicRandom(seed: seed)
                 let crashAt = UInt64.random(in: 1_000_000...40_000_000, using: &rng)
+                let slack: UInt64 = seed % 2 == 0 ? 2_048 : ChunkEngine.defaultCompactionSlackBytes
                 world.spawn {
-                    guard let e = try? await ChunkEngine.open(disk: p.disk, runtime: p.runtime, growBlocks: 4, blocksPerFile: 16) else {
+                    // Even seeds compact the metadata log every few KiB, so crashes
+                    // also land in and around compactions.
+                    guard let e = try? await ChunkEngine.open(disk: p.disk, runtime: p.runtime, growBlocks: 4, blocksPerFile: 16, compactionSlackBytes: slack) else {
                         out.failures.append("open failed")
                         return
                     }
@@ -111,7 +114,7 @@ final class Outcome: @unchecked Sendable {
                     let maybe = inFlight
                     world.spawn {
                         do {
-                            let e = try await ChunkEngine.open(disk: q.disk, runtime: q.runtime, growBlocks: 4, blocksPerFile: 16)
+                            let e = try await ChunkEngine.open(disk: q.disk, runtime: q.runtime, growBlocks: 4, blocksPerFile: 16, compactionSlackBytes: slack)
                             for (id, data) in snapshot.sorted(by: { $0.key < $1.key }) {
                                 let got = try await e.read(id).data
                                 if got != data && got != maybe[id] { out.failures.append("\(id): acknowledged data lost or changed") }
@@ -161,8 +164,9 @@ final class Outcome: @unchecked Sendable {
                 let p = world.start(n)
                 var rng = DeterministicRandom(seed: seed ^ 0xCAC4E)
                 let crashAt = UInt64.random(in: 1_000_000...30_000_000, using: &rng)
+                let slack: UInt64 = seed % 2 == 0 ? 2_048 : ChunkEngine.defaultCompactionSlackBytes
                 world.spawn {
-                    guard let e = try? await ChunkEngine.open(disk: p.disk, runtime: p.runtime, growBlocks: 4, blocksPerFile: 16) else {
+                    guard let e = try? await ChunkEngine.open(disk: p.disk, runtime: p.runtime, growBlocks: 4, blocksPerFile: 16, compactionSlackBytes: slack) else {
                         out.failures.append("open failed")
                         return
                     }
@@ -190,7 +194,7 @@ final class Outcome: @unchecked Sendable {
                     let history = state.history
                     world.spawn {
                         do {
-                            let e = try await ChunkEngine.open(disk: q.disk, runtime: q.runtime, growBlocks: 4, blocksPerFile: 16)
+                            let e = try await ChunkEngine.open(disk: q.disk, runtime: q.runtime, growBlocks: 4, blocksPerFile: 16, compactionSlackBytes: slack)
                             for (id, written) in history.sorted(by: { $0.key < $1.key }) {
                                 guard await e.meta(id)?.committed != nil else {
                                     if acked[id] != nil { state.lost += 1 }
