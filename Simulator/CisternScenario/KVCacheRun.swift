@@ -288,7 +288,7 @@ final class KVCacheRun: @unchecked Sendable {
                     case .full:
                         puts[k]![i].complete = t5
                         counters["pages_full", default: 0] += 1
-                    case .failed:
+                    case .failed, .noSpace:
                         counters["page_puts_failed", default: 0] += 1
                         ok = false
                     }

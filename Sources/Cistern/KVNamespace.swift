@@ -13,6 +13,9 @@ public enum KVPutOutcome: Hashable, Sendable {
     case full
     /// The page was not stored (its write or confirm failed); the reason says why.
     case failed(String)
+    /// The page was not stored: a replica's disk is full (the text names it and the
+    /// fix). Retrying fails alike until space is freed or storage added.
+    case noSpace(String)
 
     public var isStored: Bool { self == .stored || self == .existed }
 }
@@ -103,11 +106,12 @@ public struct KVNamespace: Sendable {
         let storage = client.pageStorage
         // Pages grouped by chain, in byte-bounded sub-batches, each one replicated
         // write request; all sub-batches in flight at once (within the client's limit).
-        var written = [String?](repeating: nil, count: writes.count)
+        // Per write: nil when written, else the outcome saying why not.
+        var written = [KVPutOutcome?](repeating: nil, count: writes.count)
         var byChain: [ChainID: [(k: Int, chunk: ChunkID)]] = [:]
         for (k, w) in writes.enumerated() {
             guard let (chunk, chain) = config.location(of: w.slot) else {
-                written[k] = "\(w.slot) is outside the namespace"
+                written[k] = .failed("\(w.slot) is outside the namespace")
                 continue
             }
             byChain[chain, default: []].append((k, chunk))
@@ -118,12 +122,15 @@ public struct KVNamespace: Sendable {
         }
         let durable = config.durability == .durable
         let toWrite = writes
-        let answers = await runtime.concurrentMap(subBatches, limit: client.options.inFlightMax) { sub -> [String?] in
-            guard runtime.nowNanoseconds() < deadline else { return Array(repeating: "the reservation ran out before the write started", count: sub.items.count) }
+        let answers = await runtime.concurrentMap(subBatches, limit: client.options.inFlightMax) { sub -> [KVPutOutcome?] in
+            guard runtime.nowNanoseconds() < deadline else { return Array(repeating: .failed("the reservation ran out before the write started"), count: sub.items.count) }
             let results = await storage.writeBatch(sub.items.map { ($0.chunk, pages[toWrite[$0.k].i].bytes) }, chain: sub.chain, durable: durable)
-            return results.map { r in
-                if case .failure(let e) = r { return "\(e)" }
-                return nil
+            return results.map { r -> KVPutOutcome? in
+                switch r {
+                case .success: return nil
+                case .failure(.noSpace(let why)): return .noSpace(why)
+                case .failure(let e): return .failed("\(e)")
+                }
             }
         }
         for (sub, answer) in zip(subBatches, answers) {
@@ -133,7 +140,7 @@ public struct KVNamespace: Sendable {
         var aborts: [(PageSlot, UInt64)] = []
         for (w, failure) in zip(writes, written) {
             if let failure {
-                outcomes[w.i] = .failed(failure)
+                outcomes[w.i] = failure
                 aborts.append((w.slot, w.token))
             } else {
                 let bytes = pages[w.i].bytes

@@ -87,9 +87,19 @@ public protocol Disk: Sendable {
     /// Runs a batch. Results come back in order, one per operation; operations on
     /// the same file apply in order.
     func submit(_ ops: [DiskOp]) async -> [Result<DiskCompletion, DiskError>]
+    /// Where the disk's root is, for messages an operator acts on (an absolute
+    /// directory for real disks; empty when there is nothing to name).
+    var location: String { get }
 }
 
 extension Disk {
+    public var location: String { "" }
+
+    /// `path` (relative to the root) as an operator finds it: under `location`.
+    public func locate(_ path: String) -> String {
+        location.isEmpty ? path : (location.hasSuffix("/") ? location + path : location + "/" + path)
+    }
+
     public func read(_ file: DiskFile, offset: UInt64, length: Int) async throws(DiskError) -> [UInt8] {
         let r = await submit([.read(file, offset: offset, length: length)])
         switch r[0] {

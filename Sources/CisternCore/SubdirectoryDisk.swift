@@ -12,6 +12,8 @@ public struct SubdirectoryDisk: Disk {
         self.prefix = folder + "/"
     }
 
+    public var location: String { base.locate(String(prefix.dropLast())) }
+
     private func inner(_ path: String) throws(DiskError) -> String {
         try DiskPath.validate(path)
         return prefix + path

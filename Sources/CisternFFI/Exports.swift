@@ -227,6 +227,9 @@ public func cistern_batch_put_from(_ ns: OpaquePointer?, _ keys: UnsafePointer<U
             case .failed(let why):
                 results[slot] = Code.io
                 if firstRefusal == nil { firstRefusal = "key '\(names[slot].prefix(80))' was not stored: \(why)" }
+            case .noSpace(let why):
+                results[slot] = Code.noSpace
+                if firstRefusal == nil { firstRefusal = "key '\(names[slot].prefix(80))' was not stored: \(why)" }
             }
         }
         if let firstRefusal { LastError.set(firstRefusal) }

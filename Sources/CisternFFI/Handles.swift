@@ -25,6 +25,7 @@ struct FFIError: Error {
         case .kv(.invalidKey), .kv(.invalidNamespace), .kv(.invalidConfig), .invalidArgument: code = Code.invalid
         case .kv(.batchTooLarge), .kv(.pageTooLarge): code = Code.tooLarge
         case .kv(.unavailable), .meta: code = Code.unavailable
+        case .storage(.noSpace): code = Code.noSpace
         case .storage: code = Code.io
         }
     }
@@ -49,11 +50,13 @@ enum Code {
     static let mismatch: Int32 = -9
     static let small: Int32 = -10
     static let `internal`: Int32 = -11
+    static let noSpace: Int32 = -12
 
     static let names: [Int32: String] = [
         ok: "CISTERN_OK", invalid: "CISTERN_EINVAL", notFound: "CISTERN_ENOTFOUND", unavailable: "CISTERN_EUNAVAILABLE",
         tooLarge: "CISTERN_ETOOLARGE", full: "CISTERN_EFULL", config: "CISTERN_ECONFIG", forked: "CISTERN_EFORK",
         io: "CISTERN_EIO", mismatch: "CISTERN_EMISMATCH", small: "CISTERN_ESMALL", `internal`: "CISTERN_EINTERNAL",
+        noSpace: "CISTERN_ENOSPACE",
     ]
 }
 

@@ -262,6 +262,14 @@ public actor Mgmtd {
                 state = report.localState
                 r.targets[i].usedBytes = report.usedBytes
                 r.targets[i].capacityBytes = report.capacityBytes
+                if report.spaceError != t.spaceError {
+                    if report.spaceError.isEmpty {
+                        log.notice("\(t.id) has space for writes again")
+                    } else {
+                        log.warning("\(t.id) refuses writes: \(report.spaceError)")
+                    }
+                    r.targets[i].spaceError = report.spaceError
+                }
             }
             r.targets[i].localState = state
             local[t.id] = state

@@ -13,11 +13,14 @@ public struct TargetReport: Hashable, Sendable, WireCodable {
     public var localState: LocalState
     public var usedBytes: UInt64
     public var capacityBytes: UInt64
-    public init(target: TargetID, localState: LocalState, usedBytes: UInt64 = 0, capacityBytes: UInt64 = 0) {
+    /// Why the target refuses writes for lack of space ("" when it has space).
+    public var spaceError: String
+    public init(target: TargetID, localState: LocalState, usedBytes: UInt64 = 0, capacityBytes: UInt64 = 0, spaceError: String = "") {
         self.target = target
         self.localState = localState
         self.usedBytes = usedBytes
         self.capacityBytes = capacityBytes
+        self.spaceError = spaceError
     }
     public func encode(to writer: inout WireWriter) {
         writer.writeMessage { w in
@@ -25,11 +28,13 @@ public struct TargetReport: Hashable, Sendable, WireCodable {
             w.write(localState)
             w.writeVarint(usedBytes)
             w.writeVarint(capacityBytes)
+            w.writeString(spaceError)
         }
     }
     public init(from reader: inout WireReader) throws(WireError) {
-        (target, localState, usedBytes, capacityBytes) = try reader.readMessage("TargetReport") { r throws(WireError) in
-            (try r.read(TargetID.self), try r.read(LocalState.self), try r.readVarint("used"), try r.readVarint("capacity"))
+        (target, localState, usedBytes, capacityBytes, spaceError) = try reader.readMessage("TargetReport") { r throws(WireError) in
+            (try r.read(TargetID.self), try r.read(LocalState.self), try r.readVarint("used"), try r.readVarint("capacity"),
+             r.isAtEnd ? "" : try r.readString("spaceError"))
         }
     }
 }

@@ -37,6 +37,7 @@ public final class POSIXDisk: Disk {
     /// The directory every path is relative to (absolute or relative to the process's
     /// working directory, as given).
     public let root: String
+    public var location: String { root }
     private let pool: NIOThreadPool
     private let table = Mutex(HandleTable())
 

@@ -73,13 +73,17 @@ public struct TargetInfo: Hashable, Sendable, WireCodable {
     public var localState: LocalState
     public var usedBytes: UInt64
     public var capacityBytes: UInt64
-    public init(id: TargetID, node: NodeID, chain: ChainID?, localState: LocalState, usedBytes: UInt64 = 0, capacityBytes: UInt64 = 0) {
+    /// Why the target refuses writes for lack of space, as its node last reported
+    /// ("" when it has space).
+    public var spaceError: String
+    public init(id: TargetID, node: NodeID, chain: ChainID?, localState: LocalState, usedBytes: UInt64 = 0, capacityBytes: UInt64 = 0, spaceError: String = "") {
         self.id = id
         self.node = node
         self.chain = chain
         self.localState = localState
         self.usedBytes = usedBytes
         self.capacityBytes = capacityBytes
+        self.spaceError = spaceError
     }
     public func encode(to writer: inout WireWriter) {
         writer.writeMessage { w in
@@ -89,12 +93,13 @@ public struct TargetInfo: Hashable, Sendable, WireCodable {
             w.write(localState)
             w.writeVarint(usedBytes)
             w.writeVarint(capacityBytes)
+            w.writeString(spaceError)
         }
     }
     public init(from reader: inout WireReader) throws(WireError) {
-        (id, node, chain, localState, usedBytes, capacityBytes) = try reader.readMessage("TargetInfo") { r throws(WireError) in
+        (id, node, chain, localState, usedBytes, capacityBytes, spaceError) = try reader.readMessage("TargetInfo") { r throws(WireError) in
             (try r.read(TargetID.self), try r.read(NodeID.self), try r.read(ChainID?.self), try r.read(LocalState.self),
-             try r.readVarint("used"), try r.readVarint("capacity"))
+             try r.readVarint("used"), try r.readVarint("capacity"), r.isAtEnd ? "" : try r.readString("spaceError"))
         }
     }
 }

@@ -7,11 +7,15 @@ import CisternWire
 public enum StorageClientError: Error, Equatable, Sendable, CustomStringConvertible {
     case exhausted(attempts: Int, lastError: String)
     case unknownChain(ChainID)
+    /// A replica of the chain has no room for the write (not retried: it would fail
+    /// again until space is freed); the text names the target, node, path and fix.
+    case noSpace(String)
 
     public var description: String {
         switch self {
         case .exhausted(let n, let e): return "gave up after \(n) attempts (last: \(e)); the chain may have no serving replica"
         case .unknownChain(let c): return "\(c) is not in the routing information; is the chain table created?"
+        case .noSpace(let why): return why
         }
     }
 }
@@ -112,14 +116,17 @@ public actor StorageClient {
                 continue
             }
             let args = WriteArgs(target: head.target, chain: id, chainVersion: chain.version, chunk: chunk, offset: offset, tag: tag, durable: durable)
+            let reply: StorageReply
             do {
                 let response = try await send(node, StorageRequest.write(args).message(bulk: data))
-                let reply = try StorageReply(wireBytes: response.header)
-                if case .written(let v) = reply { return v }
-                last = "\(head.target): \(reply)"
+                reply = try StorageReply(wireBytes: response.header)
             } catch {
                 last = "\(head.target): \(error)"
+                continue
             }
+            if case .written(let v) = reply { return v }
+            if case .noSpace(let why) = reply { throw .noSpace(why) }
+            last = "\(head.target): \(reply)"
         }
         throw .exhausted(attempts: attemptsMax, lastError: last)
     }
@@ -175,7 +182,11 @@ public actor StorageClient {
                     continue
                 }
                 for (i, answer) in zip(pending, answers) {
-                    if case .written(let v) = answer { results[i] = .success(v) } else { last[i] = "\(head.target): \(answer)" }
+                    switch answer {
+                    case .written(let v): results[i] = .success(v)
+                    case .noSpace(let why): results[i] = .failure(.noSpace(why))
+                    default: last[i] = "\(head.target): \(answer)"
+                    }
                 }
                 pending = pending.filter { results[$0] == nil }
                 newRequest = true

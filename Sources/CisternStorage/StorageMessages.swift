@@ -315,6 +315,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
     case chunkStat(version: UInt64, length: Int)
     /// One answer per item of a `writeBatch`, in order (`written` or why not).
     case batchWritten([StorageReply])
+    /// A replica's disk has no room for the write; the text names the target, its
+    /// node and path, and the fix. Retrying does not help until space is freed.
+    case noSpace(String)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -355,6 +358,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
         case .batchWritten(let replies):
             writer.writeVarint(13)
             writer.writeMessage { $0.write(replies) }
+        case .noSpace(let why):
+            writer.writeVarint(14)
+            writer.writeMessage { $0.writeString(why) }
         }
     }
 
@@ -386,6 +392,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
                     replies.append(try m.read(StorageReply.self))
                 }
                 return .batchWritten(replies)
+            case 14: return .noSpace(try m.readString())
             default: throw .unknownTag(type: "StorageReply", tag: tag)
             }
         }

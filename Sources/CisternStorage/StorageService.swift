@@ -63,6 +63,10 @@ public actor StorageService {
     /// Targets whose disk works again, until the manager takes them back (SYNCING or
     /// SERVING): their OFFLINE state is expected and must not restart the whole node.
     private var rejoining: Set<TargetID> = []
+    /// Targets whose disk refused a write for lack of space, with the message said:
+    /// logged once, reported in heartbeats, cleared by the next write that fits.
+    /// Also cleared when the device's free space grows by a largest chunk.
+    private var outOfSpace: [TargetID: (why: String, freeBytes: UInt64, neededBytes: UInt64)] = [:]
     /// Checksum failures seen on reads (each triggers a repair).
     public private(set) var corruptionsDetected = 0
     public private(set) var repairs = 0
@@ -278,8 +282,9 @@ public actor StorageService {
         let u = ReplicaWriteRule.nextVersion(meta)
         do {
             try await engine.stage(a.chunk, data: content, version: u, chainVersion: a.chainVersion, durable: a.durable)
+            wrote(a.target)
         } catch {
-            return .failed("\(error)")
+            return refusal(a.target, error)
         }
         var forwarded = a
         forwarded.version = u
@@ -303,16 +308,18 @@ public actor StorageService {
         case .replace:
             do {
                 try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
+                wrote(a.target)
             } catch {
-                return .failed("\(error)")
+                return refusal(a.target, error)
             }
             // A replaced replica (SYNCING) is the tail of the writes: nothing to forward.
             return .written(version: a.version)
         case .stage:
             do {
                 try await engine.stage(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
+                wrote(a.target)
             } catch {
-                return .failed("\(error)")
+                return refusal(a.target, error)
             }
             return await forwardAndCommit(a, content, engine: engine)
         case .alreadyStaged:
@@ -344,6 +351,8 @@ public actor StorageService {
                 let response = try await transport.call(nextNode, service: storageService, request, timeoutNanoseconds: config.callTimeoutNanoseconds)
                 let reply = try StorageReply(wireBytes: response.header)
                 if case .written = reply { return await commit(a, engine: engine) }
+                // A successor without space refuses every retry alike: say so now.
+                if case .noSpace = reply { return reply }
                 lastError = "\(next.target): \(reply)"
             } catch {
                 lastError = "\(next.target): \(error)"
@@ -372,6 +381,25 @@ public actor StorageService {
         local[target] = .offline
         log.error("\(target) is out of service: commit of \(chunk) version \(version) failed after its successor committed: \(error)")
         return .failed("\(error)")
+    }
+
+    /// The answer to a write that `target`'s engine refused with `error`: a full
+    /// disk is said as such (logged once until a write fits again), anything else is
+    /// a failure with its text.
+    private func refusal(_ target: TargetID, _ error: ChunkError) -> StorageReply {
+        guard case .disk(.noSpace(let path, let needed, let free)) = error else { return .failed("\(error)") }
+        let file = engines[target]?.disk.locate(path) ?? path
+        let why = "no space left on \(target) (\(node), \(file), \(free) bytes free): free space or add storage"
+        if outOfSpace[target] == nil { log.error("\(why)") }
+        outOfSpace[target] = (why, free, needed)
+        return .noSpace(why)
+    }
+
+    /// A write to `target` fitted: if it had run out of space, it has space again.
+    private func wrote(_ target: TargetID) {
+        guard outOfSpace[target] != nil else { return }
+        outOfSpace[target] = nil
+        log.notice("\(target) has space for writes again")
     }
 
     // MARK: Batched writes
@@ -444,8 +472,9 @@ public actor StorageService {
             case .success(let v):
                 forward.append(i)
                 items.append(WriteBatchItem(chunk: b.items[i].chunk, length: datas[i].count, version: v.version, checksum: v.checksum))
+                wrote(b.target)
             case .failure(let e):
-                replies[i] = .failed("\(e)")
+                replies[i] = refusal(b.target, e)
             }
         }
         let acked = await forwardBatchAndCommit(b, items, forward.count == datas.count ? bulk : Self.concatenated(forward.map { datas[$0] }), engine: engine)
@@ -474,16 +503,20 @@ public actor StorageService {
             // A replaced replica (SYNCING) is the tail of the writes: nothing to forward.
             for (i, r) in zip(replace, await engine.replaceMany(writes(replace), chainVersion: b.chainVersion, durable: b.durable)) {
                 switch r {
-                case .success: replies[i] = .written(version: b.items[i].version)
-                case .failure(let e): replies[i] = .failed("\(e)")
+                case .success:
+                    replies[i] = .written(version: b.items[i].version)
+                    wrote(b.target)
+                case .failure(let e): replies[i] = refusal(b.target, e)
                 }
             }
         }
         if !stage.isEmpty {
             for (i, r) in zip(stage, await engine.stageMany(writes(stage), chainVersion: b.chainVersion, durable: b.durable)) {
                 switch r {
-                case .success: forward.append(i)
-                case .failure(let e): replies[i] = .failed("\(e)")
+                case .success:
+                    forward.append(i)
+                    wrote(b.target)
+                case .failure(let e): replies[i] = refusal(b.target, e)
                 }
             }
         }
@@ -755,7 +788,10 @@ public actor StorageService {
         var reports: [TargetReport] = []
         for t in targetIDs {
             let used = await engines[t]?.usedBytes ?? 0
-            reports.append(TargetReport(target: t, localState: local[t] ?? .offline, usedBytes: used, capacityBytes: used + free))
+            // Enough space came back for the write that was refused: clear the report
+            // (a write that still does not fit says so again).
+            if let full = outOfSpace[t], free >= full.freeBytes &+ max(full.neededBytes, 1) { wrote(t) }
+            reports.append(TargetReport(target: t, localState: local[t] ?? .offline, usedBytes: used, capacityBytes: used + free, spaceError: outOfSpace[t]?.why ?? ""))
         }
         if (try? await mgmtd.heartbeat(targets: reports)) != nil { lastContact = runtime.nowNanoseconds() }
         if let routing { startResyncs(routing) }

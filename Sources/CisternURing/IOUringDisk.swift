@@ -47,6 +47,7 @@ public final class IOUringDisk: Disk {
     /// The directory every path is relative to (absolute or relative to the process's
     /// working directory, as given, without trailing slashes).
     public let root: String
+    public var location: String { root }
     private let pool: NIOThreadPool
     private let names: POSIXDisk
     private let rings: URingCache

@@ -156,19 +156,23 @@ final class Log: @unchecked Sendable {
                     log.failures.append("chains not created")
                     return
                 }
+                // The default attempts: a full disk must be said at once, not retried.
                 let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
-                await client.setAttempts(3)
                 let chain = ChainID(1)
                 var written: [ChunkID: [UInt8]] = [:]
                 var noSpace: String?
                 for i in 0..<40 {
                     let id = ChunkID(inode: 2, index: UInt64(i))
                     let data = [UInt8](repeating: UInt8(i), count: 200_000)
-                    do {
+                    let started = rt.nowNanoseconds()
+                    do throws(StorageClientError) {
                         _ = try await client.write(id, chain: chain, data)
                         written[id] = data
                     } catch {
                         noSpace = "\(error)"
+                        if case .noSpace = error {} else { log.failures.append("a full disk gave \(error), not noSpace") }
+                        let waited = rt.nowNanoseconds() - started
+                        if waited > 1_000_000_000 { log.failures.append("the full disk was said after \(Double(waited) / 1e9) s of retries") }
                         break
                     }
                 }
@@ -201,6 +205,28 @@ final class Log: @unchecked Sendable {
                     let figures = targets.map { "\($0.usedBytes)/\($0.capacityBytes)" }.joined(separator: " ")
                     log.failures.append("no target reports its used space and capacity: \(figures)")
                 }
+                // ... and which target is out of space, with the message.
+                let full = targets.filter { !$0.spaceError.isEmpty }
+                if full.isEmpty || !full.allSatisfy({ $0.spaceError.contains("no space left on \($0.id)") }) {
+                    log.failures.append("routing does not show the full target: \(targets.map { "\($0.id): '\($0.spaceError)'" })")
+                }
+                // Space returns (chunks removed): writes work again without a restart,
+                // and the report clears.
+                for (_, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
+                    for t in service.targetIDs {
+                        guard let engine = await service.engine(t) else { continue }
+                        for id in written.keys.sorted().prefix(4) { try? await engine.remove(id) }
+                    }
+                }
+                do {
+                    _ = try await client.write(ChunkID(inode: 3, index: 0), chain: chain, [UInt8](repeating: 7, count: 200_000))
+                } catch {
+                    log.failures.append("a write after space was freed failed: \(error)")
+                }
+                try? await rt.sleep(nanoseconds: 2_000_000_000)
+                await mgmtd.refreshRouting()
+                let still = ((await mgmtd.routing)?.targets ?? []).filter { !$0.spaceError.isEmpty }
+                if !still.isEmpty { log.failures.append("targets still reported full after space returned: \(still.map(\.id))") }
                 log.notes.append("done")
             }
             world.run(untilNanoseconds: 120_000_000_000)

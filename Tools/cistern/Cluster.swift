@@ -115,7 +115,9 @@ struct Admin: AsyncParsableCommand {
                 print("routing version \(r.version)")
                 for n in r.nodes { print("\(n.id)\t\(n.role)\t\(n.name)\t\(n.status)\t\(n.addresses.joined(separator: ","))") }
             case "targets":
-                for t in r.targets { print("\(t.id)\tnode \(t.node)\t\(t.chain.map { "\($0)" } ?? "-")\t\(t.localState)\tused \(t.usedBytes) of \(t.capacityBytes) bytes") }
+                for t in r.targets {
+                    print("\(t.id)\tnode \(t.node)\t\(t.chain.map { "\($0)" } ?? "-")\t\(t.localState)\tused \(t.usedBytes) of \(t.capacityBytes) bytes\(t.spaceError.isEmpty ? "" : "\tNO SPACE: \(t.spaceError)")")
+                }
             case "chains":
                 for c in r.chains { print("\(c)") }
             case "tables":

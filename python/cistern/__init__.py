@@ -9,9 +9,9 @@ Connectors: `cistern.sglang.CisternHiCacheStorage` (SGLang HiCache, dynamic back
 and `cistern.lmcache.CisternConnector` (LMCache remote storage plugin, for vLLM).
 """
 from .errors import (BufferTooSmall, CisternError, ConfigError, Forked, Full, InvalidArgument, IOFailure, Mismatch,
-                     NotFound, TooLarge, Unavailable)
+                     NoSpace, NotFound, TooLarge, Unavailable)
 from .store import Stats, Store, Usage, buffer_of
 
 __all__ = ["Store", "Usage", "Stats", "buffer_of", "CisternError", "InvalidArgument", "NotFound", "Unavailable", "TooLarge",
-           "Full", "ConfigError", "Forked", "IOFailure", "Mismatch", "BufferTooSmall"]
+           "Full", "ConfigError", "Forked", "IOFailure", "Mismatch", "BufferTooSmall", "NoSpace"]
 __version__ = "0.1.0"

@@ -63,7 +63,14 @@ class BufferTooSmall(CisternError, ValueError):
     code = n.ESMALL
 
 
-_BY_CODE = {c.code: c for c in (InvalidArgument, NotFound, Unavailable, TooLarge, Full, ConfigError, Forked, IOFailure, Mismatch, BufferTooSmall)}
+class NoSpace(CisternError, OSError):
+    """A replica's disk is full; the message names the target, node and path.
+    Retrying fails alike until space is freed or storage is added."""
+
+    code = n.ENOSPACE
+
+
+_BY_CODE = {c.code: c for c in (InvalidArgument, NotFound, Unavailable, TooLarge, Full, ConfigError, Forked, IOFailure, Mismatch, BufferTooSmall, NoSpace)}
 
 
 def error_for(code: int, message: str | None = None) -> CisternError:
