@@ -38,19 +38,6 @@ enum TmpfsProbe {
 /// it the suite is skipped, and says so.
 @Suite(.serialized, .enabled(if: TmpfsProbe.canMount, "mounting tmpfs needs root; the full-disk test is skipped"))
 struct FullDiskTests {
-    func run(_ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: LocalClusterKillTests.binary)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     @Test func aFullStorageDiskRefusesPutsAtOnceSaysWhereAndRecovers() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: LocalClusterKillTests.binary), "build the cistern binary first (swift build)")
         let dir = NSTemporaryDirectory() + "cistern-full-\(getpid())"
@@ -106,7 +93,7 @@ struct FullDiskTests {
             // The manager shows it: `cistern admin targets` marks the full target(s).
             var shown = ""
             for _ in 0..<20 {
-                shown = try run(["admin", "targets", "--data-dir", dir]).1
+                shown = try runCistern(["admin", "targets", "--data-dir", dir]).1
                 if shown.contains("NO SPACE") { break }
                 try await Task.sleep(nanoseconds: 500_000_000)
             }
@@ -135,7 +122,7 @@ struct FullDiskTests {
             #expect(recovered, "puts still fail after space was freed")
             var cleared = false
             for _ in 0..<20 where !cleared {
-                cleared = !(try run(["admin", "targets", "--data-dir", dir]).1.contains("NO SPACE"))
+                cleared = !(try runCistern(["admin", "targets", "--data-dir", dir]).1.contains("NO SPACE"))
                 if !cleared { try await Task.sleep(nanoseconds: 500_000_000) }
             }
             #expect(cleared, "cistern admin targets still shows NO SPACE after space was freed")

@@ -128,20 +128,24 @@ final class StopFlag: @unchecked Sendable {
     func set() { lock.withLock { value = true } }
 }
 
+/// Runs the built `cistern` binary with `args`: its exit status and its output
+/// (stdout and stderr together).
+func runCistern(_ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: LocalClusterKillTests.binary)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    while p.isRunning { usleep(10_000) }
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 /// The CLI against a running cluster: `cistern kv` and `cistern fs` round trips.
 @Suite(.serialized) struct CLICommandTests {
-    func run(_ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: LocalClusterKillTests.binary)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        while p.isRunning { usleep(10_000) }
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    func run(_ args: [String]) throws -> (Int32, String) { try runCistern(args) }
 
     @Test func kvAndFsCommandsRoundTripThroughARealCluster() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: LocalClusterKillTests.binary))
