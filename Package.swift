@@ -70,7 +70,7 @@ let package = Package(
         // The storage service: chunk engine, CRAQ chains, resync.
         .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
-        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
+        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
         // The KV cache index (slab of page slots, LRU, leases) served by the metadata servers.
         .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternStorage"], swiftSettings: strict),

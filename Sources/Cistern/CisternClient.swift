@@ -23,6 +23,11 @@ public struct ClientOptions: Sendable {
     public var kvLeaseNanoseconds: UInt64 = 5_000_000_000
     /// Tries of a KV page write; bounded so a put finishes well within its reservation.
     public var kvWriteAttemptsMax = 20
+    /// How often a client with files open for writing tells the metadata servers it
+    /// is alive. Keep it well under the servers' session timeout (`meta:
+    /// session_timeout_seconds`, 60 s by default): a client not heard from for that
+    /// long is taken for dead and its files' lengths are set from storage.
+    public var sessionKeepAliveNanoseconds: UInt64 = 10_000_000_000
     public init() {}
 }
 
@@ -63,6 +68,10 @@ public actor CisternClient {
     public nonisolated let kvIndex: KVIndexClient
     public nonisolated let options: ClientOptions
     private var nextSession: UInt64 = 0
+    /// Write handles open now; while there are any, the client sends keep-alives.
+    private var openWriteSessions = 0
+    private var keepAliveRunning = false
+    private var stopped = false
     let clientID: UInt32
 
     /// - Parameters:
@@ -151,12 +160,46 @@ public actor CisternClient {
         guard file.type == .file, let layout = file.layout, layout.chunkBytes > 0, !layout.chains.isEmpty else {
             throw .invalidArgument("\(path) is a \(file.type), not a file with a layout")
         }
+        if write {
+            openWriteSessions += 1
+            startKeepAlive()
+        }
         return FileHandle(path: path, inode: file.id, layout: layout, writable: write, lengthAtOpen: file.length, session: session)
+    }
+
+    /// Sends a keep-alive every `options.sessionKeepAliveNanoseconds` while write
+    /// handles are open (one loop at most; it ends when the last handle closes).
+    private func startKeepAlive() {
+        guard !keepAliveRunning, !stopped else { return }
+        keepAliveRunning = true
+        let interval = options.sessionKeepAliveNanoseconds
+        runtime.spawn("client.keepalive") { [weak self] in
+            while true {
+                guard let self else { return }
+                guard await self.keepAliveWanted() else { return }
+                _ = try? await self.meta.call(.keepAlive)
+                do { try await self.runtime.sleep(nanoseconds: interval) } catch { return }
+            }
+        }
+    }
+
+    private func keepAliveWanted() -> Bool {
+        if openWriteSessions > 0 && !stopped { return true }
+        keepAliveRunning = false
+        return false
+    }
+
+    /// Stops background work (keep-alives). Files still open for writing are then
+    /// treated like those of a client that died: their length is reconciled from
+    /// storage after the servers' session timeout.
+    public func stop() {
+        stopped = true
     }
 
     /// Closes a handle; a writable one reports `length` (the end of what was written)
     /// so the file's length covers it.
     public func close(_ handle: FileHandle, length: UInt64?) async throws(CisternError) {
+        if handle.writable { openWriteSessions = max(0, openWriteSessions - 1) }
         _ = try await metaCall(.close(handle.inode, session: handle.session, length: handle.writable ? length : nil))
     }
 

@@ -88,6 +88,7 @@ public final class ClientSession: Sendable {
     }
 
     public func close() async {
+        await client.stop()
         resolver.stopFollowing()
         await transport.shutdown()
     }

@@ -13,6 +13,7 @@ import Yams
 ///   meta:  [{ id: 10, address: "127.0.0.1:9010" }]
 /// kv: { kind: sqlite, path: /var/lib/cistern/mgmtd.sqlite }      # mgmtd and meta
 /// storage: { data_dir: /var/lib/cistern/s1, targets: [101, 102] } # storage
+/// meta: { session_timeout_seconds: 60, gc_delay_seconds: 30 }     # meta, optional
 /// metrics: { listen: "127.0.0.1:9101" }                           # optional
 /// log_level: info                                                 # optional
 /// ```
@@ -125,6 +126,46 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// The metadata servers' background work; every field is optional.
+    public struct Meta: Codable, Sendable, Equatable {
+        /// How often the background work runs (default 5).
+        public var maintenanceIntervalSeconds: Double?
+        /// How long a removed file's chunks are kept before deletion (default 30).
+        public var gcDelaySeconds: Double?
+        /// How long a write session outlives its client's last keep-alive before the
+        /// file's length is set from storage (default 60).
+        public var sessionTimeoutSeconds: Double?
+        /// How long retried requests are recognised as retries (default 3600).
+        public var idempotencyRetentionSeconds: Double?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case maintenanceIntervalSeconds = "maintenance_interval_seconds"
+            case gcDelaySeconds = "gc_delay_seconds"
+            case sessionTimeoutSeconds = "session_timeout_seconds"
+            case idempotencyRetentionSeconds = "idempotency_retention_seconds"
+        }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            maintenanceIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .maintenanceIntervalSeconds)
+            gcDelaySeconds = try c.decodeIfPresent(Double.self, forKey: .gcDelaySeconds)
+            sessionTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .sessionTimeoutSeconds)
+            idempotencyRetentionSeconds = try c.decodeIfPresent(Double.self, forKey: .idempotencyRetentionSeconds)
+        }
+        public init(maintenanceIntervalSeconds: Double? = nil, gcDelaySeconds: Double? = nil, sessionTimeoutSeconds: Double? = nil, idempotencyRetentionSeconds: Double? = nil) {
+            self.maintenanceIntervalSeconds = maintenanceIntervalSeconds
+            self.gcDelaySeconds = gcDelaySeconds
+            self.sessionTimeoutSeconds = sessionTimeoutSeconds
+            self.idempotencyRetentionSeconds = idempotencyRetentionSeconds
+        }
+
+        /// (YAML name, value) of every field that is set.
+        var fields: [(String, Double)] {
+            [("maintenance_interval_seconds", maintenanceIntervalSeconds), ("gc_delay_seconds", gcDelaySeconds),
+             ("session_timeout_seconds", sessionTimeoutSeconds), ("idempotency_retention_seconds", idempotencyRetentionSeconds)]
+                .compactMap { name, v in v.map { (name, $0) } }
+        }
+    }
+
     public struct Metrics: Codable, Sendable, Equatable {
         public var listen: String
         enum CodingKeys: String, CodingKey, CaseIterable { case listen }
@@ -139,11 +180,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var cluster: Cluster
     public var kv: KV?
     public var storage: Storage?
+    public var meta: Meta?
     public var metrics: Metrics?
     public var logLevel: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case node, cluster, kv, storage, metrics
+        case node, cluster, kv, storage, meta, metrics
         case logLevel = "log_level"
     }
 
@@ -154,15 +196,17 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         cluster = try c.decode(Cluster.self, forKey: .cluster)
         kv = try c.decodeIfPresent(KV.self, forKey: .kv)
         storage = try c.decodeIfPresent(Storage.self, forKey: .storage)
+        meta = try c.decodeIfPresent(Meta.self, forKey: .meta)
         metrics = try c.decodeIfPresent(Metrics.self, forKey: .metrics)
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel)
     }
 
-    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, metrics: Metrics? = nil, logLevel: String? = nil) {
+    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, meta: Meta? = nil, metrics: Metrics? = nil, logLevel: String? = nil) {
         self.node = node
         self.cluster = cluster
         self.kv = kv
         self.storage = storage
+        self.meta = meta
         self.metrics = metrics
         self.logLevel = logLevel
     }
@@ -234,6 +278,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
                 out.append("storage: the storage role needs a storage section (data_dir, targets)")
             }
             if kv != nil { out.append("kv: the storage role keeps no KV; remove the kv section") }
+        }
+        if let m = meta {
+            if node.role != .meta { out.append("meta: only the meta role has a meta section") }
+            for (name, v) in m.fields where !(v > 0 && v <= 31_536_000) {
+                out.append("meta.\(name): \(v) is not a number of seconds in (0, 31536000]")
+            }
         }
         if let m = metrics, (try? Self.address(m.listen)) == nil { out.append("metrics.listen: '\(m.listen)' is not host:port") }
         if let l = logLevel, !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(l) {

@@ -2,6 +2,7 @@ import CisternCore
 import CisternMeta
 import CisternMgmtd
 import CisternRouting
+import CisternStorage
 
 extension LayoutPolicy {
     /// The policy for new files from routing: the newest chain table (the one with the
@@ -16,12 +17,16 @@ extension LayoutPolicy {
 /// A metadata server process's services: the file-system namespace and the KV cache
 /// index, both over the shared transactional KV, with the layout policy for new files
 /// following the cluster manager's chain tables. It heartbeats as a `meta` node so
-/// the cluster manager lists it and pushes routing hints.
+/// the cluster manager lists it and pushes routing hints, and runs its share of the
+/// background work (`MetaMaintenance`: garbage collection, length reconciliation of
+/// abandoned write sessions, expiry of idempotency records) under a lease that one
+/// metadata server holds at a time.
 public actor MetadataServer {
     public nonisolated let unownedExecutor: UnownedSerialExecutor
     public nonisolated let meta: MetaService
     public nonisolated let kvIndex: KVIndexService
     public nonisolated let mgmtd: MgmtdClient
+    public nonisolated let maintenance: MetaMaintenance
     let runtime: any Runtime
     let chunkBytes: UInt32
     let stripe: Int
@@ -29,16 +34,20 @@ public actor MetadataServer {
 
     /// Starts serving on `transport` and follows routing from `mgmtd`.
     public static func start(kv: any TransactionalKV, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient,
-                             chunkBytes: UInt32 = 1 << 20, stripe: Int = 4, heartbeatNanoseconds: UInt64 = 1_000_000_000) async -> MetadataServer {
-        let s = MetadataServer(kv: kv, runtime: runtime, mgmtd: mgmtd, chunkBytes: chunkBytes, stripe: stripe)
+                             chunkBytes: UInt32 = 1 << 20, stripe: Int = 4, heartbeatNanoseconds: UInt64 = 1_000_000_000,
+                             maintenance settings: MaintenanceSettings = MaintenanceSettings()) async -> MetadataServer {
+        let s = MetadataServer(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd, chunkBytes: chunkBytes, stripe: stripe, maintenance: settings)
         await s.meta.serve(on: transport)
         await s.kvIndex.serve(on: transport)
         await mgmtd.serveHints()
         runtime.spawn("meta.routing") { await s.followRouting(everyNanoseconds: heartbeatNanoseconds) }
+        let maintenance = s.maintenance
+        runtime.spawn("meta.maintenance") { await maintenance.run(runtime: runtime) }
         return s
     }
 
-    init(kv: any TransactionalKV, runtime: any Runtime, mgmtd: MgmtdClient, chunkBytes: UInt32, stripe: Int) {
+    init(kv: any TransactionalKV, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, chunkBytes: UInt32, stripe: Int,
+         maintenance settings: MaintenanceSettings) {
         self.runtime = runtime
         self.mgmtd = mgmtd
         self.chunkBytes = chunkBytes
@@ -47,6 +56,11 @@ public actor MetadataServer {
         // than placing files nowhere.
         self.meta = MetaService(kv: kv, runtime: runtime, policy: LayoutPolicy(table: 0, tableVersion: 0, chains: [], chunkBytes: chunkBytes, stripe: stripe))
         self.kvIndex = KVIndexService(kv: kv, runtime: runtime, policy: nil)
+        // Length probes only read, so the storage client's write channels (keyed by
+        // client id) never collide with a real client's.
+        let probe = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: mgmtd.node.rawValue << 8 | 0xFF)
+        self.maintenance = MetaMaintenance(meta: meta, me: mgmtd.node.rawValue, remover: StorageChunkRemover(transport: transport, mgmtd: mgmtd),
+                                           probe: probe, settings: settings, runtime: runtime)
         self.unownedExecutor = runtime.makeActorExecutor()
     }
 

@@ -21,6 +21,8 @@ public enum MetaOp: Sendable, Equatable {
     case setattr(String, mode: UInt32?)
     case truncate(String, length: UInt64)
     case statfs
+    /// The client is alive: its write sessions stay open (sent while it has any).
+    case keepAlive
 
     public var method: UInt16 {
         switch self {
@@ -39,6 +41,7 @@ public enum MetaOp: Sendable, Equatable {
         case .setattr: return 13
         case .truncate: return 14
         case .statfs: return 15
+        case .keepAlive: return 16
         }
     }
 
@@ -104,7 +107,7 @@ public struct MetaRequest: Sendable, Equatable {
             case .truncate(let p, let l):
                 m.writeString(p)
                 m.writeVarint(l)
-            case .statfs:
+            case .statfs, .keepAlive:
                 break
             }
         }
@@ -134,6 +137,7 @@ public struct MetaRequest: Sendable, Equatable {
             case 13: op = .setattr(try m.readString(), mode: try m.read(UInt32?.self))
             case 14: op = .truncate(try m.readString(), length: try m.readVarint())
             case 15: op = .statfs
+            case 16: op = .keepAlive
             default: throw .unknownTag(type: "MetaOp", tag: UInt64(method))
             }
             return MetaRequest(client: client, request: request, op: op)

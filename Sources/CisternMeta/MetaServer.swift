@@ -51,6 +51,9 @@ extension MetaService {
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.sync(id, length: l) })
             case .setattr(let p, let mode):
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.setattr(p, mode: mode) })
+            case .keepAlive:
+                try await keepAlive(client: r.client)
+                return .inode(nil)
             case .truncate(let p, let l):
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.truncate(p, length: l) })
             }

@@ -84,6 +84,7 @@ public actor MetaService {
                 do {
                     let result = try await op(Namespace(tx, now: now))
                     try await tx.set(key, Recorded.applied(result).bytes())
+                    try await tx.set(MetaKeys.idempotencyByTime(now, client, request), [])
                     return result
                 } catch let e as MetaError {
                     // Roll the operation back; the refusal is recorded below.
@@ -96,6 +97,7 @@ public actor MetaService {
             let recorded: Recorded = try await kv.transact(runtime: runtime, idempotent: true) { tx in
                 if let bytes = try await tx.get(key) { return try Recorded(bytes) }
                 try await tx.set(key, Recorded.refused(refusal.error).bytes())
+                try await tx.set(MetaKeys.idempotencyByTime(now, client, request), [])
                 return .refused(refusal.error)
             }
             return try recorded.get()

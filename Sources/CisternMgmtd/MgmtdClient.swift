@@ -28,7 +28,7 @@ public enum MgmtdClientError: Error, Equatable, Sendable, CustomStringConvertibl
 /// a replica that changes IP is found again.
 public actor MgmtdClient {
     public nonisolated let unownedExecutor: UnownedSerialExecutor
-    public let node: NodeID
+    public nonisolated let node: NodeID
     public let role: NodeRole
     public let name: String
     let runtime: any Runtime

@@ -79,17 +79,22 @@ public struct LocalCluster: Sendable {
         return UInt16(bigEndian: addr.sin_port)
     }
 
-    /// The configurations of every node of a cluster of `storageNodes` storage nodes.
-    func configs(storageNodes: Int, targetsPerNode: Int = 2) throws -> [ServerConfig] {
+    /// The configurations of every node of a cluster of `storageNodes` storage nodes
+    /// and `metaServers` metadata servers (1...9, sharing one SQLite file; `meta`: their
+    /// background-work settings).
+    func configs(storageNodes: Int, targetsPerNode: Int = 2, metaServers: Int = 1, meta settings: ServerConfig.Meta? = nil) throws -> [ServerConfig] {
         let mgmtd = ServerConfig.Peer(id: 1, address: "127.0.0.1:\(try Self.freePort())")
-        let meta = ServerConfig.Peer(id: 10, address: "127.0.0.1:\(try Self.freePort())")
-        let cluster = ServerConfig.Cluster(mgmtd: [mgmtd], meta: [meta])
+        let metas = try (0..<max(1, min(metaServers, 9))).map { ServerConfig.Peer(id: UInt32(10 + $0), address: "127.0.0.1:\(try Self.freePort())") }
+        let cluster = ServerConfig.Cluster(mgmtd: [mgmtd], meta: metas)
         var out = [
             ServerConfig(node: .init(id: 1, name: "mgmtd1", role: .mgmtd, listen: mgmtd.address), cluster: cluster,
                          kv: .init(kind: "sqlite", path: path("kv", "mgmtd.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")),
-            ServerConfig(node: .init(id: 10, name: "meta1", role: .meta, listen: meta.address), cluster: cluster,
-                         kv: .init(kind: "sqlite", path: path("kv", "meta.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")),
         ]
+        for (i, m) in metas.enumerated() {
+            out.append(ServerConfig(node: .init(id: m.id, name: "meta\(i + 1)", role: .meta, listen: m.address), cluster: cluster,
+                                    kv: .init(kind: "sqlite", path: path("kv", "meta.sqlite")), meta: settings,
+                                    metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")))
+        }
         for i in 1...storageNodes {
             let id = UInt32(100 + i)
             out.append(ServerConfig(node: .init(id: id, name: "storage\(i)", role: .storage, listen: "127.0.0.1:\(try Self.freePort())"), cluster: cluster,
@@ -103,12 +108,13 @@ public struct LocalCluster: Sendable {
     /// serves: every storage node registered, chains created, files creatable.
     /// `targetsPerNode` (1...99, default 2): each a chunk engine of its own; chains of
     /// the table = storage nodes x targets per node / replicas.
-    public func up(storageNodes: Int, targetsPerNode: Int = 2, binary: String, progress: @Sendable (String) -> Void = { _ in }) async throws {
+    public func up(storageNodes: Int, targetsPerNode: Int = 2, metaServers: Int = 1, meta: ServerConfig.Meta? = nil, binary: String,
+                   progress: @Sendable (String) -> Void = { _ in }) async throws {
         guard storageNodes >= 1 else { throw LocalClusterError.startFailed("--storage-nodes must be at least 1") }
         if !runningNodes().isEmpty { throw LocalClusterError.alreadyRunning(dataDir) }
         let fm = FileManager.default
         for d in ["config", "logs", "pids", "data", "kv"] { try fm.createDirectory(atPath: path(d), withIntermediateDirectories: true) }
-        let configs = try configs(storageNodes: storageNodes, targetsPerNode: targetsPerNode)
+        let configs = try configs(storageNodes: storageNodes, targetsPerNode: targetsPerNode, metaServers: metaServers, meta: meta)
         let encoder = YAMLEncoder()
         for c in configs { try encoder.encode(c).write(toFile: path("config", "\(c.node.name).yaml"), atomically: true, encoding: .utf8) }
         try encoder.encode(configs[0].cluster).write(toFile: path("cluster.yaml"), atomically: true, encoding: .utf8)

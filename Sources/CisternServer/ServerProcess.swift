@@ -1,6 +1,7 @@
 import Cistern
 import CisternCore
 import CisternKV
+import CisternMeta
 import CisternMgmtd
 import CisternNIO
 import CisternPOSIX
@@ -80,7 +81,8 @@ public struct ServerProcess: Service {
         case .mgmtd:
             service = await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: try openKV())
         case .meta:
-            service = await MetadataServer.start(kv: try openKV(), runtime: runtime, transport: transport, mgmtd: mgmtd)
+            service = await MetadataServer.start(kv: try openKV(), runtime: runtime, transport: transport, mgmtd: mgmtd,
+                                                 maintenance: Self.maintenanceSettings(config.meta))
         case .storage:
             guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
             let (disk, kind) = try openDisk(s)
@@ -94,6 +96,17 @@ public struct ServerProcess: Service {
         log.info("\(config.node.name): SIGTERM, shutting down")
         await transport.shutdown()
         withExtendedLifetime((service, mgmtd)) {}
+    }
+
+    /// The config's `meta:` section over the defaults.
+    static func maintenanceSettings(_ m: ServerConfig.Meta?) -> MaintenanceSettings {
+        var out = MaintenanceSettings()
+        func ns(_ seconds: Double?, _ keep: UInt64) -> UInt64 { seconds.map { UInt64($0 * 1e9) } ?? keep }
+        out.intervalNanoseconds = ns(m?.maintenanceIntervalSeconds, out.intervalNanoseconds)
+        out.garbageDelayNanoseconds = ns(m?.gcDelaySeconds, out.garbageDelayNanoseconds)
+        out.sessionTimeoutNanoseconds = ns(m?.sessionTimeoutSeconds, out.sessionTimeoutNanoseconds)
+        out.idempotencyRetentionNanoseconds = ns(m?.idempotencyRetentionSeconds, out.idempotencyRetentionNanoseconds)
+        return out
     }
 
     func openKV() throws -> any TransactionalKV {

@@ -1,6 +1,7 @@
 import Cistern
 import CisternCore
 import CisternKV
+import CisternMeta
 import CisternSim
 import Testing
 
@@ -11,10 +12,13 @@ final class ClientTestLog: @unchecked Sendable {
     var failures: [String] = []
     var notes: [String] = []
     var done = false
+    /// The metadata servers by node, as started (and restarted).
+    var metaServers: [NodeID: MetadataServer] = [:]
     func check(_ ok: Bool, _ what: @autoclosure () -> String) { if !ok { failures.append(what()) } }
 }
 
 func withSimCluster(seed: UInt64, storage: Int = 3, chunkBytes: UInt32 = 64 << 10, untilSeconds: UInt64 = 300,
+                    metaServers: Int = 1, maintenance: MaintenanceSettings = MaintenanceSettings(), clientOptions: ClientOptions = ClientOptions(),
                     _ body: @escaping @Sendable (SimWorld, CisternClient, ClientTestLog) async -> Void) -> ClientTestLog {
     SimWorld.simulate(seed: seed) { world -> ClientTestLog in
         let log = ClientTestLog()
@@ -36,16 +40,23 @@ func withSimCluster(seed: UInt64, storage: Int = 3, chunkBytes: UInt32 = 64 << 1
             }
             world.start(s)
         }
-        let metaNode = world.addNode(name: "meta1", host: "10.0.2.1")
-        let metaID = metaNode.id
-        metaNode.boot = { ctx in
-            let c = MgmtdClient(node: ctx.node, role: .meta, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: [mgmtdID])
-            ctx.retain(await MetadataServer.start(kv: ctx.kv, runtime: ctx.runtime, transport: ctx.transport, mgmtd: c, chunkBytes: chunkBytes, heartbeatNanoseconds: 500_000_000))
+        var metaIDs: [NodeID] = []
+        for i in 1...max(1, metaServers) {
+            let metaNode = world.addNode(name: "meta\(i)", host: "10.0.2.\(i)")
+            metaIDs.append(metaNode.id)
+            metaNode.boot = { ctx in
+                let c = MgmtdClient(node: ctx.node, role: .meta, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: [mgmtdID])
+                let server = await MetadataServer.start(kv: ctx.kv, runtime: ctx.runtime, transport: ctx.transport, mgmtd: c, chunkBytes: chunkBytes,
+                                                        heartbeatNanoseconds: 500_000_000, maintenance: maintenance)
+                ctx.retain(server)
+                log.metaServers[ctx.node] = server
+            }
+            world.start(metaNode)
         }
-        world.start(metaNode)
+        let metaNodes = metaIDs
         let clientNode = world.addNode(name: "client", host: "10.0.3.1")
         clientNode.boot = { ctx in
-            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, mgmtd: [mgmtdID], meta: [metaID])
+            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, mgmtd: [mgmtdID], meta: metaNodes, options: clientOptions)
             await client.start()
             try? await ctx.runtime.sleep(nanoseconds: 2_000_000_000)
             guard case .ok? = try? await client.mgmtd.call(.createChains(replicas: min(3, storage))) else {
