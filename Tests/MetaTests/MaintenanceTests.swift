@@ -5,6 +5,7 @@ import CisternRouting
 import CisternSQLite
 import CisternStorage
 import Synchronization
+import Logging
 import Testing
 
 /// A chunk remover that fails for chosen files and records what it was asked.
@@ -23,6 +24,21 @@ final class RecordingRemover: ChunkRemover {
 struct OneChunkProbe: ChunkLengthProbe {
     let bytes: Int
     func length(of chunk: ChunkID, chain: ChainID) async throws -> Int? { chunk.index == 0 ? bytes : nil }
+}
+
+/// A production runtime whose clock moves only when the test says so: the lease and
+/// expiry rules are exercised at exact instants, whatever the load on the machine.
+final class SteppedClockRuntime: Runtime {
+    let base = ProductionRuntime(nodeName: "meta-test", baseSeed: 1, logLevel: .critical)
+    let now = Mutex<UInt64>(1_000_000_000)
+    var nodeName: String { base.nodeName }
+    func advance(nanoseconds: UInt64) { now.withLock { $0 += nanoseconds } }
+    func nowNanoseconds() -> UInt64 { now.withLock { $0 } }
+    func sleep(nanoseconds: UInt64) async throws { try await base.sleep(nanoseconds: nanoseconds) }
+    func spawn(_ name: String, _ operation: sending @escaping () async -> Void) { base.spawn(name, operation) }
+    func random(_ stream: String) -> DeterministicRandom { base.random(stream) }
+    func logger(_ label: String) -> Logger { base.logger(label) }
+    func makeActorExecutor() -> UnownedSerialExecutor { base.makeActorExecutor() }
 }
 
 func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
@@ -44,7 +60,7 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
 
     @Test func oneServerHoldsTheLeaseAndAnotherTakesOverWhenItLapses() async throws {
         let kv = try SQLiteKV()
-        let rt = ProductionRuntime(nodeName: "meta-test", baseSeed: 1, logLevel: .critical)
+        let rt = SteppedClockRuntime()
         let a = MetaService(kv: kv, runtime: rt, policy: policy)
         let b = MetaService(kv: kv, runtime: rt, policy: policy)
         let lease: UInt64 = 300_000_000
@@ -52,8 +68,11 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
         #expect(try await !b.acquireMaintenanceLease(me: 11, leaseNanoseconds: lease))
         #expect(try await a.acquireMaintenanceLease(me: 10, leaseNanoseconds: lease), "the holder renews")
         #expect(try await !b.acquireMaintenanceLease(me: 11, leaseNanoseconds: lease))
-        // a stops renewing (it died); once its lease ends b takes over and a is out.
-        try await Task.sleep(nanoseconds: lease + 100_000_000)
+        // a stops renewing (it died); up to the last instant of its lease b waits...
+        rt.advance(nanoseconds: lease - 1)
+        #expect(try await !b.acquireMaintenanceLease(me: 11, leaseNanoseconds: lease))
+        // ...and once it ends b takes over and a is out.
+        rt.advance(nanoseconds: 1)
         #expect(try await b.acquireMaintenanceLease(me: 11, leaseNanoseconds: lease))
         #expect(try await !a.acquireMaintenanceLease(me: 10, leaseNanoseconds: lease))
     }
@@ -87,8 +106,8 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
     }
 
     @Test func writeSessionsOfSilentClientsAreReconciledAndLiveOnesKept() async throws {
-        let m = try service()
-        let rt = ProductionRuntime(nodeName: "meta-test", baseSeed: 1, logLevel: .critical)
+        let rt = SteppedClockRuntime()
+        let m = MetaService(kv: try SQLiteKV(), runtime: rt, policy: policy)
         let a = try await m.create("/a")
         let b = try await m.create("/b")
         let dead: UInt64 = 7
@@ -101,7 +120,7 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
                                           settings: settings, runtime: rt)
         // Before the timeout nothing is touched.
         #expect(try await maintenance.round().sessionsReconciled == 0)
-        try await Task.sleep(nanoseconds: 500_000_000)
+        rt.advance(nanoseconds: 500_000_000)
         try await m.keepAlive(client: alive)
         let r = try await maintenance.round()
         #expect(r.sessionsReconciled == 1)
@@ -109,7 +128,7 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
         #expect(try await m.read { try await $0.inode(b.id) }?.length == 0, "the live client's file was left to it")
         #expect(try await keys(m, "s/") == 1)
         // The live client falls silent too.
-        try await Task.sleep(nanoseconds: 500_000_000)
+        rt.advance(nanoseconds: 500_000_000)
         #expect(try await maintenance.round().sessionsReconciled == 1)
         #expect(try await m.read { try await $0.inode(b.id) }?.length == 1_000)
         #expect(try await keys(m, "s/") == 0)
@@ -119,7 +138,8 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
     }
 
     @Test func idempotencyRecordsExpireOldestFirstAndRecentOnesStillAnswerRetries() async throws {
-        let m = try service()
+        let rt = SteppedClockRuntime()
+        let m = MetaService(kv: try SQLiteKV(), runtime: rt, policy: policy)
         for r in 1...3 { _ = try await m.mkdir("/d\(r)", client: 5, request: UInt64(r)) }
         #expect(try await keys(m, "x/") == 3)
         #expect(try await keys(m, "t/") == 3)
@@ -127,9 +147,9 @@ func keys(_ m: MetaService, _ prefix: String) async throws -> Int {
         settings.idempotencyRetentionNanoseconds = 300_000_000
         settings.batchMax = 2
         let maintenance = MetaMaintenance(meta: m, me: 10, remover: RecordingRemover(failing: []), probe: OneChunkProbe(bytes: 0),
-                                          settings: settings, runtime: ProductionRuntime(nodeName: "meta-test", baseSeed: 1, logLevel: .critical))
+                                          settings: settings, runtime: rt)
         #expect(try await maintenance.round().recordsExpired == 0)
-        try await Task.sleep(nanoseconds: 400_000_000)
+        rt.advance(nanoseconds: 400_000_000)
         let recent = try await m.mkdir("/d4", client: 5, request: 4)
         #expect(try await maintenance.round().recordsExpired == 2, "a round expires at most a batch")
         #expect(try await maintenance.round().recordsExpired == 1)
