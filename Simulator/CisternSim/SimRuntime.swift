@@ -7,6 +7,8 @@ import Logging
 public final class SimRuntime: Runtime, @unchecked Sendable {
     unowned(unsafe) let process: SimProcess
     public let nodeName: String
+    /// Calls of `freshRandom` per label (the simulator thread only touches it).
+    private var freshCalls: [String: UInt64] = [:]
 
     init(process: SimProcess) {
         self.process = process
@@ -30,6 +32,12 @@ public final class SimRuntime: Runtime, @unchecked Sendable {
 
     public func random(_ stream: String) -> DeterministicRandom {
         DeterministicRandom(seed: process.world.seed).fork("\(nodeName)#\(process.incarnation)/\(stream)")
+    }
+
+    public func freshRandom(_ stream: String) -> DeterministicRandom {
+        let n = freshCalls[stream, default: 0]
+        freshCalls[stream] = n + 1
+        return random(stream).fork("#\(n)")
     }
 
     public func logger(_ label: String) -> Logger {

@@ -20,6 +20,13 @@ public protocol Runtime: Sendable {
     /// the same node, label and seed always give the same sequence.
     func random(_ stream: String) -> DeterministicRandom
 
+    /// A stream of its own on every call: the n-th call with a label gets the n-th
+    /// fork of `random(label)`. For work that runs many times at once (the backoff
+    /// jitter of concurrent retries), which would otherwise draw the same numbers
+    /// and move in lockstep. Still reproducible: the simulator counts calls in its
+    /// deterministic order.
+    func freshRandom(_ stream: String) -> DeterministicRandom
+
     /// A logger whose timestamps come from this runtime's clock.
     func logger(_ label: String) -> Logger
 

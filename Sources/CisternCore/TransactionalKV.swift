@@ -44,6 +44,9 @@ public enum KVError: Error, Equatable, Sendable, CustomStringConvertible {
     case transactionClosed
     /// The store failed in a way retrying will not fix.
     case storage(detail: String)
+    /// The store's volume is full: nothing of the transaction was committed, and
+    /// retrying does not help until space is freed (the text says where).
+    case noSpace(detail: String)
     /// Retries ran out; `last` is the final attempt's error.
     indirect case retriesExhausted(attempts: Int, last: KVError)
 
@@ -62,6 +65,7 @@ public enum KVError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooLarge(let w, let b, let l): return "\(w) of \(b) bytes exceeds the \(l)-byte limit"
         case .transactionClosed: return "transaction used after it ended"
         case .storage(let d): return "KV store failure: \(d)"
+        case .noSpace(let d): return "KV store out of space: \(d)"
         case .retriesExhausted(let n, let last): return "gave up after \(n) attempts: \(last)"
         }
     }
@@ -95,6 +99,30 @@ public protocol KVTransaction: Sendable {
     func clearRange(_ range: KVRange) async throws(KVError)
 }
 
+extension KVTransaction {
+    /// Every pair in `range` in key order, read `pagePairs` at a time (one range read
+    /// may return at most `KVLimits.rangeLimitMax`), each passed to `body`. For scans
+    /// of ranges of any size inside one transaction.
+    public func scan(_ range: KVRange, pagePairs: Int = KVLimits.rangeLimitMax, _ body: (KVPair) async throws -> Void) async throws {
+        let pagePairs = min(max(1, pagePairs), KVLimits.rangeLimitMax)
+        var begin = range.begin
+        while true {
+            let page = try await getRange(KVRange(begin: begin, end: range.end), limit: pagePairs, reverse: false)
+            for pair in page { try await body(pair) }
+            guard page.count == pagePairs, let last = page.last else { return }
+            // The smallest key after the last one read.
+            begin = last.key + [0]
+        }
+    }
+
+    /// How many pairs `range` holds, counted a page at a time.
+    public func count(_ range: KVRange, pagePairs: Int = KVLimits.rangeLimitMax) async throws -> Int {
+        var n = 0
+        try await scan(range, pagePairs: pagePairs) { _ in n += 1 }
+        return n
+    }
+}
+
 /// A transactional key-value store with serializable transactions. Implementations:
 /// simulated (with injected conflicts, "maybe committed" and outages), SQLite,
 /// PostgreSQL.
@@ -117,7 +145,8 @@ extension TransactionalKV {
         _ body: (any KVTransaction) async throws -> T
     ) async throws -> T {
         var delayNanoseconds: UInt64 = 1_000_000
-        var rng = runtime.random("kv.retry")
+        // A stream per call: concurrent transactions that conflict back off apart.
+        var rng = runtime.freshRandom("kv.retry")
         for attempt in 1...max(1, attemptsMax) {
             do {
                 return try await self.attempt(body)

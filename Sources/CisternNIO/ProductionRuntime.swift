@@ -2,6 +2,7 @@ import CisternCore
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,13 @@ public struct ProductionRuntime: Runtime {
     public let baseSeed: UInt64
     /// The level of the loggers this runtime makes.
     public let logLevel: Logger.Level
+    /// Calls of `freshRandom`, shared by copies of this runtime.
+    private let freshCalls = FreshCalls()
+
+    final class FreshCalls: Sendable {
+        let count = Mutex<UInt64>(0)
+        func next() -> UInt64 { count.withLock { n in defer { n += 1 }; return n } }
+    }
 
     /// - Parameters:
     ///   - nodeName: the node's name, printed in every log line.
@@ -54,6 +62,10 @@ public struct ProductionRuntime: Runtime {
 
     public func random(_ stream: String) -> DeterministicRandom {
         DeterministicRandom(seed: baseSeed).fork("\(nodeName)/\(stream)")
+    }
+
+    public func freshRandom(_ stream: String) -> DeterministicRandom {
+        random(stream).fork("#\(freshCalls.next())")
     }
 
     public func logger(_ label: String) -> Logger {

@@ -37,6 +37,7 @@ final class SteppedClockRuntime: Runtime {
     func sleep(nanoseconds: UInt64) async throws { try await base.sleep(nanoseconds: nanoseconds) }
     func spawn(_ name: String, _ operation: sending @escaping () async -> Void) { base.spawn(name, operation) }
     func random(_ stream: String) -> DeterministicRandom { base.random(stream) }
+    func freshRandom(_ stream: String) -> DeterministicRandom { base.freshRandom(stream) }
     func logger(_ label: String) -> Logger { base.logger(label) }
     func makeActorExecutor() -> UnownedSerialExecutor { base.makeActorExecutor() }
 }
