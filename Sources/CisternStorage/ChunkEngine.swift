@@ -1,5 +1,6 @@
 import CisternCore
 import CisternWire
+import HeapModule
 
 /// Stores the chunks of one target on one `Disk`: chunk data in blocks of a few large
 /// preallocated files per size class (`SlabAllocator`), metadata in an append-only
@@ -185,6 +186,30 @@ public actor ChunkEngine {
 
     /// Every chunk's metadata, sorted by id (for resync and heartbeats).
     public func allMeta() -> [ChunkMeta] { chunks.keys.sorted().map { chunks[$0]! } }
+
+    /// The metadata of at most `limit` chunks whose ids follow `after` (from the first
+    /// when nil), sorted by id, and whether more follow: one page of a resync's dump.
+    /// Selecting a page is one pass over the chunks (O(n log limit)), no full sort.
+    public func metaPage(after: ChunkID?, limit: Int) -> (metas: [ChunkMeta], more: Bool) {
+        let limit = max(1, limit)
+        var smallest = Heap<ChunkID>()
+        var more = false
+        for id in chunks.keys {
+            if let after, id <= after { continue }
+            if smallest.count < limit {
+                smallest.insert(id)
+            } else if let max = smallest.max, id < max {
+                _ = smallest.replaceMax(with: id)
+                more = true
+            } else {
+                more = true
+            }
+        }
+        var ids: [ChunkID] = []
+        ids.reserveCapacity(smallest.count)
+        while let id = smallest.popMin() { ids.append(id) }
+        return (ids.map { chunks[$0]! }, more)
+    }
 
     public var usedBytes: UInt64 { allocator.usedBytes }
 

@@ -184,6 +184,10 @@ public enum StorageRequest: Sendable, Equatable {
     /// Several whole-chunk writes of one chain (at most `StorageLimits.writeBatchItemsMax`,
     /// `StorageLimits.writeBatchBytesMax` bytes); answered with `batchWritten`.
     case writeBatch(WriteBatchArgs)
+    /// One page of the chunk metadata on `target`: at most `limit` chunks (capped at
+    /// `StorageLimits.dumpPageEntriesMax`) whose ids follow `after`, answered with
+    /// `metaPage`. A resync reads a target of any size in bounded messages.
+    case dumpMetaPage(target: TargetID, chainVersion: UInt64, after: ChunkID?, limit: UInt32)
 
     public var method: UInt16 {
         switch self {
@@ -195,6 +199,7 @@ public enum StorageRequest: Sendable, Equatable {
         case .readBatch: return 6
         case .statChunk: return 7
         case .writeBatch: return 8
+        case .dumpMetaPage: return 9
         }
     }
 
@@ -221,6 +226,11 @@ public enum StorageRequest: Sendable, Equatable {
                 m.write(c)
                 m.writeVarint(v)
                 m.write(chunks)
+            case .dumpMetaPage(let t, let v, let after, let limit):
+                m.write(t)
+                m.writeVarint(v)
+                m.write(after)
+                m.writeVarint(UInt64(limit))
             }
         }
         return Message(method: method, header: w.bytes, bulk: bulk)
@@ -238,6 +248,10 @@ public enum StorageRequest: Sendable, Equatable {
             case 5: return .syncDone(target: try m.read(TargetID.self), chainVersion: try m.readVarint())
             case 7: return .statChunk(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self))
             case 8: return .writeBatch(try m.read(WriteBatchArgs.self))
+            case 9:
+                let t = try m.read(TargetID.self), v = try m.readVarint(), after = try m.read(ChunkID?.self)
+                guard let limit = UInt32(exactly: try m.readVarint()) else { throw .invalidValue(what: "dumpMetaPage limit", detail: "beyond 2^32-1 entries") }
+                return .dumpMetaPage(target: t, chainVersion: v, after: after, limit: limit)
             case 6:
                 return .readBatch(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunks: try m.read([ChunkID].self))
             default: throw .unknownTag(type: "StorageRequest", tag: UInt64(method))
@@ -257,6 +271,8 @@ public enum StorageLimits {
     /// Bytes a client puts in one batched write or asks for in one batched read: big
     /// enough to amortize a request, small enough that several are in flight at once.
     public static let subBatchBytesTarget = 1 << 20
+    /// Most chunks one page of a metadata dump carries (about 400 KiB of metadata).
+    public static let dumpPageEntriesMax = 8_192
 }
 
 /// One chunk's result in a batched read; data of `.data` items is in the reply's
@@ -318,6 +334,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
     /// A replica's disk has no room for the write; the text names the target, its
     /// node and path, and the fix. Retrying does not help until space is freed.
     case noSpace(String)
+    /// One page of a target's chunk metadata, sorted by id; `more` when chunks with
+    /// larger ids follow (ask again after the last one).
+    case metaPage([ChunkMeta], more: Bool)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -361,6 +380,12 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
         case .noSpace(let why):
             writer.writeVarint(14)
             writer.writeMessage { $0.writeString(why) }
+        case .metaPage(let metas, let more):
+            writer.writeVarint(15)
+            writer.writeMessage { w in
+                w.write(metas)
+                w.write(more)
+            }
         }
     }
 
@@ -393,6 +418,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
                 }
                 return .batchWritten(replies)
             case 14: return .noSpace(try m.readString())
+            case 15: return .metaPage(try m.read([ChunkMeta].self), more: try m.read(Bool.self))
             default: throw .unknownTag(type: "StorageReply", tag: tag)
             }
         }

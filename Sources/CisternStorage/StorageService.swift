@@ -25,6 +25,9 @@ public struct StorageConfig: Sendable, Equatable {
     /// A target taken out of service for a failed commit probes its disk this often;
     /// once a probe (write, sync, read back) succeeds it rejoins through a resync.
     public var failedTargetProbeNanoseconds: UInt64 = 5_000_000_000
+    /// Chunks a resync asks for per page of the successor's metadata dump (at most
+    /// `StorageLimits.dumpPageEntriesMax`).
+    public var resyncDumpPageEntries = StorageLimits.dumpPageEntriesMax
     public init() {}
 }
 
@@ -150,7 +153,7 @@ public actor StorageService {
             case .write(let a): return a.target
             case .writeBatch(let b): return b.target
             case .read(let t, _, _, _), .dumpMeta(let t, _), .removeChunk(let t, _, _), .syncDone(let t, _), .readBatch(let t, _, _, _),
-                 .statChunk(let t, _, _, _): return t
+                 .statChunk(let t, _, _, _), .dumpMetaPage(let t, _, _, _): return t
             }
         }()
         if let t = named, let why = failedTargets[t] { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
@@ -176,6 +179,10 @@ public actor StorageService {
         case .dumpMeta(let t, _):
             guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
             return (.meta(await e.allMeta()), [])
+        case .dumpMetaPage(let t, _, let after, let limit):
+            guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
+            let page = await e.metaPage(after: after, limit: min(Int(limit), StorageLimits.dumpPageEntriesMax))
+            return (.metaPage(page.metas, more: page.more), [])
         case .removeChunk(let t, _, let chunk):
             guard let e = engines[t] else { return (.notServing("no \(t) here"), []) }
             let key = ChunkLocks.Key(target: t.rawValue, chunk: chunk)
@@ -840,9 +847,36 @@ public actor StorageService {
                   let reply = try? StorageReply(wireBytes: response.header) else { return nil }
             return (reply, response.bulk)
         }
-        guard let (dump, _) = await call(.dumpMeta(target: successor, chainVersion: chain.version)), case .meta(let remote) = dump else { return }
+        // The successor's metadata, a page at a time (a target may hold more chunks
+        // than one message carries); the predecessor holds its own in memory anyway.
+        var remote: [ChunkMeta] = []
+        var after: ChunkID? = nil
+        var pages = 0
+        while true {
+            guard let (reply, _) = await call(.dumpMetaPage(target: successor, chainVersion: chain.version, after: after,
+                                                            limit: UInt32(config.resyncDumpPageEntries))) else {
+                // A successor from before paged dumps refuses the request it cannot
+                // parse: ask it for the whole dump in one message, as it understands.
+                guard pages == 0, let (dump, _) = await call(.dumpMeta(target: successor, chainVersion: chain.version)),
+                      case .meta(let all) = dump else { return }
+                remote = all
+                pages = 1
+                break
+            }
+            guard case .metaPage(let metas, let more) = reply else {
+                log.warning("resync of \(successor) from \(t) stopped: its metadata dump answered \(reply); it starts over")
+                return
+            }
+            pages += 1
+            remote += metas
+            guard more, let last = metas.last else { break }
+            // Ids strictly increase page to page; a successor that does not move on
+            // would loop forever.
+            if let after, last.id <= after { return }
+            after = last.id
+        }
         let plan = ResyncPlanner.plan(local: await engine.allMeta(), remote: remote)
-        log.info("resyncing \(successor) from \(t): \(plan.count) action(s)")
+        log.info("resyncing \(successor) from \(t): \(plan.count) action(s) after \(remote.count) chunk(s) in \(pages) page(s)")
         for action in plan {
             switch action {
             case .send(let chunk):

@@ -26,6 +26,54 @@ final class Outcome: @unchecked Sendable {
 }
 
 @Suite struct ChunkEngineTests {
+    @Test func metadataPagesTogetherAreTheWholeDumpInOrder() {
+        let out = SimWorld.simulate(seed: 1) { world -> Outcome in
+            let out = Outcome()
+            let n = world.addNode(name: "s", host: "10.0.0.1")
+            let p = world.start(n)
+            world.spawn {
+                do {
+                    let e = try await ChunkEngine.open(disk: p.disk, runtime: p.runtime)
+                    // Ids in no particular order, across inodes, so a page must pick the
+                    // smallest ids after the cursor, not the first ones stored.
+                    var rng = DeterministicRandom(seed: 5)
+                    var ids: [ChunkID] = []
+                    var seen = Set<ChunkID>()
+                    while ids.count < 200 {
+                        let id = ChunkID(inode: rng.next() % 7, index: rng.next() % 1_000)
+                        if seen.insert(id).inserted { ids.append(id) }
+                    }
+                    for id in ids { _ = try await e.stage(id, data: [1, 2, 3], version: 1, chainVersion: 1) }
+                    let all = await e.allMeta()
+                    for limit in [1, 2, 7, 64, 199, all.count, all.count + 1, 10_000] {
+                        var got: [ChunkMeta] = []
+                        var after: ChunkID? = nil
+                        var pages = 0
+                        while true {
+                            let page = await e.metaPage(after: after, limit: limit)
+                            pages += 1
+                            if page.metas.count > limit { out.failures.append("limit \(limit): a page of \(page.metas.count)") }
+                            got += page.metas
+                            guard page.more, let last = page.metas.last else { break }
+                            after = last.id
+                            if pages > all.count + 1 { out.failures.append("limit \(limit): pages never end"); break }
+                        }
+                        if got != all { out.failures.append("limit \(limit): pages give \(got.count) entries, the dump \(all.count)") }
+                        if pages != max(1, (all.count + limit - 1) / limit) { out.failures.append("limit \(limit): \(pages) pages") }
+                    }
+                    if await e.metaPage(after: all.last!.id, limit: 5) != ([], false) { out.failures.append("a page after the last id is not empty") }
+                    out.lines.append("\(all.count) chunks")
+                } catch {
+                    out.failures.append("unexpected: \(error)")
+                }
+            }
+            world.run(untilNanoseconds: 60_000_000_000)
+            return out
+        }
+        #expect(out.failures.isEmpty, "\(out.failures)")
+        #expect(out.lines.count == 1)
+    }
+
     @Test func stageCommitReadReplaceRemove() {
         let out = SimWorld.simulate(seed: 1) { world -> Outcome in
             let out = Outcome()

@@ -17,7 +17,7 @@ struct StorageCluster {
         var byNode: [NodeID: StorageService] = [:]
     }
 
-    init(world: SimWorld, storage count: Int) {
+    init(world: SimWorld, storage count: Int, config: StorageConfig = StorageConfig()) {
         self.world = world
         let services = ServiceBox()
         self.services = services
@@ -30,7 +30,7 @@ struct StorageCluster {
             let n = world.addNode(name: "s\(i)", host: "10.0.1.\(i)")
             n.boot = { ctx in
                 let client = MgmtdClient(node: ctx.node, role: .storage, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: [mgmtdID])
-                if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: [TargetID(UInt64(i) * 100 + 1)]) {
+                if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: [TargetID(UInt64(i) * 100 + 1)], config: config) {
                     ctx.retain(s)
                     services.byNode[ctx.node] = s
                 }
@@ -52,7 +52,11 @@ final class Log: @unchecked Sendable {
         for seed in UInt64(1)...4 {
             let log = SimWorld.simulate(seed: seed) { world -> Log in
                 let log = Log()
-                let cluster = StorageCluster(world: world, storage: 3)
+                // Dumps of two chunks a page: the returning replica's five chunks take
+                // several pages, as a large target's do with the default page.
+                var config = StorageConfig()
+                config.resyncDumpPageEntries = 2
+                let cluster = StorageCluster(world: world, storage: 3, config: config)
                 let admin = world.addNode(name: "client", host: "10.0.2.1")
                 let p = world.start(admin)
                 world.spawn {

@@ -19,6 +19,8 @@ import Testing
             .writeBatch(WriteBatchArgs(target: TargetID(1), chain: ChainID(2), chainVersion: 3, tag: tag, durable: false, items: [
                 WriteBatchItem(chunk: ChunkID(inode: 1, index: 1), length: 1), WriteBatchItem(chunk: ChunkID(inode: 1, index: 2), length: 1, version: 4, checksum: 5, fullReplace: true),
             ])),
+            .dumpMetaPage(target: TargetID(6), chainVersion: 7, after: nil, limit: 100),
+            .dumpMetaPage(target: TargetID(6), chainVersion: 7, after: ChunkID(inode: 9, index: 3), limit: UInt32.max),
         ]
         for r in requests { #expect(try StorageRequest(r.message(bulk: [1, 2])) == r) }
         let meta = ChunkMeta(id: ChunkID(inode: 1, index: 2), committed: ChunkVersion(version: 3, chainVersion: 4, length: 5, checksum: 6, block: block), pending: nil)
@@ -28,6 +30,7 @@ import Testing
             .batch([BatchReadItem(chunk: ChunkID(inode: 1, index: 1), status: .data, version: 2, checksum: 3, length: 4)]),
             .chunkStat(version: 9, length: 1234),
             .batchWritten([.written(version: 1), .failed("disk full"), .notServing("x")]),
+            .noSpace("no space left"), .metaPage([meta, meta], more: true), .metaPage([], more: false),
         ]
         for r in replies { #expect(try StorageReply(wireBytes: r.wireBytes()) == r) }
     }
