@@ -341,19 +341,20 @@ public struct KVIndex: Sendable {
 
     // MARK: Inspection
 
-    /// Counts slots by state (a full scan of the namespace).
-    public func usage(_ ns: String) async throws -> KVUsage {
+    /// Counts slots by state (a full scan of the namespace, `pagePairs` records per
+    /// range read, so a namespace of any size is counted).
+    public func usage(_ ns: String, pagePairs: Int = KVLimits.rangeLimitMax) async throws -> KVUsage {
         let config = try await config(ns)
         let hw = try await highWater(ns)
         var confirmed: UInt64 = 0
         var reserved: UInt64 = 0
-        for p in try await tx.getRange(.prefix(KVKeys.tag("s", ns)), limit: KVLimits.rangeLimitMax, reverse: false) {
+        try await tx.scan(.prefix(KVKeys.tag("s", ns)), pagePairs: pagePairs) { p in
             switch try KVSlotRecord(wireBytes: p.value).state {
             case .confirmed: confirmed += 1
             case .reserved: reserved += 1
             }
         }
-        let free = UInt64(try await tx.getRange(.prefix(KVKeys.tag("f", ns)), limit: KVLimits.rangeLimitMax, reverse: false).count)
+        let free = UInt64(try await tx.count(.prefix(KVKeys.tag("f", ns)), pagePairs: pagePairs))
         return KVUsage(capacityPages: config.capacityPages, highWater: hw, confirmed: confirmed, reserved: reserved, free: free)
     }
 
@@ -361,12 +362,14 @@ public struct KVIndex: Sendable {
     /// each used slot below the high-water mark is in exactly one state; no slot is
     /// held twice; keys, slots and the LRU order agree; reservations are indexed by
     /// their expiry.
-    public func audit(_ ns: String) async throws -> [String] {
+    /// Most problems one audit reports (then a count of the rest).
+    public static let auditProblemsMax = 1_000
+
+    public func audit(_ ns: String, pagePairs: Int = KVLimits.rangeLimitMax) async throws -> [String] {
         let config = try await config(ns)
         let hw = try await highWater(ns)
         var problems: [String] = []
         if hw > config.capacityPages { problems.append("high-water mark \(hw) beyond capacity \(config.capacityPages)") }
-        let limit = KVLimits.rangeLimitMax
         var state: [UInt64: String] = [:]
         func claim(_ raw: UInt64, _ what: String) {
             if raw >= hw { problems.append("slot#\(raw) (\(what)) at or above the high-water mark \(hw)") }
@@ -374,14 +377,14 @@ public struct KVIndex: Sendable {
             state[raw] = what
         }
         var slots: [UInt64: KVSlotRecord] = [:]
-        for p in try await tx.getRange(.prefix(KVKeys.tag("s", ns)), limit: limit, reverse: false) {
-            guard let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else { continue }
+        try await tx.scan(.prefix(KVKeys.tag("s", ns)), pagePairs: pagePairs) { p in
+            guard let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else { return }
             let r = try KVSlotRecord(wireBytes: p.value)
             slots[raw] = r
             claim(raw, "held for '\(r.key)'")
         }
-        for p in try await tx.getRange(.prefix(KVKeys.tag("f", ns)), limit: limit, reverse: false) {
-            guard let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else { continue }
+        try await tx.scan(.prefix(KVKeys.tag("f", ns)), pagePairs: pagePairs) { p in
+            guard let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else { return }
             claim(raw, "free")
         }
         if UInt64(state.count) != hw {
@@ -390,13 +393,13 @@ public struct KVIndex: Sendable {
         }
         let keyPrefix = KVKeys.tag("k", ns)
         var keys: [String: KVKeyRecord] = [:]
-        for p in try await tx.getRange(.prefix(keyPrefix), limit: limit, reverse: false) {
+        try await tx.scan(.prefix(keyPrefix), pagePairs: pagePairs) { p in
             let key = String(decoding: p.key.dropFirst(keyPrefix.count), as: UTF8.self)
             let r = try KVKeyRecord(wireBytes: p.value)
             keys[key] = r
             guard case .confirmed(let k)? = slots[r.slot.rawValue]?.state, k == key else {
                 problems.append("key '\(key)' points at \(r.slot), which does not hold it")
-                continue
+                return
             }
         }
         // In slot order, not the dictionary's (its order differs between processes).
@@ -411,14 +414,21 @@ public struct KVIndex: Sendable {
         }
         let lruPrefix = KVKeys.tag("l", ns)
         var lruCount = 0
-        for p in try await tx.getRange(.prefix(lruPrefix), limit: limit, reverse: false) {
+        try await tx.scan(.prefix(lruPrefix), pagePairs: pagePairs) { p in
             let rest = p.key.dropFirst(lruPrefix.count)
-            guard let access = KeyCoding.bigEndianValue(rest.prefix(8)) else { continue }
+            guard let access = KeyCoding.bigEndianValue(rest.prefix(8)) else { return }
             let key = String(decoding: rest.dropFirst(8), as: UTF8.self)
             if keys[key]?.accessNanoseconds != access { problems.append("LRU entry for '\(key)' at \(access) does not match its record") }
             lruCount += 1
         }
         if lruCount != keys.count { problems.append("\(lruCount) LRU entries for \(keys.count) keys") }
+        // The answer is one message: a badly broken namespace reports the first
+        // problems and how many more there are.
+        if problems.count > Self.auditProblemsMax {
+            let more = problems.count - Self.auditProblemsMax
+            problems.removeLast(more)
+            problems.append("... and \(more) more problem(s)")
+        }
         return problems
     }
 }

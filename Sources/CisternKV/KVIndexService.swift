@@ -102,6 +102,9 @@ public actor KVIndexService {
             return .refused(e)
         } catch let e as MetaError {
             return .refused(.invalidConfig("\(e)"))
+        } catch KVError.noSpace(let d) {
+            // Said at once: a retry cannot succeed until space is freed.
+            return .refused(.noSpace(d))
         } catch {
             return .unavailable("\(error)")
         }

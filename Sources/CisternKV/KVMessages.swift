@@ -179,6 +179,7 @@ extension KVCacheError: WireCodable {
             case .pageTooLarge(let k, let b, let p): w.writeVarint(6); w.writeString(k); w.write(b); w.write(p)
             case .invalidConfig(let d): w.writeVarint(7); w.writeString(d)
             case .unavailable(let d): w.writeVarint(8); w.writeString(d)
+            case .noSpace(let d): w.writeVarint(9); w.writeString(d)
             }
         }
     }
@@ -193,6 +194,7 @@ extension KVCacheError: WireCodable {
             case 6: return .pageTooLarge(key: try r.readString(), bytes: try r.read(Int.self), pageBytes: try r.read(Int.self))
             case 7: return .invalidConfig(try r.readString())
             case 8: return .unavailable(try r.readString())
+            case 9: return .noSpace(try r.readString())
             case let t: throw .unknownTag(type: "KVCacheError", tag: t)
             }
         }

@@ -34,6 +34,8 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case pageTooLarge(key: String, bytes: Int, pageBytes: Int)
     case invalidConfig(String)
     case unavailable(String)
+    /// The index's store is full; retrying does not help until space is freed.
+    case noSpace(String)
 
     public var description: String {
         switch self {
@@ -45,6 +47,7 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .pageTooLarge(let k, let b, let p): return "page for key '\(k.prefix(80))' has \(b) bytes, more than the namespace's page size of \(p) bytes"
         case .invalidConfig(let d): return "invalid KV namespace configuration: \(d)"
         case .unavailable(let d): return "KV index unavailable: \(d)"
+        case .noSpace(let d): return "KV index store out of space: \(d)"
         }
     }
 

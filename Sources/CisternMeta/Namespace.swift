@@ -345,10 +345,11 @@ public struct Namespace: Sendable {
         return n
     }
 
-    /// Counts of inodes and of files awaiting garbage collection (bounded scans).
-    public func statfs() async throws -> (inodes: Int, garbage: Int) {
-        let inodes = try await tx.getRange(.prefix(Array("i/".utf8)), limit: KVLimits.rangeLimitMax, reverse: false).count
-        let garbage = try await tx.getRange(.prefix(MetaKeys.garbagePrefix), limit: KVLimits.rangeLimitMax, reverse: false).count
+    /// Counts of inodes and of files awaiting garbage collection (full scans, a page
+    /// of range reads at a time, so counts past one range read's limit are exact).
+    public func statfs(pagePairs: Int = KVLimits.rangeLimitMax) async throws -> (inodes: Int, garbage: Int) {
+        let inodes = try await tx.count(.prefix(Array("i/".utf8)), pagePairs: pagePairs)
+        let garbage = try await tx.count(.prefix(MetaKeys.garbagePrefix), pagePairs: pagePairs)
         return (inodes, garbage)
     }
 }

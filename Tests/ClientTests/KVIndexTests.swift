@@ -1,6 +1,6 @@
 import Cistern
 import CisternCore
-import CisternKV
+@testable import CisternKV
 import CisternMeta
 import CisternRouting
 import CisternSQLite
@@ -59,6 +59,30 @@ struct IndexHarness {
         let u = try await h.run { try await $0.usage("t") }
         #expect(u.confirmed == 1 && u.free == 1 && u.reserved == 0)
         #expect(try await h.audit().isEmpty)
+    }
+
+    @Test func usageAndAuditReadNamespacesLargerThanOneRangeReadInPages() async throws {
+        let h = try await IndexHarness(capacity: 64)
+        let keys = (0..<40).map { "k\($0)" }
+        let (r, _) = try await h.run { try await $0.reserve("t", keys: keys, tokens: keys.indices.map { UInt64($0) + 1 }, reservationNanoseconds: Self.reservation) }
+        var confirms: [KVConfirmItem] = []
+        for (i, o) in r.enumerated() where i < 30 {
+            guard case .reserved(let slot, let token) = o else { Issue.record("\(o)"); return }
+            confirms.append(KVConfirmItem(key: keys[i], slot: slot, token: token, length: 1, checksum: 1))
+        }
+        _ = try await h.run { [confirms] in try await $0.confirm("t", confirms) }
+        _ = try await h.run { try await $0.delete("t", keys: Array(keys[0..<5])) }
+        let whole = try await h.run { try await $0.usage("t") }
+        #expect(whole.confirmed == 25 && whole.reserved == 10 && whole.free == 5 && whole.highWater == 40, "\(whole)")
+        // Pages of a few records give the same answer as one range read of all.
+        for pagePairs in [1, 2, 3, 7, 39, 40, 41] {
+            #expect(try await h.run { try await $0.usage("t", pagePairs: pagePairs) } == whole, "pages of \(pagePairs)")
+            #expect(try await h.run { try await $0.audit("t", pagePairs: pagePairs) }.isEmpty, "pages of \(pagePairs)")
+        }
+        // A problem past the first page is still found.
+        try await h.kv.attempt { tx in try await tx.clear(KVKeys.lru("t", h.now, "k29")) }
+        let found = try await h.run { try await $0.audit("t", pagePairs: 2) }
+        #expect(found.contains { $0.contains("LRU entries") }, "\(found)")
     }
 
     @Test func consecutiveHitsCountFromTheFirstKey() {
