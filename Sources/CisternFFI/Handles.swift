@@ -24,6 +24,7 @@ struct FFIError: Error {
         case .kv(.namespaceMismatch): code = Code.mismatch
         case .kv(.invalidKey), .kv(.invalidNamespace), .kv(.invalidConfig), .invalidArgument: code = Code.invalid
         case .kv(.batchTooLarge), .kv(.pageTooLarge): code = Code.tooLarge
+        case .kv(.noSpace), .meta(.refused(.noSpace, _)): code = Code.noSpace
         case .kv(.unavailable), .meta: code = Code.unavailable
         case .storage(.noSpace): code = Code.noSpace
         case .storage: code = Code.io

@@ -204,6 +204,8 @@ public enum MetaReply: Sendable, Equatable, WireCodable {
 /// The kind of a `MetaError`, carried on the wire beside its text.
 public enum MetaErrorCode: UInt8, Sendable, WireEnum {
     case notFound = 1, exists, notADirectory, isADirectory, notEmpty, invalidPath, cycle, tooLarge, store
+    /// The metadata store is full; retrying does not help until space is freed.
+    case noSpace = 10
 
     public init(_ e: MetaError) {
         switch e {
@@ -216,6 +218,7 @@ public enum MetaErrorCode: UInt8, Sendable, WireEnum {
         case .cycle: self = .cycle
         case .tooLarge: self = .tooLarge
         case .store: self = .store
+        case .noSpace: self = .noSpace
         }
     }
 }

@@ -2,9 +2,10 @@ import CisternCore
 import CisternWire
 
 extension MetaService {
-    /// Serves `metaService` requests on `transport`. Store failures (conflicts beyond
-    /// the retry budget, outages, unknown outcomes) answer `unavailable`: the client
-    /// retries the same request, which its identity makes safe.
+    /// Serves `metaService` requests on `transport`. Passing store failures (conflicts
+    /// beyond the retry budget, outages, unknown outcomes) answer `unavailable`: the
+    /// client retries the same request, which its identity makes safe. A full store
+    /// (`noSpace`) or a lasting store failure (`store`) is refused at once.
     public func serve(on transport: any Transport) async {
         await transport.serve(metaService) { [self] request in
             let parsed = try MetaRequest(request.message)
@@ -59,6 +60,19 @@ extension MetaService {
             }
         } catch let e as MetaError {
             return .refused(MetaErrorCode(e), "\(e)")
+        } catch let e as KVError {
+            // A full store or one that fails for good is said at once: retrying the
+            // request for minutes would only hide it. Conflicts, outages and unknown
+            // outcomes are retried by the client.
+            switch e {
+            case .noSpace(let d):
+                let refusal = MetaError.noSpace(d)
+                return .refused(MetaErrorCode(refusal), "\(refusal)")
+            case .storage, .tooLarge, .transactionClosed:
+                return .refused(.store, "\(MetaError.store("\(e)"))")
+            case .conflict, .unavailable, .maybeCommitted, .retriesExhausted:
+                return .unavailable("\(e)")
+            }
         } catch {
             return .unavailable("\(error)")
         }

@@ -141,6 +141,8 @@ public enum MetaError: Error, Equatable, Sendable, CustomStringConvertible {
     case cycle(from: String, to: String)
     case tooLarge(String)
     case store(String)
+    /// The metadata store's volume is full (the text names it and the fix).
+    case noSpace(String)
 
     public var description: String {
         switch self {
@@ -153,6 +155,7 @@ public enum MetaError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cycle(let f, let t): return "cannot move \(f) into its own subtree (\(t))"
         case .tooLarge(let what): return "\(what) is too large"
         case .store(let d): return "metadata store: \(d)"
+        case .noSpace(let d): return "metadata store out of space: \(d)"
         }
     }
 }
@@ -170,6 +173,7 @@ extension MetaError: WireCodable {
             case .cycle(let f, let t): w.writeVarint(7); w.writeString(f); w.writeString(t)
             case .tooLarge(let what): w.writeVarint(8); w.writeString(what)
             case .store(let d): w.writeVarint(9); w.writeString(d)
+            case .noSpace(let d): w.writeVarint(10); w.writeString(d)
             }
         }
     }
@@ -187,6 +191,7 @@ extension MetaError: WireCodable {
             case 7: return .cycle(from: try r.readString(), to: try r.readString())
             case 8: return .tooLarge(try r.readString())
             case 9: return .store(try r.readString())
+            case 10: return .noSpace(try r.readString())
             default: throw .unknownTag(type: "MetaError", tag: tag)
             }
         }

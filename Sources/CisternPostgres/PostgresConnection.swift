@@ -309,6 +309,9 @@ final class PostgresConnection {
                 reason: "lost the connection to \(target) during \(operation): \(message)\(code); "
                     + "nothing of this transaction was committed; check that the server is running and reachable")
         }
+        if state == "53100" {
+            return .noSpace(detail: "\(operation) on \(target): \(message) (SQLSTATE 53100); free disk space on the PostgreSQL server")
+        }
         let advice: String
         switch state.prefix(2) {
         case "53":

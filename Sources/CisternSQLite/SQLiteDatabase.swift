@@ -255,10 +255,11 @@ final class SQLiteDatabase {
         } else {
             message = "unknown error"
         }
+        if primary == SQLITE_FULL {
+            return .noSpace(detail: "\(operation) on \(path): \(message) (SQLite code \(rc)); free space on the volume holding \(path)")
+        }
         let advice: String
         switch primary {
-        case SQLITE_FULL:
-            advice = "free space on the volume holding \(path)"
         case SQLITE_CORRUPT, SQLITE_NOTADB:
             advice = "the database file \(path) is damaged; restore it from a backup or a replica"
         case SQLITE_CANTOPEN, SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH:

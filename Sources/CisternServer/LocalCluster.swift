@@ -29,7 +29,8 @@ public enum LocalClusterError: Error, CustomStringConvertible {
 /// one cluster manager, one metadata server (SQLite), N storage nodes with two
 /// targets each in DIR, and a chain table. Its layout under DIR:
 /// `cluster.yaml` (how clients find it), `config/NODE.yaml`, `logs/NODE.log`,
-/// `pids/NODE.pid`, `data/NODE/` (targets), `kv/` (SQLite files).
+/// `pids/NODE.pid`, `data/NODE/` (targets), `kv/` (SQLite files: the manager's,
+/// and the metadata servers' in `kv/meta/`, a volume of its own if you like).
 public struct LocalCluster: Sendable {
     public let dataDir: String
 
@@ -92,7 +93,7 @@ public struct LocalCluster: Sendable {
         ]
         for (i, m) in metas.enumerated() {
             out.append(ServerConfig(node: .init(id: m.id, name: "meta\(i + 1)", role: .meta, listen: m.address), cluster: cluster,
-                                    kv: .init(kind: "sqlite", path: path("kv", "meta.sqlite")), meta: settings,
+                                    kv: .init(kind: "sqlite", path: path("kv", "meta", "meta.sqlite")), meta: settings,
                                     metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")))
         }
         for i in 1...storageNodes {

@@ -138,4 +138,71 @@ struct FullDiskTests {
         }
         try await cluster.down()
     }
+
+    /// The metadata store fills (its own small volume): mkdir is refused at once with
+    /// the store's path and the fix, not retried for minutes; once space is freed it
+    /// works again without a restart.
+    @Test func aFullMetadataStoreRefusesChangesAtOnceSaysWhereAndRecovers() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: LocalClusterKillTests.binary), "build the cistern binary first (swift build)")
+        let dir = NSTemporaryDirectory() + "cistern-metafull-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        let mount = "\(dir)/kv/meta"
+        defer {
+            TmpfsProbe.sh("umount -l '\(mount)'")
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        let status = TmpfsProbe.sh("mount -t tmpfs -o size=8m tmpfs '\(mount)'")
+        guard status == 0 else {
+            Issue.record("mount tmpfs on \(mount) failed with status \(status)")
+            return
+        }
+        let cluster = LocalCluster(dataDir: dir)
+        do {
+            try await cluster.up(storageNodes: 1, binary: LocalClusterKillTests.binary)
+            let session = try await ClientSession.connect(cluster, name: "meta-full")
+            let client = session.client
+            _ = try await client.mkdir("/before")
+            // Fill the volume to the last byte.
+            TmpfsProbe.sh("dd if=/dev/zero of='\(mount)/filler' bs=64k")
+            var refusal: String?
+            var refusalSeconds = 0.0
+            var made = 0
+            for i in 0..<2_000 where refusal == nil {
+                let started = Date()
+                do {
+                    _ = try await client.mkdir("/d\(i)")
+                    made += 1
+                } catch {
+                    refusal = "\(error)"
+                    refusalSeconds = Date().timeIntervalSince(started)
+                }
+            }
+            let why = try #require(refusal, "2000 directories fitted on a full 8 MiB volume: the store never filled")
+            #expect(why.contains("out of space") && why.contains("free space on the volume holding") && why.contains("/kv/meta/meta.sqlite"),
+                    "the refusal does not name the store, its path and the fix: \(why)")
+            // The client retries an unavailable server for about a minute; a refusal is one round trip.
+            #expect(refusalSeconds < 15, "the full store was said after \(refusalSeconds) s (retries instead of a clear refusal)")
+            // Reads keep working.
+            #expect(try await client.stat("/before").type == .directory)
+            // The operator frees space: changes work again, without a restart.
+            try FileManager.default.removeItem(atPath: "\(mount)/filler")
+            var recovered = false
+            for attempt in 0..<20 where !recovered {
+                do {
+                    _ = try await client.mkdir("/after\(attempt)")
+                    recovered = true
+                } catch {
+                    try await Task.sleep(nanoseconds: 500_000_000)
+                }
+            }
+            #expect(recovered, "mkdir still fails after space was freed")
+            #expect(try await client.stat("/before").type == .directory)
+            await session.close()
+        } catch {
+            try? await cluster.down()
+            throw error
+        }
+        try await cluster.down()
+    }
 }

@@ -64,8 +64,9 @@ class BufferTooSmall(CisternError, ValueError):
 
 
 class NoSpace(CisternError, OSError):
-    """A replica's disk is full; the message names the target, node and path.
-    Retrying fails alike until space is freed or storage is added."""
+    """A replica's disk or the metadata store is full; the message names the
+    target, node and path (or the store's file). Retrying fails alike until space
+    is freed or storage is added."""
 
     code = n.ENOSPACE
 
