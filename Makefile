@@ -15,7 +15,7 @@ REALTIME_TESTS := RDMATests|EndToEndTests|ConformanceTests
 FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
 	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml Scenarios/swarm-cluster.yaml
 
-.PHONY: run test deps build sweep bench bench-disk bench-meta bench-kv bench-python python-lib python-wheel demo release doctor clean
+.PHONY: run test deps build sweep soak bench bench-disk bench-meta bench-kv bench-python python-lib python-wheel demo release doctor clean
 
 run: release
 	.build-release/release/cistern sim Scenarios/ --seeds $(RUN_SEEDS)
@@ -63,6 +63,14 @@ bench-disk: release
 
 bench-meta: release
 	.build-release/release/cistern bench meta
+
+# Real processes under mixed KV and file load with kill -9 and restarts of random
+# storage, metadata and manager processes (not part of CI). SOAK_MINUTES (default 30),
+# SOAK_SEED (the fault schedule, default 1).
+SOAK_MINUTES ?= 30
+SOAK_SEED ?= 1
+soak: release
+	.build-release/release/cistern soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
 
 # KV pages through a real loopback cluster beside loopback TCP, the disk and redis.
 bench-kv: release

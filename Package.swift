@@ -97,13 +97,14 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "CisternURing", dependencies: ["CisternCore", "CisternPOSIX", "CURing", "CURingShim", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .target(name: "CisternRDMA", dependencies: ["CisternCore", "CisternWire", "CIBVerbs", "CisternNIO", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
-        // `cistern bench disk` and `cistern bench meta`: raw limits beside the chunk engine's
-        // and the metadata service's figures.
+        // `cistern bench disk`, `cistern bench meta` and `cistern bench kv`: raw limits beside
+        // the chunk engine's, the metadata service's and a local cluster's figures. Benchmarks
+        // sit above the servers (they start local clusters); no server depends on them.
         .target(
             name: "CisternBench",
             dependencies: [
                 "CisternStorage", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim",
-                "CisternMeta", "CisternSQLite", "CSQLite",
+                "CisternMeta", "CisternSQLite", "CSQLite", "CisternServer",
             ],
             swiftSettings: strict),
 
@@ -127,7 +128,7 @@ let package = Package(
         .target(
             name: "CisternServer",
             dependencies: [
-                "Cistern", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternBench",
+                "Cistern", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -65,7 +65,7 @@ public struct LocalCluster: Sendable {
     }
 
     /// A free TCP port on 127.0.0.1 (bound and released).
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LocalClusterError.io("socket: errno \(errno)") }
         defer { close(fd) }

@@ -1,5 +1,5 @@
 import Cistern
-import CisternBench
+import CisternServer
 import Foundation
 import Synchronization
 
