@@ -334,7 +334,7 @@ public enum Soak {
 
         let (pages, files, doubtfulPages) = ledger.with { ($0.livePages, $0.liveFiles, $0.uncertainPages.sorted()) }
         progress("checking \(pages.count) acknowledged pages and \(files.count) files")
-        for batch in stride(from: 0, to: pages.count, by: 64).map({ Array(pages[$0..<min($0 + 64, pages.count)]) }) {
+        for batch in batches(pages, of: 64) {
             var results: [KVGetResult] = []
             for attempt in 0..<10 {
                 results = (try? await ns.get(batch)) ?? batch.map { _ in .failed("get threw") }
@@ -354,7 +354,7 @@ public enum Soak {
             }
         }
         // Pages whose put or delete failed: absent or exact, never wrong.
-        for batch in stride(from: 0, to: doubtfulPages.count, by: 64).map({ Array(doubtfulPages[$0..<min($0 + 64, doubtfulPages.count)]) }) {
+        for batch in batches(doubtfulPages, of: 64) {
             guard let got = try? await ns.get(batch) else { continue }
             ledger.with { s in
                 for (k, g) in zip(batch, got) { if case .found(let b) = g, b != content(k, options.pageBytes) { s.report.wrong.append("page \(k) (uncertain, wrong bytes)") } }
@@ -395,14 +395,26 @@ public enum Soak {
 
     static func mib(_ bytes: Double) -> String { String(format: "%.1f", bytes / 1_048_576) }
 
-    /// The floors below which growth never counts, per metric.
-    static var metrics: [(name: String, value: KeyPath<Sample, Double>, floor: Double)] {
+    /// The metrics judged, each in the unit its name gives, with the floor (in that
+    /// unit) below which growth never counts.
+    static var metrics: [(name: String, value: KeyPath<Sample, Double>, unitBytes: Double, floor: Double)] {
         [
-            ("resident memory (MiB)", \.residentBytes, 64 * 1_048_576),
-            ("open files", \.openFiles, 32),
-            ("disk use (MiB)", \.diskBytes, 128 * 1_048_576),
-            ("chunk metadata log (MiB)", \.metaLogBytes, 8 * 1_048_576),
+            ("resident memory (MiB)", \.residentBytes, 1_048_576, 64),
+            ("open files", \.openFiles, 1, 32),
+            ("disk use (MiB)", \.diskBytes, 1_048_576, 128),
+            ("chunk metadata log (MiB)", \.metaLogBytes, 1_048_576, 8),
         ]
+    }
+
+    /// One node's samples of one metric, in the metric's unit.
+    static func series(_ samples: [Sample], node: String, metric name: String) -> [(seconds: Double, value: Double)] {
+        guard let m = metrics.first(where: { $0.name == name }) else { return [] }
+        return samples.filter { $0.node == node }.map { (seconds: $0.seconds, value: $0[keyPath: m.value] / m.unitBytes) }
+    }
+
+    /// `items` in consecutive batches of at most `size`.
+    static func batches<T>(_ items: [T], of size: Int) -> [[T]] {
+        stride(from: 0, to: items.count, by: size).map { Array(items[$0..<min($0 + size, items.count)]) }
     }
 
     /// Runs shorter than this are too short to say whether anything levelled off.
@@ -411,12 +423,8 @@ public enum Soak {
     static func trends(_ samples: [Sample], judge: Bool) -> [(node: String, metric: String, trend: SoakTrend)] {
         var out: [(node: String, metric: String, trend: SoakTrend)] = []
         for node in Set(samples.map(\.node)).sorted() {
-            let mine = samples.filter { $0.node == node }
-            for m in metrics {
-                if m.name.hasPrefix("chunk") && !node.hasPrefix("storage") { continue }
-                let scale = m.name.hasSuffix("(MiB)") ? 1_048_576.0 : 1
-                let series = mine.map { (seconds: $0.seconds, value: $0[keyPath: m.value] / scale) }
-                out.append((node, m.name, judge ? SoakTrend.judge(series, floor: m.floor / scale) : .tooShort))
+            for m in metrics where node.hasPrefix("storage") || m.value != \Sample.metaLogBytes {
+                out.append((node, m.name, judge ? SoakTrend.judge(series(samples, node: node, metric: m.name), floor: m.floor) : .tooShort))
             }
         }
         return out
@@ -484,9 +492,7 @@ public enum Soak {
         out += "  faults:\n" + r.faults.map { "    \($0)\n" }.joined()
         out += "  resources (first / peak / last sample; the trend leaves out the first quarter):\n"
         for t in r.trends {
-            let m = metrics.first { $0.name == t.metric }!
-            let scale = t.metric.hasSuffix("(MiB)") ? 1_048_576.0 : 1
-            let values = r.samples.filter { $0.node == t.node }.map { $0[keyPath: m.value] / scale }
+            let values = series(r.samples, node: t.node, metric: t.metric).map(\.value)
             let first = values.first ?? 0, peak = values.max() ?? 0, last = values.last ?? 0
             out += "    " + t.node.padding(toLength: 10, withPad: " ", startingAt: 0) + t.metric.padding(toLength: 26, withPad: " ", startingAt: 0)
                 + "\(SoakTrend.format(first)) / \(SoakTrend.format(peak)) / \(SoakTrend.format(last))".padding(toLength: 26, withPad: " ", startingAt: 0) + "\(t.trend)\n"
