@@ -16,12 +16,17 @@ enum KVKeys {
     /// LRU order: last access time, then key.
     static func lru(_ ns: String, _ access: UInt64, _ key: String) -> [UInt8] { tag("l", ns) + KeyCoding.bigEndian(access) + Array(key.utf8) }
     static func slot(_ ns: String, _ slot: PageSlot) -> [UInt8] { tag("s", ns) + KeyCoding.bigEndian(slot.rawValue) }
-    /// A free slot, usable from the time its value names (a deleted page's slot waits
-    /// for its readers' leases).
-    static func free(_ ns: String, _ slot: PageSlot) -> [UInt8] { tag("f", ns) + KeyCoding.bigEndian(slot.rawValue) }
+    /// A free slot, by the time it becomes usable (a deleted page's slot waits for its
+    /// readers' leases), then slot: every slot usable now is one range read away, however
+    /// many free slots still wait on leases.
+    static func free(_ ns: String, usableFrom: UInt64, _ slot: PageSlot) -> [UInt8] { tag("u", ns) + KeyCoding.bigEndian(usableFrom) + KeyCoding.bigEndian(slot.rawValue) }
+    /// The first layout of the free list (before 2026-12): by slot, the usable-from time
+    /// in the value. Never written now; still read, so an index written by an older
+    /// build drains into use.
+    static func legacyFree(_ ns: String, _ slot: PageSlot) -> [UInt8] { tag("f", ns) + KeyCoding.bigEndian(slot.rawValue) }
     /// Reservations by expiry time, so abandoned puts are found without a scan.
     static func reservation(_ ns: String, _ expires: UInt64, _ slot: PageSlot) -> [UInt8] { tag("r", ns) + KeyCoding.bigEndian(expires) + KeyCoding.bigEndian(slot.rawValue) }
-    static let kinds = ["n", "a", "k", "l", "s", "f", "r"]
+    static let kinds = ["n", "a", "k", "l", "s", "f", "u", "r"]
 }
 
 /// What a reservation found for one key.
@@ -148,7 +153,7 @@ public struct KVIndex: Sendable {
 
     func freeSlot(_ ns: String, _ slot: PageSlot, from: UInt64) async throws {
         try await tx.clear(KVKeys.slot(ns, slot))
-        try await tx.set(KVKeys.free(ns, slot), KeyCoding.bigEndian(from))
+        try await tx.set(KVKeys.free(ns, usableFrom: from, slot), [])
     }
 
     // MARK: Put
@@ -192,8 +197,25 @@ public struct KVIndex: Sendable {
         return (outcomes, evicted)
     }
 
-    /// Takes up to `count` free slots usable now.
+    /// Takes up to `count` free slots usable now: one range read of the free list up to
+    /// `now` (it is ordered by usable time), then the older layout's records if short.
     func takeFree(_ ns: String, count: Int) async throws -> [PageSlot] {
+        guard count > 0 else { return [] }
+        let prefix = KVKeys.tag("u", ns)
+        let usable = KVRange(begin: prefix, end: prefix + KeyCoding.bigEndian(now &+ 1))
+        var out: [PageSlot] = []
+        for p in try await tx.getRange(usable, limit: min(count, KVLimits.rangeLimitMax), reverse: false) {
+            guard p.key.count == prefix.count + 16, let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else { continue }
+            try await tx.clear(p.key)
+            out.append(PageSlot(raw))
+        }
+        if out.count < count { out += try await takeLegacyFree(ns, count: count - out.count) }
+        return out
+    }
+
+    /// The older free list (by slot, usable time in the value): read a bounded window,
+    /// skip slots still waiting on leases.
+    func takeLegacyFree(_ ns: String, count: Int) async throws -> [PageSlot] {
         let prefix = KVKeys.tag("f", ns)
         let pairs = try await tx.getRange(.prefix(prefix), limit: min(count * 4 + 64, KVLimits.rangeLimitMax), reverse: false)
         var out: [PageSlot] = []
@@ -354,7 +376,8 @@ public struct KVIndex: Sendable {
             case .reserved: reserved += 1
             }
         }
-        let free = UInt64(try await tx.count(.prefix(KVKeys.tag("f", ns)), pagePairs: pagePairs))
+        var free: UInt64 = 0
+        for kind in ["u", "f"] { free += UInt64(try await tx.count(.prefix(KVKeys.tag(kind, ns)), pagePairs: pagePairs)) }
         return KVUsage(capacityPages: config.capacityPages, highWater: hw, confirmed: confirmed, reserved: reserved, free: free)
     }
 
@@ -383,9 +406,17 @@ public struct KVIndex: Sendable {
             slots[raw] = r
             claim(raw, "held for '\(r.key)'")
         }
+        let freePrefix = KVKeys.tag("u", ns)
+        try await tx.scan(.prefix(freePrefix), pagePairs: pagePairs) { p in
+            guard p.key.count == freePrefix.count + 16, let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else {
+                problems.append("free-list record of \(p.key.count - freePrefix.count) bytes after its prefix (expected 16)")
+                return
+            }
+            claim(raw, "free")
+        }
         try await tx.scan(.prefix(KVKeys.tag("f", ns)), pagePairs: pagePairs) { p in
             guard let raw = KeyCoding.bigEndianValue(p.key.suffix(8)) else { return }
-            claim(raw, "free")
+            claim(raw, "free (older layout)")
         }
         if UInt64(state.count) != hw {
             let lost = (0..<hw).filter { state[$0] == nil }

@@ -118,6 +118,71 @@ struct IndexHarness {
         #expect(try await h.audit().isEmpty)
     }
 
+    /// Fills the namespace with confirmed keys k0..k(n-1), one slot each.
+    static func fill(_ h: IndexHarness, _ n: Int) async throws {
+        let keys = (0..<n).map { "k\($0)" }
+        let (r, _) = try await h.run { try await $0.reserve("t", keys: keys, tokens: keys.indices.map { UInt64($0) + 1 }, reservationNanoseconds: Self.reservation) }
+        var confirms: [KVConfirmItem] = []
+        for (i, o) in r.enumerated() {
+            guard case .reserved(let slot, let token) = o else { Issue.record("\(o)"); return }
+            confirms.append(KVConfirmItem(key: keys[i], slot: slot, token: token, length: 1, checksum: 1))
+        }
+        _ = try await h.run { [confirms] in try await $0.confirm("t", confirms) }
+    }
+
+    /// The soak's failure: the lowest-numbered free slots all wait on read leases while
+    /// later free slots are usable now. A put must take a usable one, not evict a live
+    /// page (the free list used to be read in slot order through a bounded window).
+    @Test func aPutTakesAUsableFreeSlotBehindManyLeasedOnesInsteadOfEvicting() async throws {
+        var h = try await IndexHarness(capacity: 300)
+        try await Self.fill(h, 300)
+        let leased = (0..<200).map { "k\($0)" }
+        _ = try await h.run { try await $0.lookup("t", keys: leased, leaseNanoseconds: 5_000_000_000) }
+        h.now += 1_000_000_000
+        #expect(try await h.run { try await $0.delete("t", keys: leased) } == 200)
+        #expect(try await h.run { try await $0.delete("t", keys: (200..<220).map { "k\($0)" }) } == 20)
+        let put = try await h.run { try await $0.reserve("t", keys: ["new0", "new1"], tokens: [1_001, 1_002], reservationNanoseconds: Self.reservation) }
+        #expect(put.evicted == 0, "usable free slots exist: nothing may be evicted")
+        for o in put.outcomes {
+            guard case .reserved(let slot, _) = o else { Issue.record("\(o)"); continue }
+            #expect((200..<220).contains(slot.rawValue), "\(slot) must be one of the deleted, unleased slots")
+        }
+        let live = (220..<300).map { "k\($0)" }
+        #expect(try await h.run { try await $0.exists("t", keys: live) }.allSatisfy { $0 })
+        // After the leases end the other deleted slots serve puts, still without eviction.
+        h.now += 10_000_000_000
+        let more = (0..<200).map { "m\($0)" }
+        let later = try await h.run { try await $0.reserve("t", keys: more, tokens: more.indices.map { UInt64($0) + 2_000 }, reservationNanoseconds: Self.reservation) }
+        #expect(later.evicted == 0)
+        #expect(later.outcomes.allSatisfy { if case .reserved = $0 { return true } else { return false } })
+        #expect(try await h.run { try await $0.exists("t", keys: live) }.allSatisfy { $0 })
+        #expect(try await h.audit().isEmpty)
+    }
+
+    /// An index written by an older build keeps its free list by slot with the usable
+    /// time in the value: those slots are still counted, audited and handed out.
+    @Test func freeSlotsInTheOlderLayoutAreStillUsed() async throws {
+        var h = try await IndexHarness(capacity: 4)
+        try await Self.fill(h, 4)
+        _ = try await h.run { try await $0.delete("t", keys: ["k1", "k2"]) }
+        // Rewrite those two free records in the older layout: k1's usable now, k2's later.
+        let now = h.now
+        _ = try await h.run { index in
+            for (raw, from) in [(UInt64(1), now), (UInt64(2), now + 5_000_000_000)] {
+                try await index.tx.clear(KVKeys.free("t", usableFrom: now, PageSlot(raw)))
+                try await index.tx.set(KVKeys.legacyFree("t", PageSlot(raw)), KeyCoding.bigEndian(from))
+            }
+        }
+        #expect(try await h.run { try await $0.usage("t") }.free == 2)
+        #expect(try await h.audit().isEmpty)
+        let first = try await h.run { try await $0.reserve("t", keys: ["a"], tokens: [50], reservationNanoseconds: Self.reservation) }
+        #expect(first.outcomes == [.reserved(slot: PageSlot(1), token: 50)] && first.evicted == 0, "\(first)")
+        h.now += 6_000_000_000
+        let second = try await h.run { try await $0.reserve("t", keys: ["b"], tokens: [51], reservationNanoseconds: Self.reservation) }
+        #expect(second.outcomes == [.reserved(slot: PageSlot(2), token: 51)] && second.evicted == 0, "\(second)")
+        #expect(try await h.audit().isEmpty)
+    }
+
     @Test func evictionTakesTheLeastRecentlyReadKey() async throws {
         var h = try await IndexHarness(capacity: 3)
         for (i, key) in ["a", "b", "c"].enumerated() {
