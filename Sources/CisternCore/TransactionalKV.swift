@@ -134,6 +134,11 @@ public protocol TransactionalKV: Sendable {
     func attempt<T: Sendable>(_ body: (any KVTransaction) async throws -> T) async throws -> T
 }
 
+/// How `transact` retries: waits from 1 ms doubling to 500 ms, jittered.
+public enum TransactionalKVRetry {
+    public static let policy = RetryPolicy(attemptsMax: 12, firstDelayNanoseconds: 1_000_000, delayNanosecondsMax: 500_000_000, jitter: true)
+}
+
 extension TransactionalKV {
     /// Runs `body` in a transaction, retrying conflicts and outages with capped
     /// exponential backoff on `runtime`'s clock. `maybeCommitted` is retried only when
@@ -144,19 +149,18 @@ extension TransactionalKV {
         idempotent: Bool = false,
         _ body: (any KVTransaction) async throws -> T
     ) async throws -> T {
-        var delayNanoseconds: UInt64 = 1_000_000
+        var policy = TransactionalKVRetry.policy
+        policy.attemptsMax = attemptsMax
         // A stream per call: concurrent transactions that conflict back off apart.
         var rng = runtime.freshRandom("kv.retry")
-        for attempt in 1...max(1, attemptsMax) {
+        for attempt in policy.attempts {
+            if attempt > 0 { try await runtime.sleep(nanoseconds: policy.delayNanoseconds(beforeAttempt: attempt, using: &rng)) }
             do {
                 return try await self.attempt(body)
             } catch let error as KVError {
                 let retry = error.isRetryable || (idempotent && error == .maybeCommitted)
                 guard retry else { throw error }
-                if attempt == attemptsMax { throw KVError.retriesExhausted(attempts: attempt, last: error) }
-                let jitter = UInt64.random(in: 0...delayNanoseconds, using: &rng)
-                try await runtime.sleep(nanoseconds: delayNanoseconds / 2 + jitter / 2)
-                delayNanoseconds = min(delayNanoseconds * 2, 500_000_000)
+                if attempt == policy.attemptsMax - 1 { throw KVError.retriesExhausted(attempts: attempt + 1, last: error) }
             }
         }
         preconditionFailure("unreachable: the loop returns or throws")

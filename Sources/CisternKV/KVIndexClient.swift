@@ -10,7 +10,12 @@ public actor KVIndexClient {
     let transport: any Transport
     let servers: [NodeID]
     private var cursor: Int
-    public var attemptsMax = 60
+    /// Attempts per call (rotating servers after errors) and the waits between them.
+    public var retry = RetryPolicy(attemptsMax: 60, firstDelayNanoseconds: 10_000_000, delayNanosecondsMax: 500_000_000)
+    public var attemptsMax: Int {
+        get { retry.attemptsMax }
+        set { retry.attemptsMax = newValue }
+    }
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
 
     public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], seed: UInt64) {
@@ -27,8 +32,8 @@ public actor KVIndexClient {
     public func call(_ request: KVRequest) async throws(KVCacheError) -> KVReply {
         let message = request.message()
         var last = "no attempt"
-        var backoff: UInt64 = 10_000_000
-        for _ in 0..<attemptsMax {
+        for attempt in retry.attempts {
+            await retry.wait(beforeAttempt: attempt, on: runtime)
             let server = servers[cursor % servers.count]
             do {
                 let response = try await transport.call(server, service: kvIndexService, message, timeoutNanoseconds: timeoutNanoseconds)
@@ -44,8 +49,6 @@ public actor KVIndexClient {
                 last = "\(server): \(error)"
                 cursor += 1
             }
-            try? await runtime.sleep(nanoseconds: backoff)
-            backoff = min(backoff * 2, 500_000_000)
         }
         throw .unavailable("no metadata server answered after \(attemptsMax) attempts (last: \(last)); check the metadata servers and the KV store")
     }

@@ -24,7 +24,12 @@ public actor MetaClient {
     public let clientID: UInt64
     private var nextRequest: UInt64 = 0
     private var cursor: Int
-    public var attemptsMax = 200
+    /// Attempts per call (rotating servers after errors) and the waits between them.
+    public var retry = RetryPolicy(attemptsMax: 200, firstDelayNanoseconds: 10_000_000, delayNanosecondsMax: 500_000_000)
+    public var attemptsMax: Int {
+        get { retry.attemptsMax }
+        set { retry.attemptsMax = newValue }
+    }
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
 
     public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], clientID: UInt64) {
@@ -42,8 +47,8 @@ public actor MetaClient {
         nextRequest += 1
         let request = MetaRequest(client: clientID, request: nextRequest, op: op).message()
         var last = "no attempt"
-        var backoff: UInt64 = 10_000_000
-        for _ in 0..<attemptsMax {
+        for attempt in retry.attempts {
+            await retry.wait(beforeAttempt: attempt, on: runtime)
             let server = servers[cursor % servers.count]
             do {
                 let response = try await transport.call(server, service: metaService, request, timeoutNanoseconds: timeoutNanoseconds)
@@ -59,8 +64,6 @@ public actor MetaClient {
                 last = "\(server): \(error)"
                 cursor += 1
             }
-            try? await runtime.sleep(nanoseconds: backoff)
-            backoff = min(backoff * 2, 500_000_000)
         }
         throw .exhausted(attempts: attemptsMax, lastError: last)
     }

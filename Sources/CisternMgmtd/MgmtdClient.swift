@@ -37,8 +37,13 @@ public actor MgmtdClient {
     weak var observer: (any RoutingObserver)?
     let log: Logger
 
-    /// Calls per request before giving up (each a different replica or the named primary).
-    public var attemptsMax = 12
+    /// Calls per request before giving up (each a different replica or the named
+    /// primary), and the waits after each full round of replicas without a primary.
+    public var retry = RetryPolicy(attemptsMax: 12, firstDelayNanoseconds: 20_000_000, delayNanosecondsMax: 1_000_000_000)
+    public var attemptsMax: Int {
+        get { retry.attemptsMax }
+        set { retry.attemptsMax = newValue }
+    }
     public var callTimeoutNanoseconds: UInt64 = 500_000_000
     private var primary: NodeID?
     private var cursor = 0
@@ -73,8 +78,7 @@ public actor MgmtdClient {
     public func call(_ request: MgmtdRequest) async throws(MgmtdClientError) -> MgmtdReply {
         let message = request.message()
         var lastError = "none"
-        var backoff: UInt64 = 20_000_000
-        for attempt in 0..<attemptsMax {
+        for attempt in retry.attempts {
             let target = primary ?? replicas[cursor % replicas.count]
             do {
                 let response = try await transport.call(target, service: mgmtdService, message, timeoutNanoseconds: callTimeoutNanoseconds)
@@ -108,8 +112,7 @@ public actor MgmtdClient {
             }
             // A full round of replicas without a primary: back off before the next.
             if (attempt + 1) % replicas.count == 0 {
-                try? await runtime.sleep(nanoseconds: backoff)
-                backoff = min(backoff * 2, 1_000_000_000)
+                await retry.wait(beforeAttempt: (attempt + 1) / replicas.count, on: runtime)
             }
         }
         throw .noPrimary(attempts: attemptsMax, lastError: lastError)

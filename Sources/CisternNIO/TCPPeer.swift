@@ -137,10 +137,7 @@ final class TCPPeer: Sendable {
             case .failure(let error):
                 s.consecutiveFailures += 1
                 s.lastFailure = error
-                let shift = UInt64(min(s.consecutiveFailures - 1, 40))
-                let backoff = min(
-                    TCPTransportLimits.reconnectBackoffNanosecondsMin << shift,
-                    TCPTransportLimits.reconnectBackoffNanosecondsMax)
+                let backoff = TCPTransportLimits.reconnectRetry.delayNanoseconds(beforeAttempt: s.consecutiveFailures)
                 s.retryAt = NIODeadline.now() + .nanoseconds(Int64(backoff))
             }
             return (waiters, nil)

@@ -1,3 +1,4 @@
+import CisternCore
 import NIOCore
 /// The limits `TCPTransport` enforces beyond `TransportLimits`, with their units in
 /// their names.
@@ -17,6 +18,9 @@ public enum TCPTransportLimits {
     public static let reconnectBackoffNanosecondsMin: UInt64 = 10_000_000
     /// The longest wait between connection attempts to a node.
     public static let reconnectBackoffNanosecondsMax: UInt64 = 1_000_000_000
+    /// The reconnection waits as a policy (attempts are not bounded: calls end by
+    /// their deadlines).
+    static let reconnectRetry = RetryPolicy(attemptsMax: .max, firstDelayNanoseconds: reconnectBackoffNanosecondsMin, delayNanosecondsMax: reconnectBackoffNanosecondsMax)
     /// How long one TCP connect to one address may take.
     public static let connectTimeoutNanosecondsMax: UInt64 = 5_000_000_000
     /// The longest error text an error response carries (longer texts are cut).

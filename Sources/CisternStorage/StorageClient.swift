@@ -36,7 +36,13 @@ public actor StorageClient {
     private var freeChannels: [UInt32] = []
     private var channelSequence: [UInt64] = []
     private var rng: DeterministicRandom
-    public var attemptsMax = 80
+    /// Attempts per operation (refreshing routing between them) and the waits before
+    /// each retry: 40 ms doubling to 320 ms.
+    public var retry = RetryPolicy(attemptsMax: 80, firstDelayNanoseconds: 40_000_000, delayNanosecondsMax: 320_000_000)
+    public var attemptsMax: Int {
+        get { retry.attemptsMax }
+        set { retry.attemptsMax = newValue }
+    }
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
     /// Requests in flight to one storage node at most; more wait their turn.
     public nonisolated let limiter: InFlightLimiter<NodeID>
@@ -81,7 +87,7 @@ public actor StorageClient {
     }
 
     private func backoff(_ attempt: Int) async {
-        try? await runtime.sleep(nanoseconds: min(UInt64(20_000_000) << min(attempt, 4), 400_000_000))
+        await retry.wait(beforeAttempt: attempt, on: runtime)
     }
 
     /// A channel no other write holds (a new one when all are taken); the caller

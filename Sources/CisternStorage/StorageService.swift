@@ -15,6 +15,8 @@ public struct StorageConfig: Sendable, Equatable {
     /// refreshed between attempts, so a new successor is found after a failure).
     public var forwardAttemptsMax = 40
     public var forwardBackoffNanoseconds: UInt64 = 100_000_000
+    /// The forwarding retries as a policy (a fixed wait between attempts).
+    public var forwardRetry: RetryPolicy { .fixed(attemptsMax: forwardAttemptsMax, delayNanoseconds: forwardBackoffNanoseconds) }
     /// The scrubber re-verifies this many committed chunks' checksums per interval,
     /// so a corrupt replica is found and repaired even if nobody reads it.
     public var scrubChunksPerInterval = 64
@@ -339,9 +341,10 @@ public actor StorageService {
     /// commits locally. The tail commits at once.
     private func forwardAndCommit(_ a: WriteArgs, _ content: [UInt8], engine: ChunkEngine) async -> StorageReply {
         var lastError = "no attempt"
-        for attempt in 0..<config.forwardAttemptsMax {
+        let retry = config.forwardRetry
+        for attempt in retry.attempts {
             if attempt > 0 {
-                try? await runtime.sleep(nanoseconds: config.forwardBackoffNanoseconds)
+                await retry.wait(beforeAttempt: attempt, on: runtime)
                 await mgmtd.refreshRouting()
             }
             guard let chain = await mgmtd.routing?.chain(a.chain), let mine = chain.state(of: a.target), mine.receivesWrites else {
@@ -542,9 +545,10 @@ public actor StorageService {
     private func forwardBatchAndCommit(_ b: WriteBatchArgs, _ items: [WriteBatchItem], _ bulk: [UInt8], engine: ChunkEngine) async -> [StorageReply] {
         if items.isEmpty { return [] }
         var lastError = "no attempt"
-        for attempt in 0..<config.forwardAttemptsMax {
+        let retry = config.forwardRetry
+        for attempt in retry.attempts {
             if attempt > 0 {
-                try? await runtime.sleep(nanoseconds: config.forwardBackoffNanoseconds)
+                await retry.wait(beforeAttempt: attempt, on: runtime)
                 await mgmtd.refreshRouting()
             }
             guard let chain = await mgmtd.routing?.chain(b.chain), let mine = chain.state(of: b.target), mine.receivesWrites else {
