@@ -39,12 +39,7 @@ public final class POSIXDisk: Disk {
     public let root: String
     public var location: String { root }
     private let pool: NIOThreadPool
-    private let table = Mutex(HandleTable())
-
-    private struct HandleTable: ~Copyable {
-        var nextID: UInt64 = 1
-        var open: [UInt64: POSIXFileDescriptor] = [:]
-    }
+    private let handles = DiskHandleTable()
 
     /// A disk rooted at `root`, creating the directory (and its parents) if missing.
     /// Blocking work runs on `threadPool`, which must be started; the default is NIO's
@@ -63,38 +58,31 @@ public final class POSIXDisk: Disk {
     public func open(_ path: String, create: Bool) async throws(DiskError) -> DiskFile {
         try DiskPath.validate(path)
         let root = self.root
-        let opened = await blocking { Self.openFile(root: root, path: path, create: create) }
-        let descriptor = try opened.get()
-        let id = table.withLock { table in
-            let id = table.nextID
-            table.nextID += 1
-            table.open[id] = descriptor
-            return id
-        }
-        return DiskFile(id: id, path: path)
+        let opened = await pool.runDiskJob { DiskNames.openFile(root: root, path: path, create: create) }
+        return handles.insert(try opened.get())
     }
 
     public func close(_ file: DiskFile) async {
         // The descriptor closes when the last operation holding it finishes.
-        _ = table.withLock { $0.open.removeValue(forKey: file.id) }
+        handles.remove(file)
     }
 
     public func remove(_ path: String) async throws(DiskError) {
         try DiskPath.validate(path)
         let root = self.root
-        try await blocking { () -> Result<Void, DiskError> in
+        try await pool.runDiskJob { () -> Result<Void, DiskError> in
             let full = root + "/" + path
             if unlink(full) != 0 {
                 let code = POSIXErrno.current
                 return .failure(POSIXErrno.error(code, call: "unlink", path: path, root: root))
             }
-            return Self.syncDirectory(Self.parent(of: full), path: path, root: root)
+            return DiskNames.syncDirectory(DiskNames.parent(of: full), path: path, root: root)
         }.get()
     }
 
     public func list() async throws(DiskError) -> [String] {
         let root = self.root
-        return try await blocking { () -> Result<[String], DiskError> in
+        return try await pool.runDiskJob { () -> Result<[String], DiskError> in
             var names: [String] = []
             if let error = Self.walk(root: root, relative: "", into: &names) { return .failure(error) }
             return .success(names.sorted())
@@ -104,9 +92,9 @@ public final class POSIXDisk: Disk {
     public func space() async throws(DiskError) -> DiskSpace { try POSIXErrno.space(root) }
 
     public func size(_ file: DiskFile) async throws(DiskError) -> UInt64 {
-        let descriptor = try lookup(file)
+        let descriptor = try handles.lookup(file)
         let root = self.root
-        return try await blocking { () -> Result<UInt64, DiskError> in
+        return try await pool.runDiskJob { () -> Result<UInt64, DiskError> in
             if let reason = descriptor.poisoned { return .failure(.ioError(path: file.path, detail: reason)) }
             var info = stat()
             guard fstat(descriptor.fd, &info) == 0 else {
@@ -124,22 +112,17 @@ public final class POSIXDisk: Disk {
         }
         // Resolve handles now, on the caller's side: a handle closed after submission
         // still completes this batch, as the caller submitted it while it was open.
-        let descriptors: [Result<POSIXFileDescriptor, DiskError>] = table.withLock { table in
-            ops.map { op in
-                let file = Self.file(of: op)
-                guard let descriptor = table.open[file.id] else { return .failure(.badHandle(file)) }
-                return .success(descriptor)
-            }
-        }
+        let descriptors = handles.lookup(ops)
         let root = self.root
-        let results = await blocking { () -> [Result<DiskCompletion, DiskError>] in
+        let results = await pool.runDiskJob { () -> [Result<DiskCompletion, DiskError>] in
             var results: [Result<DiskCompletion, DiskError>] = []
             results.reserveCapacity(ops.count)
             for (op, descriptor) in zip(ops, descriptors) {
-                switch descriptor {
-                case .failure(let error): results.append(.failure(error))
-                case .success(let descriptor): results.append(Self.perform(op, on: descriptor, root: root))
+                guard let descriptor else {
+                    results.append(.failure(.badHandle(DiskNames.file(of: op))))
+                    continue
                 }
+                results.append(Self.perform(op, on: descriptor, root: root))
             }
             return results
         }
@@ -149,44 +132,10 @@ public final class POSIXDisk: Disk {
         }
     }
 
-    // MARK: - Running blocking work
-
-    /// Runs `body` on the thread pool. Fails with `unavailable` only when the pool has
-    /// been shut down.
-    private func blocking<T: Sendable>(
-        _ body: @escaping @Sendable () -> Result<T, DiskError>
-    ) async -> Result<T, DiskError> {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, DiskError>, Never>) in
-            pool.submit { state in
-                switch state {
-                case .active: continuation.resume(returning: body())
-                case .cancelled:
-                    continuation.resume(returning: .failure(.unavailable(reason: "the disk's thread pool has been shut down")))
-                }
-            }
-        }
-    }
-
-    private func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> Result<T, DiskError> {
-        await blocking { () -> Result<T, DiskError> in .success(body()) }
-    }
-
-    private func lookup(_ file: DiskFile) throws(DiskError) -> POSIXFileDescriptor {
-        guard let descriptor = table.withLock({ $0.open[file.id] }) else { throw .badHandle(file) }
-        return descriptor
-    }
-
-    private static func file(of op: DiskOp) -> DiskFile {
-        switch op {
-        case .read(let f, _, _), .write(let f, _, _), .fsync(let f), .fallocate(let f, _, _), .truncate(let f, _):
-            return f
-        }
-    }
-
     // MARK: - Operations (run on pool threads)
 
     private static func perform(
-        _ op: DiskOp, on descriptor: POSIXFileDescriptor, root: String
+        _ op: DiskOp, on descriptor: DiskFileDescriptor, root: String
     ) -> Result<DiskCompletion, DiskError> {
         let path = descriptor.path
         if let reason = descriptor.poisoned { return .failure(.ioError(path: path, detail: reason)) }
@@ -196,7 +145,7 @@ public final class POSIXDisk: Disk {
                 return .failure(.tooLarge(what: "read", bytes: length, limitBytes: DiskLimits.ioBytesMax))
             }
             if length < 0 { return .failure(.tooLarge(what: "read of negative length", bytes: length, limitBytes: DiskLimits.ioBytesMax)) }
-            guard let start = fileOffset(offset, plus: length) else {
+            guard let start = DiskNames.fileOffset(offset, plus: length) else {
                 return .failure(.ioError(path: path, detail: "read at offset \(offset) is beyond the largest file offset"))
             }
             let (bytes, code) = readFully(descriptor.fd, offset: start, length: length)
@@ -207,7 +156,7 @@ public final class POSIXDisk: Disk {
             if bytes.count > DiskLimits.ioBytesMax {
                 return .failure(.tooLarge(what: "write", bytes: bytes.count, limitBytes: DiskLimits.ioBytesMax))
             }
-            guard let start = fileOffset(offset, plus: bytes.count) else {
+            guard let start = DiskNames.fileOffset(offset, plus: bytes.count) else {
                 return .failure(.ioError(path: path, detail: "write at offset \(offset) is beyond the largest file offset"))
             }
             if let code = writeFully(descriptor.fd, offset: start, bytes: bytes) {
@@ -248,12 +197,6 @@ public final class POSIXDisk: Disk {
             }
             return .success(.done)
         }
-    }
-
-    /// `offset` as an `off_t` when `offset + count` still fits in one.
-    private static func fileOffset(_ offset: UInt64, plus count: Int) -> off_t? {
-        guard let start = Int64(exactly: offset), start <= Int64.max - Int64(count) else { return nil }
-        return off_t(start)
     }
 
     /// Reads until `length` bytes or end of file; returns the errno of a failed call.
@@ -309,51 +252,6 @@ public final class POSIXDisk: Disk {
 
     // MARK: - Names (run on pool threads, except makeDirectories from init)
 
-    private static func openFile(root: String, path: String, create: Bool) -> Result<POSIXFileDescriptor, DiskError> {
-        let full = root + "/" + path
-        if create {
-            if let error = makeParents(root: root, path: path) { return .failure(error) }
-            var fd: Int32
-            repeat { fd = posixOpen(full, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
-            if fd >= 0 {
-                let descriptor = POSIXFileDescriptor(fd: fd, path: path)
-                if case .failure(let error) = syncDirectory(parent(of: full), path: path, root: root) {
-                    return .failure(error)
-                }
-                return .success(descriptor)
-            }
-            let code = POSIXErrno.current
-            if code != EEXIST { return .failure(POSIXErrno.error(code, call: "open", path: path, root: root)) }
-        }
-        var fd: Int32
-        repeat { fd = posixOpen(full, O_RDWR | O_CLOEXEC) } while fd < 0 && errno == EINTR
-        if fd < 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "open", path: path, root: root)) }
-        var info = stat()
-        if fstat(fd, &info) != 0 || (info.st_mode & S_IFMT) != S_IFREG {
-            _ = posixClose(fd)
-            return .failure(.ioError(path: path, detail: "open: not a regular file"))
-        }
-        return .success(POSIXFileDescriptor(fd: fd, path: path))
-    }
-
-    /// Creates the directories on the way to `path` under `root`, fsyncing the parent of
-    /// each one created.
-    private static func makeParents(root: String, path: String) -> DiskError? {
-        var components = path.split(separator: "/").map(String.init)
-        components.removeLast()
-        var directory = root
-        for component in components {
-            let next = directory + "/" + component
-            if mkdir(next, 0o755) == 0 {
-                if case .failure(let error) = syncDirectory(directory, path: path, root: root) { return error }
-            } else if errno != EEXIST {
-                return POSIXErrno.error(POSIXErrno.current, call: "mkdir", path: path, root: root)
-            }
-            directory = next
-        }
-        return nil
-    }
-
     /// Creates `directory` and its missing parents (like `mkdir -p`).
     private static func makeDirectories(_ directory: String) throws(DiskError) {
         var prefix = directory.hasPrefix("/") ? "" : "."
@@ -367,22 +265,6 @@ public final class POSIXDisk: Disk {
         guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
             throw .invalidPath(path: directory, reason: "the disk root exists and is not a directory")
         }
-    }
-
-    /// fsyncs a directory so the names in it are durable.
-    private static func syncDirectory(_ directory: String, path: String, root: String) -> Result<Void, DiskError> {
-        let fd = posixOpen(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "open directory", path: path, root: root)) }
-        defer { _ = posixClose(fd) }
-        var rc: Int32
-        repeat { rc = posixFsync(fd) } while rc != 0 && errno == EINTR
-        if rc != 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "fsync directory", path: path, root: root)) }
-        return .success(())
-    }
-
-    private static func parent(of full: String) -> String {
-        guard let slash = full.lastIndex(of: "/") else { return "." }
-        return slash == full.startIndex ? "/" : String(full[..<slash])
     }
 
     /// Appends the regular files under `root/relative` to `names`, recursively.
@@ -433,7 +315,5 @@ private let keepSizeFallocate: FallocateFunction? = {
     #endif
 }()
 
-// File-scope wrappers: inside `POSIXDisk`, `open` and `close` name the Disk methods.
-private func posixOpen(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 { open(path, flags, mode) }
-private func posixClose(_ fd: Int32) -> Int32 { close(fd) }
+// A file-scope wrapper, so that no method of the disk hides the system call.
 private func posixFsync(_ fd: Int32) -> Int32 { fsync(fd) }

@@ -34,27 +34,27 @@ import Musl
 /// `ftruncate(2)` synchronously (it is not an io_uring operation on 5.x kernels).
 struct IOUringBatch {
     private let ops: [DiskOp]
-    private let descriptors: [URingFileDescriptor?]
+    private let descriptors: [DiskFileDescriptor?]
     private let root: String
     private var results: [Result<DiskCompletion, DiskError>?]
 
     /// Runs `ops` (whose handles were resolved to `descriptors`; nil is a bad handle)
     /// and returns one result per operation, in order.
     static func run(
-        _ ops: [DiskOp], descriptors: [URingFileDescriptor?], root: String, rings: URingCache
+        _ ops: [DiskOp], descriptors: [DiskFileDescriptor?], root: String, rings: URingCache
     ) -> [Result<DiskCompletion, DiskError>] {
         var batch = IOUringBatch(ops: ops, descriptors: descriptors, root: root)
         batch.execute(rings: rings)
         return batch.results.map { $0 ?? .failure(.ioError(path: "", detail: "internal error: operation not run")) }
     }
 
-    private init(ops: [DiskOp], descriptors: [URingFileDescriptor?], root: String) {
+    private init(ops: [DiskOp], descriptors: [DiskFileDescriptor?], root: String) {
         self.ops = ops
         self.descriptors = descriptors
         self.root = root
         self.results = Array(repeating: nil, count: ops.count)
         for (index, descriptor) in descriptors.enumerated() where descriptor == nil {
-            results[index] = .failure(.badHandle(Self.file(of: ops[index])))
+            results[index] = .failure(.badHandle(DiskNames.file(of: ops[index])))
         }
     }
 
@@ -95,7 +95,7 @@ struct IOUringBatch {
 
     private mutating func failRemainingWithPath(_ detail: () -> String) {
         for index in results.indices where results[index] == nil {
-            results[index] = .failure(.ioError(path: descriptors[index]?.path ?? Self.file(of: ops[index]).path, detail: detail()))
+            results[index] = .failure(.ioError(path: descriptors[index]?.path ?? DiskNames.file(of: ops[index]).path, detail: detail()))
         }
     }
 
@@ -163,8 +163,8 @@ struct IOUringBatch {
     }
 
     /// The operations with open handles, grouped into waves (see the type's comment).
-    private static func waves(_ ops: [DiskOp], _ descriptors: [URingFileDescriptor?]) -> [[Int]] {
-        var files: [URingFileKey: FileOrder] = [:]
+    private static func waves(_ ops: [DiskOp], _ descriptors: [DiskFileDescriptor?]) -> [[Int]] {
+        var files: [DiskFileKey: FileOrder] = [:]
         var waves: [[Int]] = []
         for (index, op) in ops.enumerated() {
             guard let descriptor = descriptors[index] else { continue }
@@ -189,7 +189,7 @@ struct IOUringBatch {
     /// The byte range of a read or write, empty when the operation is invalid (it will
     /// fail without touching the file) or moves no bytes.
     private static func range(_ offset: UInt64, _ count: Int, isWrite: Bool) -> Access {
-        guard count > 0, count <= DiskLimits.ioBytesMax, fileOffset(offset, plus: count) != nil else {
+        guard count > 0, count <= DiskLimits.ioBytesMax, DiskNames.fileOffset(offset, plus: count) != nil else {
             return .range(lo: 0, hi: 0, isWrite: isWrite)
         }
         return .range(lo: offset, hi: offset + UInt64(count), isWrite: isWrite)
@@ -208,7 +208,7 @@ struct IOUringBatch {
 
         let op: Int
         let kind: Kind
-        let descriptor: URingFileDescriptor
+        let descriptor: DiskFileDescriptor
         let offset: UInt64
         /// Bytes to read or write, or to reserve (fallocate).
         let length: UInt64
@@ -238,7 +238,7 @@ struct IOUringBatch {
                 } else if length < 0 {
                     results[index] = .failure(
                         .tooLarge(what: "read of negative length", bytes: length, limitBytes: DiskLimits.ioBytesMax))
-                } else if Self.fileOffset(offset, plus: length) == nil {
+                } else if DiskNames.fileOffset(offset, plus: length) == nil {
                     results[index] = .failure(
                         .ioError(path: path, detail: "read at offset \(offset) is beyond the largest file offset"))
                 } else if length == 0 {
@@ -252,7 +252,7 @@ struct IOUringBatch {
             case .write(_, let offset, let bytes):
                 if bytes.count > DiskLimits.ioBytesMax {
                     results[index] = .failure(.tooLarge(what: "write", bytes: bytes.count, limitBytes: DiskLimits.ioBytesMax))
-                } else if Self.fileOffset(offset, plus: bytes.count) == nil {
+                } else if DiskNames.fileOffset(offset, plus: bytes.count) == nil {
                     results[index] = .failure(
                         .ioError(path: path, detail: "write at offset \(offset) is beyond the largest file offset"))
                 } else if bytes.isEmpty {
@@ -290,7 +290,7 @@ struct IOUringBatch {
 
     /// `ftruncate(2)`, synchronously, retrying on `EINTR`.
     private static func truncate(
-        _ descriptor: URingFileDescriptor, to length: UInt64, root: String
+        _ descriptor: DiskFileDescriptor, to length: UInt64, root: String
     ) -> Result<DiskCompletion, DiskError> {
         guard let size = off_t(exactly: length) else {
             return .failure(
@@ -402,17 +402,4 @@ struct IOUringBatch {
     }
 
     // MARK: - Helpers
-
-    /// `offset` as an `off_t` when `offset + count` still fits in one.
-    private static func fileOffset(_ offset: UInt64, plus count: Int) -> off_t? {
-        guard let start = Int64(exactly: offset), start <= Int64.max - Int64(count) else { return nil }
-        return off_t(start)
-    }
-
-    static func file(of op: DiskOp) -> DiskFile {
-        switch op {
-        case .read(let f, _, _), .write(let f, _, _), .fsync(let f), .fallocate(let f, _, _), .truncate(let f, _):
-            return f
-        }
-    }
 }

@@ -51,12 +51,7 @@ public final class IOUringDisk: Disk {
     private let pool: NIOThreadPool
     private let names: POSIXDisk
     private let rings: URingCache
-    private let table = Mutex(HandleTable())
-
-    private struct HandleTable: ~Copyable {
-        var nextID: UInt64 = 1
-        var open: [UInt64: URingFileDescriptor] = [:]
-    }
+    private let handles = DiskHandleTable()
 
     /// A disk rooted at `root`, creating the directory (and its parents) if missing.
     /// Blocking work runs on `threadPool`, which must be started (the default is NIO's
@@ -89,20 +84,13 @@ public final class IOUringDisk: Disk {
     public func open(_ path: String, create: Bool) async throws(DiskError) -> DiskFile {
         try DiskPath.validate(path)
         let root = self.root
-        let opened = await blocking { Self.openFile(root: root, path: path, create: create) }
-        let descriptor = try opened.get()
-        let id = table.withLock { table in
-            let id = table.nextID
-            table.nextID += 1
-            table.open[id] = descriptor
-            return id
-        }
-        return DiskFile(id: id, path: path)
+        let opened = await pool.runDiskJob { DiskNames.openFile(root: root, path: path, create: create) }
+        return handles.insert(try opened.get())
     }
 
     public func close(_ file: DiskFile) async {
         // The descriptor closes when the last batch holding it finishes.
-        _ = table.withLock { $0.open.removeValue(forKey: file.id) }
+        handles.remove(file)
     }
 
     public func remove(_ path: String) async throws(DiskError) {
@@ -116,9 +104,9 @@ public final class IOUringDisk: Disk {
     }
 
     public func size(_ file: DiskFile) async throws(DiskError) -> UInt64 {
-        guard let descriptor = table.withLock({ $0.open[file.id] }) else { throw .badHandle(file) }
+        let descriptor = try handles.lookup(file)
         let root = self.root
-        return try await blocking { () -> Result<UInt64, DiskError> in
+        return try await pool.runDiskJob { () -> Result<UInt64, DiskError> in
             if let reason = descriptor.poisoned { return .failure(.ioError(path: file.path, detail: reason)) }
             var info = stat()
             guard fstat(descriptor.fd, &info) == 0 else {
@@ -135,14 +123,10 @@ public final class IOUringDisk: Disk {
                 what: "batch of \(ops.count) operations", bytes: ops.count, limitBytes: DiskLimits.batchOpsMax)
             return Array(repeating: .failure(error), count: ops.count)
         }
-        // Resolve handles now, on the caller's side: a handle closed after submission
-        // still completes this batch, as the caller submitted it while it was open.
-        let descriptors: [URingFileDescriptor?] = table.withLock { table in
-            ops.map { table.open[IOUringBatch.file(of: $0).id] }
-        }
+        let descriptors = handles.lookup(ops)
         let root = self.root
         let rings = self.rings
-        let results = await blocking {
+        let results = await pool.runDiskJob {
             IOUringBatch.run(ops, descriptors: descriptors, root: root, rings: rings)
         }
         switch results {
@@ -151,103 +135,4 @@ public final class IOUringDisk: Disk {
         }
     }
 
-    // MARK: - Running blocking work
-
-    /// Runs `body` on the thread pool. Fails with `unavailable` only when the pool has
-    /// been shut down.
-    private func blocking<T: Sendable>(
-        _ body: @escaping @Sendable () -> Result<T, DiskError>
-    ) async -> Result<T, DiskError> {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, DiskError>, Never>) in
-            pool.submit { state in
-                switch state {
-                case .active: continuation.resume(returning: body())
-                case .cancelled:
-                    continuation.resume(returning: .failure(.unavailable(reason: "the disk's thread pool has been shut down")))
-                }
-            }
-        }
-    }
-
-    private func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> Result<T, DiskError> {
-        await blocking { () -> Result<T, DiskError> in .success(body()) }
-    }
-
-    // MARK: - Names (run on pool threads)
-
-    private static func openFile(root: String, path: String, create: Bool) -> Result<URingFileDescriptor, DiskError> {
-        let full = root + "/" + path
-        if create {
-            if let error = makeParents(root: root, path: path) { return .failure(error) }
-            var fd: Int32
-            repeat { fd = uringOpen(full, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
-            if fd >= 0 {
-                var info = stat()
-                guard fstat(fd, &info) == 0 else {
-                    let code = POSIXErrno.current
-                    _ = uringClose(fd)
-                    return .failure(POSIXErrno.error(code, call: "fstat", path: path, root: root))
-                }
-                let descriptor = URingFileDescriptor(fd: fd, path: path, key: key(of: info))
-                if case .failure(let error) = syncDirectory(parent(of: full), path: path, root: root) {
-                    return .failure(error)
-                }
-                return .success(descriptor)
-            }
-            let code = POSIXErrno.current
-            if code != EEXIST { return .failure(POSIXErrno.error(code, call: "open", path: path, root: root)) }
-        }
-        var fd: Int32
-        repeat { fd = uringOpen(full, O_RDWR | O_CLOEXEC) } while fd < 0 && errno == EINTR
-        if fd < 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "open", path: path, root: root)) }
-        var info = stat()
-        if fstat(fd, &info) != 0 || (info.st_mode & S_IFMT) != S_IFREG {
-            _ = uringClose(fd)
-            return .failure(.ioError(path: path, detail: "open: not a regular file"))
-        }
-        return .success(URingFileDescriptor(fd: fd, path: path, key: key(of: info)))
-    }
-
-    private static func key(of info: stat) -> URingFileKey {
-        URingFileKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-    }
-
-    /// Creates the directories on the way to `path` under `root`, fsyncing the parent of
-    /// each one created.
-    private static func makeParents(root: String, path: String) -> DiskError? {
-        var components = path.split(separator: "/").map(String.init)
-        components.removeLast()
-        var directory = root
-        for component in components {
-            let next = directory + "/" + component
-            if mkdir(next, 0o755) == 0 {
-                if case .failure(let error) = syncDirectory(directory, path: path, root: root) { return error }
-            } else if errno != EEXIST {
-                return POSIXErrno.error(POSIXErrno.current, call: "mkdir", path: path, root: root)
-            }
-            directory = next
-        }
-        return nil
-    }
-
-    /// fsyncs a directory so the names in it are durable.
-    private static func syncDirectory(_ directory: String, path: String, root: String) -> Result<Void, DiskError> {
-        let fd = uringOpen(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "open directory", path: path, root: root)) }
-        defer { _ = uringClose(fd) }
-        var rc: Int32
-        repeat { rc = uringFsync(fd) } while rc != 0 && errno == EINTR
-        if rc != 0 { return .failure(POSIXErrno.error(POSIXErrno.current, call: "fsync directory", path: path, root: root)) }
-        return .success(())
-    }
-
-    private static func parent(of full: String) -> String {
-        guard let slash = full.lastIndex(of: "/") else { return "." }
-        return slash == full.startIndex ? "/" : String(full[..<slash])
-    }
 }
-
-// File-scope wrappers: inside `IOUringDisk`, `open` and `close` name the Disk methods.
-private func uringOpen(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 { open(path, flags, mode) }
-private func uringClose(_ fd: Int32) -> Int32 { close(fd) }
-private func uringFsync(_ fd: Int32) -> Int32 { fsync(fd) }
