@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "CisternBench",
             dependencies: [
-                "CisternStorage", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim",
+                "CisternStorage", "CisternRouting", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim",
                 "CisternMeta", "CisternSQLite", "CSQLite", "CisternServer",
             ],
             swiftSettings: strict),
@@ -172,7 +172,7 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternRouting", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
         .testTarget(name: "MetaTests", dependencies: ["CisternMeta", "CisternSim", "CisternSQLite", "CisternNIO", "CisternStorage", "CisternMgmtd"], swiftSettings: strict),
-        .testTarget(name: "ClientTests", dependencies: ["Cistern", "CisternKV", "CisternSim", "CisternSQLite"], swiftSettings: strict),
+        .testTarget(name: "ClientTests", dependencies: ["Cistern", "CisternRouting", "CisternKV", "CisternSim", "CisternSQLite"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),
         .testTarget(name: "CisternCoreTests", dependencies: ["CisternCore", "CisternSim"], swiftSettings: strict),
@@ -185,7 +185,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternWire", "CisternNIO", "CisternConformance", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Real processes on loopback (needs the cistern executable, built with the tests).
-        .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "cistern"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "CisternRouting", "cistern"], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
         .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario"], swiftSettings: strict),
     ]

@@ -2,6 +2,7 @@ import CisternCore
 import CisternKV
 import CisternStorage
 import CisternWire
+import CisternRouting
 
 /// What a put did with one page.
 public enum KVPutOutcome: Hashable, Sendable {

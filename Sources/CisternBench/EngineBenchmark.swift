@@ -1,5 +1,6 @@
 import CisternCore
 import CisternStorage
+import CisternRouting
 
 /// Measures the chunk engine on one `Disk`: what stage+commit and read cost per chunk,
 /// one at a time and with many chunks in flight.

@@ -100,3 +100,13 @@ public protocol Transport: Sendable {
 public protocol Resolver: Sendable {
     func resolve(_ node: NodeID) async throws(TransportError) -> [NodeAddress]
 }
+
+/// A `Transport` a process starts listening with: the production transports (TCP, RDMA).
+public protocol ListeningTransport: Transport {
+    /// Starts accepting connections and returns the bound address (with the actual
+    /// port when the configured one was 0).
+    @discardableResult
+    func start() async throws -> NodeAddress
+    /// The bound address; nil before `start()` and after `shutdown()`.
+    var boundAddress: NodeAddress? { get }
+}

@@ -30,7 +30,7 @@ import Synchronization
 ///   a request for a service not served here as `.noSuchService`.
 /// - `shutdown()` closes the listener and every connection and fails calls in flight
 ///   with `.shutdown`; later calls fail with `.shutdown` too.
-public final class TCPTransport: Transport {
+public final class TCPTransport: ListeningTransport {
     public let localNode: NodeID
     /// The address `start()` was asked to listen on (port 0: any free port).
     public let listenAddress: NodeAddress

@@ -6,18 +6,6 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// A `Transport` a process starts listening with: `TCPTransport` and `RDMATransport`.
-public protocol ListeningTransport: Transport {
-    /// Starts accepting connections and returns the bound address (with the actual
-    /// port when the configured one was 0).
-    @discardableResult
-    func start() async throws -> NodeAddress
-    /// The bound address; nil before `start()` and after `shutdown()`.
-    var boundAddress: NodeAddress? { get }
-}
-
-extension TCPTransport: ListeningTransport {}
-
 /// A `Transport` whose bulk bytes move with one-sided RDMA over reliable-connected
 /// queue pairs (libibverbs), while headers, connection setup and everything small
 /// travel over an inner `TCPTransport`.

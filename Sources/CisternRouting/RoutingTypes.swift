@@ -147,3 +147,17 @@ public struct ChainTable: Hashable, Sendable, WireCodable {
         }
     }
 }
+
+extension Chain {
+    /// Targets that receive writes (SERVING, then SYNCING), in chain order.
+    public var writeTargets: [ChainTarget] { targets.filter { $0.state.receivesWrites } }
+
+    /// The target after `target` among those receiving writes, if any.
+    public func successor(of target: TargetID) -> ChainTarget? {
+        let writers = writeTargets
+        guard let i = writers.firstIndex(where: { $0.target == target }), i + 1 < writers.count else { return nil }
+        return writers[i + 1]
+    }
+
+    public func state(of target: TargetID) -> PublicState? { targets.first { $0.target == target }?.state }
+}

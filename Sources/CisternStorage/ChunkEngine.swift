@@ -1,6 +1,7 @@
 import CisternCore
 import CisternWire
 import HeapModule
+import CisternRouting
 
 /// Stores the chunks of one target on one `Disk`: chunk data in blocks of a few large
 /// preallocated files per size class (`SlabAllocator`), metadata in an append-only

@@ -1,4 +1,5 @@
 import CisternCore
+import CisternRouting
 
 /// Why a chunk operation failed, with what to do about it.
 public enum ChunkError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,3 +1,5 @@
+import CisternRouting
+
 /// One lock per (target, chunk): the head serializes writes to a chunk, and each
 /// replica applies a chunk's versions one at a time.
 struct ChunkLocks {
@@ -28,19 +30,3 @@ struct ChunkLocks {
         return nil
     }
 }
-
-extension Chain {
-    /// Targets that receive writes (SERVING, then SYNCING), in chain order.
-    public var writeTargets: [ChainTarget] { targets.filter { $0.state.receivesWrites } }
-
-    /// The target after `target` among those receiving writes, if any.
-    public func successor(of target: TargetID) -> ChainTarget? {
-        let writers = writeTargets
-        guard let i = writers.firstIndex(where: { $0.target == target }), i + 1 < writers.count else { return nil }
-        return writers[i + 1]
-    }
-
-    public func state(of target: TargetID) -> PublicState? { targets.first { $0.target == target }?.state }
-}
-
-import CisternRouting

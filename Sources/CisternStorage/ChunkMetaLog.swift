@@ -1,5 +1,6 @@
 import CisternCore
 import CisternWire
+import CisternRouting
 
 /// The chunk engine's durable metadata: an append-only log of records, each framed
 /// as `[length u32][crc32c u32][payload]`. Recovery keeps the longest valid prefix

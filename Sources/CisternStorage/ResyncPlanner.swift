@@ -1,3 +1,4 @@
+import CisternRouting
 /// Decides what a predecessor sends a returning (SYNCING) successor, from both
 /// sides' chunk metadata, following 3FS's rules:
 /// - a chunk only here is sent; a chunk only there is removed there;

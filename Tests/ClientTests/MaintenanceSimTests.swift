@@ -4,6 +4,7 @@ import CisternKV
 import CisternMeta
 import CisternSim
 import Testing
+import CisternRouting
 
 /// The metadata servers' background work in a simulated cluster with two metadata
 /// servers, a real client and real storage: abandoned write sessions, garbage

@@ -3,6 +3,7 @@ import CisternConnect
 import CisternServer
 import Foundation
 import Testing
+import CisternRouting
 
 /// The metadata servers' background work with real processes: two metadata servers
 /// over one SQLite file, three storage nodes, a client over TCP. A writer that goes

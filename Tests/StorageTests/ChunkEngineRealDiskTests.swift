@@ -4,6 +4,7 @@ import CisternStorage
 import CisternURing
 import Foundation
 import Testing
+import CisternRouting
 
 @Suite struct ChunkEngineRealDiskTests {
     @Test func chunksSurviveReopeningOnTheMachinesBestDisk() async throws {

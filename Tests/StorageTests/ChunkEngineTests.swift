@@ -2,6 +2,7 @@ import CisternCore
 import CisternSim
 import CisternStorage
 import Testing
+import CisternRouting
 
 /// `n` pseudo-random bytes (eight per draw: debug builds are slow per byte).
 func pattern(_ n: Int, _ seed: UInt64) -> [UInt8] {

@@ -2,6 +2,7 @@ import CisternCore
 import CisternSim
 @testable import CisternStorage
 import Testing
+import CisternRouting
 
 /// The chunk metadata log stays proportional to the live metadata (checkpoint plus
 /// tail in two slots), is replayed in bounded pieces, and recovery picks the right

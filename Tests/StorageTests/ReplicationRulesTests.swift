@@ -1,6 +1,7 @@
 import CisternCore
 import CisternStorage
 import Testing
+import CisternRouting
 
 func version(_ v: UInt64, chain: UInt64 = 1, crc: UInt32 = 0, block: UInt32 = 0) -> ChunkVersion {
     ChunkVersion(version: v, chainVersion: chain, length: 10, checksum: crc == 0 ? UInt32(truncatingIfNeeded: v &* 2_654_435_761) : crc,
