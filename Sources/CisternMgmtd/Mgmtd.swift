@@ -31,7 +31,7 @@ public actor Mgmtd {
     private var knownHolder: NodeID?
     private var routing = RoutingInfo()
     private var lastHeartbeat: [NodeID: UInt64] = [:]
-    private var lastSequence: [NodeID: (boot: UInt64, sequence: UInt64)] = [:]
+    private var lastSequence: [NodeID: HeartbeatSequence] = [:]
     private var reports: [TargetID: TargetReport] = [:]
     private var adminOffline: Set<TargetID> = []
     private var committing = false
@@ -239,43 +239,26 @@ public actor Mgmtd {
         }
     }
 
-    /// Marks silent nodes failed, derives each target's local state, and advances
-    /// every chain through the state machine.
+    /// Applies the manager's evaluation (`ManagerRules.evaluate`) and logs what it
+    /// noticed.
     private func evaluate(_ r: inout RoutingInfo) {
-        let now = runtime.nowNanoseconds()
-        for i in r.nodes.indices where r.nodes[i].status == .active && r.nodes[i].role != .mgmtd {
-            let last = lastHeartbeat[r.nodes[i].id] ?? 0
-            if now > last &+ config.failureTimeoutNanoseconds {
-                r.nodes[i].status = .failed
-                log.notice("node \(r.nodes[i].name) failed: no heartbeat for \(Double(now - last) / 1e9) s")
+        let observed = ManagerObservations(
+            nowNanoseconds: runtime.nowNanoseconds(), failureTimeoutNanoseconds: config.failureTimeoutNanoseconds,
+            lastHeartbeatNanoseconds: lastHeartbeat, reports: reports, adminOffline: adminOffline)
+        for event in ManagerRules.evaluate(&r, observed) {
+            switch event {
+            case .refusesWrites: log.warning("\(event)")
+            case .nodeFailed, .spaceRecovered: log.notice("\(event)")
             }
         }
-        var status: [NodeID: NodeStatus] = [:]
-        for n in r.nodes { status[n.id] = n.status }
-        var local: [TargetID: LocalState] = [:]
-        for i in r.targets.indices {
-            let t = r.targets[i]
-            var state = t.localState
-            if status[t.node] != .active || adminOffline.contains(t.id) {
-                state = .offline
-            } else if let report = reports[t.id] {
-                state = report.localState
-                r.targets[i].usedBytes = report.usedBytes
-                r.targets[i].capacityBytes = report.capacityBytes
-                if report.spaceError != t.spaceError {
-                    if report.spaceError.isEmpty {
-                        log.notice("\(t.id) has space for writes again")
-                    } else {
-                        log.warning("\(t.id) refuses writes: \(report.spaceError)")
-                    }
-                    r.targets[i].spaceError = report.spaceError
-                }
-            }
-            r.targets[i].localState = state
-            local[t.id] = state
-        }
-        for i in r.chains.indices {
-            r.chains[i] = ChainStateMachine.next(r.chains[i], local: local)
+    }
+
+    /// Runs an admin rule inside a routing change, its refusal as the commit's.
+    private func applying(_ rule: () throws(ManagerRefusal) -> Void) throws(CommitError) {
+        do throws(ManagerRefusal) {
+            try rule()
+        } catch {
+            throw .refused(error.reason)
         }
     }
 
@@ -291,12 +274,7 @@ public actor Mgmtd {
                 return known == routing.version ? .unchanged(routingVersion: known) : .routing(routing)
             case .setNodeEnabled(let node, let enabled):
                 return .ok(routingVersion: try await mutate { r throws(CommitError) in
-                    guard let i = r.nodes.firstIndex(where: { $0.id == node }) else { throw .refused("unknown node \(node); list nodes to see the registered ones") }
-                    if enabled {
-                        if r.nodes[i].status == .disabled { r.nodes[i].status = .failed }
-                    } else {
-                        r.nodes[i].status = .disabled
-                    }
+                    try self.applying { () throws(ManagerRefusal) in try ManagerRules.setNodeEnabled(node, enabled, in: &r) }
                     self.evaluate(&r)
                 })
             case .offlineTarget(let target):
@@ -305,35 +283,16 @@ public actor Mgmtd {
                 return .ok(routingVersion: try await mutate { r throws(CommitError) in self.evaluate(&r) })
             case .removeTarget(let target):
                 return .ok(routingVersion: try await mutate { r throws(CommitError) in
-                    guard let t = r.target(target) else { throw .refused("unknown target \(target)") }
-                    guard t.localState == .offline else { throw .refused("\(target) is \(t.localState); offline it first (offlineTarget), then remove it") }
-                    if let c = t.chain, let i = r.chains.firstIndex(where: { $0.id == c }) {
-                        guard r.chains[i].targets.count > 1 else { throw .refused("\(target) is the last target of \(c); a chain cannot be empty") }
-                        r.chains[i].targets.removeAll { $0.target == target }
-                        r.chains[i].version += 1
-                    }
-                    r.targets.removeAll { $0.id == target }
-                    r.removedTargets.append(target)
+                    try self.applying { () throws(ManagerRefusal) in try ManagerRules.removeTarget(target, from: &r) }
                 })
             case .rotateLastsrv(let chain):
                 return .ok(routingVersion: try await mutate { r throws(CommitError) in
-                    guard let i = r.chains.firstIndex(where: { $0.id == chain }) else { throw .refused("unknown chain \(chain)") }
-                    var c = r.chains[i]
-                    guard let last = c.targets.firstIndex(where: { $0.state == .lastsrv }) else {
-                        throw .refused("\(chain) has no LASTSRV target; rotation is only for a chain waiting on a LASTSRV that will not return")
-                    }
-                    guard let successor = c.targets.indices.first(where: { $0 != last && c.targets[$0].state != .lastsrv }) else {
-                        throw .refused("\(chain) has no other target to promote")
-                    }
-                    let old = c.targets.remove(at: last)
-                    let promoted = successor > last ? successor - 1 : successor
-                    c.targets[promoted].state = .lastsrv
-                    c.targets.append(ChainTarget(old.target, .offline))
-                    c.version += 1
-                    r.chains[i] = c
+                    try self.applying { () throws(ManagerRefusal) in try ManagerRules.rotateLastsrv(chain, in: &r) }
                 })
             case .createChains(let replicas):
-                return .ok(routingVersion: try await mutate { r throws(CommitError) in try self.addChains(&r, replicas: replicas) })
+                return .ok(routingVersion: try await mutate { r throws(CommitError) in
+                    try self.applying { () throws(ManagerRefusal) in try ManagerRules.addChains(replicas: replicas, to: &r) }
+                })
             }
         } catch {
             switch error {
@@ -343,60 +302,18 @@ public actor Mgmtd {
         }
     }
 
+    /// Admits a heartbeat (`ManagerRules`): a repeat is answered without change; a new
+    /// one records its time and reports, and registers what routing lacks.
     private func heartbeat(_ h: Heartbeat) async throws(CommitError) -> MgmtdReply {
-        if let last = lastSequence[h.node], last.boot == h.bootID, h.sequence <= last.sequence, routing.node(h.node) != nil {
+        if ManagerRules.isDuplicate(h, last: lastSequence[h.node], routing: routing) {
             return .ok(routingVersion: routing.version)
         }
-        lastSequence[h.node] = (h.bootID, h.sequence)
+        lastSequence[h.node] = HeartbeatSequence(boot: h.bootID, sequence: h.sequence)
         lastHeartbeat[h.node] = runtime.nowNanoseconds()
-        let removed = Set(routing.removedTargets)
-        let live = h.targets.filter { !removed.contains($0.target) }
+        let live = ManagerRules.liveReports(h, routing: routing)
         for report in live { reports[report.target] = report }
-        let known = routing.node(h.node)
-        let unknownTargets = live.filter { routing.target($0.target) == nil }
-        guard known == nil || known?.status == .failed || !unknownTargets.isEmpty || known?.name != h.name || known?.addresses != h.addresses else {
-            return .ok(routingVersion: routing.version)
-        }
-        let version = try await mutate { r throws(CommitError) in
-            if let i = r.nodes.firstIndex(where: { $0.id == h.node }) {
-                if r.nodes[i].status == .failed { r.nodes[i].status = .active }
-                r.nodes[i].name = h.name
-                r.nodes[i].addresses = h.addresses
-            } else {
-                r.nodes.append(NodeInfo(id: h.node, role: h.role, name: h.name, status: .active, addresses: h.addresses))
-                r.nodes.sort { $0.id < $1.id }
-            }
-            for report in live where r.target(report.target) == nil {
-                r.targets.append(TargetInfo(id: report.target, node: h.node, chain: nil, localState: report.localState, usedBytes: report.usedBytes, capacityBytes: report.capacityBytes))
-            }
-            r.targets.sort { $0.id < $1.id }
-        }
+        guard ManagerRules.needsRegistration(h, live: live, routing: routing) else { return .ok(routingVersion: routing.version) }
+        let version = try await mutate { r throws(CommitError) in ManagerRules.register(h, live: live, into: &r) }
         return .ok(routingVersion: version)
-    }
-
-    private func addChains(_ r: inout RoutingInfo, replicas: Int) throws(CommitError) {
-        var byNode: [NodeID: [TargetID]] = [:]
-        let active = Set(r.nodes.filter { $0.status == .active && $0.role == .storage }.map(\.id))
-        for t in r.targets where t.chain == nil && active.contains(t.node) { byNode[t.node, default: []].append(t.id) }
-        let first = ChainID((r.chains.map(\.id.rawValue).max() ?? 0) + 1)
-        let chains: [Chain]
-        do {
-            chains = try ChainTableBuilder.build(targetsByNode: byNode, replicas: replicas, firstChain: first, seed: r.version)
-        } catch {
-            throw .refused("cannot build chains: \(error)")
-        }
-        guard !chains.isEmpty else { throw .refused("no chains could be built: fewer than \(replicas) nodes have targets outside a chain") }
-        for c in chains {
-            for m in c.targets {
-                if let i = r.targets.firstIndex(where: { $0.id == m.target }) { r.targets[i].chain = c.id }
-            }
-        }
-        r.chains += chains
-        if let i = r.tables.firstIndex(where: { $0.id == 1 }) {
-            r.tables[i].version += 1
-            r.tables[i].chains += chains.map(\.id)
-        } else {
-            r.tables.append(ChainTable(id: 1, version: 1, chains: chains.map(\.id)))
-        }
     }
 }
