@@ -156,19 +156,8 @@ final class ClusterRun: @unchecked Sendable {
     func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async {
         let client = makeClient(ctx, role: .client)
         await client.serveHints()
-        while !bootstrapped {
-            await client.refreshRouting()
-            // Chains in routing count, not only an .ok reply: a createChains whose
-            // reply was lost did create them, and every retry is refused.
-            if let t = (await client.routing)?.tables.first, !t.chains.isEmpty {
-                bootstrapped = true
-                break
-            }
-            if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes {
-                if case .ok? = try? await client.call(.createChains(replicas: replicas)) { bootstrapped = true }
-            }
-            try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
-        }
+        _ = await ClusterBootstrap.firstChains(client, storageNodes: storageNodes, replicas: replicas, runtime: ctx.runtime)
+        bootstrapped = true
         while true {
             try? await client.heartbeat(targets: [])
             await client.refreshRouting()

@@ -228,19 +228,10 @@ final class StorageRun: @unchecked Sendable {
     @discardableResult
     func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async -> MgmtdClient {
         let client = mgmtdClient(ctx, role: .client)
-        while chains.isEmpty {
-            await client.refreshRouting()
-            // Take the table from routing, not from the reply: a createChains whose
-            // reply was lost did create the chains (and a retry is refused).
-            if let t = (await client.routing)?.tables.first, !t.chains.isEmpty {
-                generations = [t.chains]
-                break
-            }
-            if let r = await client.routing, r.nodes.filter({ $0.role == .storage && $0.status == .active }).count >= storageNodes {
-                _ = try? await client.call(.createChains(replicas: replicas))
-                continue
-            }
-            try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
+        if chains.isEmpty {
+            let first = await ClusterBootstrap.firstChains(client, storageNodes: storageNodes, replicas: replicas, runtime: ctx.runtime)
+            // Another process of the run may have taken them (and grown the table) meanwhile.
+            if chains.isEmpty { generations = [first] }
         }
         return client
     }
