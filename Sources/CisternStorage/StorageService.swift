@@ -51,23 +51,14 @@ public actor StorageService {
     let disk: any Disk
     public nonisolated let targetIDs: [TargetID]
     private var engines: [TargetID: ChunkEngine] = [:]
-    private var local: [TargetID: LocalState] = [:]
-    private var recovering: Bool
-    private var syncDone: Set<TargetID> = []
+    /// The targets' local states, recovery after restarts and out-of-service targets
+    /// (3FS's rules, as a value shared with the simulator's stand-in).
+    private var recovery: TargetRecovery
     private var syncingSuccessors: Set<TargetID> = []
     private var locks = ChunkLocks()
     private var dedup = DedupTable<StorageReply>()
     private var lastContact: UInt64
     private var repairing: Set<ChunkLocks.Key> = []
-    /// Targets that failed a commit after their successor had committed: their copy
-    /// may now differ from the chain's, so they report OFFLINE (the manager takes them
-    /// out of the chain) and come back only through a restart and resync (3FS: a
-    /// target whose medium fails is reported offline).
-    private var failedTargets: [TargetID: String] = [:]
-    private var failedSince: [TargetID: UInt64] = [:]
-    /// Targets whose disk works again, until the manager takes them back (SYNCING or
-    /// SERVING): their OFFLINE state is expected and must not restart the whole node.
-    private var rejoining: Set<TargetID> = []
     /// Targets whose disk refused a write for lack of space, with the message said:
     /// logged once, reported in heartbeats, cleared by the next write that fits.
     /// Also cleared when the device's free space grows by a largest chunk.
@@ -86,10 +77,9 @@ public actor StorageService {
         self.mgmtd = mgmtd
         self.config = config
         self.targetIDs = targets
-        self.recovering = restarted
+        self.recovery = TargetRecovery(targets: targets, restarted: restarted)
         self.lastContact = runtime.nowNanoseconds()
         self.log = runtime.logger("storage")
-        for t in targets { local[t] = restarted ? .online : .upToDate }
         self.unownedExecutor = runtime.makeActorExecutor()
     }
 
@@ -146,7 +136,7 @@ public actor StorageService {
     // MARK: Requests
 
     func handle(_ request: StorageRequest, bulk: [UInt8]) async -> (StorageReply, [UInt8]) {
-        if recovering { return (.notServing("\(node) is recovering after a restart"), []) }
+        if recovery.recovering { return (.notServing("\(node) is recovering after a restart"), []) }
         if runtime.nowNanoseconds() > lastContact &+ config.isolationNanoseconds {
             return (.notServing("\(node) lost contact with the cluster manager"), [])
         }
@@ -158,7 +148,7 @@ public actor StorageService {
                  .statChunk(let t, _, _, _), .dumpMetaPage(let t, _, _, _): return t
             }
         }()
-        if let t = named, let why = failedTargets[t] { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
+        if let t = named, let why = recovery.outOfService(t) { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
         switch request {
         case .write(let a): return (await write(a, bulk), [])
         case .writeBatch(let b): return (await writeBatch(b, bulk), [])
@@ -200,8 +190,7 @@ public actor StorageService {
             guard let chain = await chain(of: t), chain.version == v, chain.state(of: t) == .syncing else {
                 return (.failed("\(t) is not syncing under chain version \(v)"), [])
             }
-            syncDone.insert(t)
-            local[t] = .upToDate
+            recovery.syncFinished(t)
             return (.done, [])
         }
     }
@@ -386,9 +375,7 @@ public actor StorageService {
     /// taken out of service.
     private func commitFailed(_ target: TargetID, _ chunk: ChunkID, version: UInt64, _ error: ChunkError, engine: ChunkEngine) async -> StorageReply {
         if (await engine.meta(chunk))?.committed?.version ?? 0 >= version { return .written(version: version) }
-        failedTargets[target] = "commit of \(chunk) version \(version) failed: \(error)"
-        failedSince[target] = runtime.nowNanoseconds()
-        local[target] = .offline
+        recovery.commitFailed(target, reason: "commit of \(chunk) version \(version) failed: \(error)", nowNanoseconds: runtime.nowNanoseconds())
         log.error("\(target) is out of service: commit of \(chunk) version \(version) failed after its successor committed: \(error)")
         return .failed("\(error)")
     }
@@ -712,7 +699,7 @@ public actor StorageService {
     private func scrubLoop() async {
         while true {
             try? await runtime.sleep(nanoseconds: config.scrubIntervalNanoseconds)
-            guard !recovering else { continue }
+            guard !recovery.recovering else { continue }
             for t in targetIDs { await scrub(t) }
         }
     }
@@ -749,49 +736,24 @@ public actor StorageService {
     private func tick() async {
         await mgmtd.refreshRouting()
         let routing = await mgmtd.routing
-        func state(_ t: TargetID) -> PublicState? {
-            guard let r = routing, let c = r.target(t)?.chain else { return nil }
-            return r.chain(c)?.state(of: t)
-        }
-        for t in targetIDs.sorted() where failedTargets[t] != nil && (state(t).map { $0 == .offline || $0 == .lastsrv } ?? true) {
+        for t in recovery.probeCandidates(routing?.publicStates(of: targetIDs)) {
             // Out of service and out of its chain: once its disk works again, rejoin
-            // (as after a restart, through a resync from a serving replica).
-            guard runtime.nowNanoseconds() >= (failedSince[t] ?? 0) &+ config.failedTargetProbeNanoseconds else { continue }
-            let probeStarted = runtime.nowNanoseconds()
-            failedSince[t] = probeStarted
-            let reason = failedTargets[t]
-            // A commit that failed while the probe ran records a new failure; that one
-            // waits for the next probe rather than being cleared by this one.
-            if await diskWorks(t), failedTargets[t] == reason, failedSince[t] == probeStarted {
-                log.notice("\(t)'s disk works again (\(reason ?? "")); it rejoins through a resync")
-                failedTargets[t] = nil
-                failedSince[t] = nil
-                rejoining.insert(t)
-                syncDone.remove(t)
-                local[t] = .online  // also from LASTSRV, which the loop below leaves alone
+            // (as after a restart, through a resync from a serving replica). A commit
+            // that fails while the probe runs records a new failure; that one waits
+            // for the next probe rather than being cleared by this one.
+            guard let probe = recovery.startProbe(t, nowNanoseconds: runtime.nowNanoseconds(), intervalNanoseconds: config.failedTargetProbeNanoseconds) else { continue }
+            if recovery.finishProbe(probe, diskWorks: await diskWorks(t)) {
+                log.notice("\(t)'s disk works again (\(probe.reason)); it rejoins through a resync")
             }
         }
-        rejoining = rejoining.filter { t in failedTargets[t] == nil && !(state(t).map { $0 == .syncing || $0 == .serving } ?? false) }
-        if recovering {
-            guard routing != nil, targetIDs.allSatisfy({ t in state(t).map { $0 == .offline || $0 == .lastsrv } ?? true }) else { return }
-            recovering = false
-            lastContact = runtime.nowNanoseconds()
-        } else if targetIDs.contains(where: { t in failedTargets[t] == nil && !rejoining.contains(t) && (state(t).map { $0 == .offline || $0 == .lastsrv } ?? false) }) {
+        switch recovery.observe(routing?.publicStates(of: targetIDs)) {
+        case .waitForOffline: return
+        case .startedOver:
             // Declared failed while running (cut off): start over, like a restart.
-            recovering = true
-            syncDone.removeAll()
-            for t in targetIDs { local[t] = .online }
+            log.notice("\(node) found a target offline while running; it recovers as after a restart")
             return
-        }
-        for t in targetIDs where failedTargets[t] == nil {
-            switch state(t) {
-            case .serving?: local[t] = .upToDate
-            case .syncing?: local[t] = syncDone.contains(t) ? .upToDate : .online
-            case .waiting?, .offline?:
-                syncDone.remove(t)
-                local[t] = .online
-            default: break
-            }
+        case .report(let recovered):
+            if recovered { lastContact = runtime.nowNanoseconds() }
         }
         // Targets share the node's disk: each reports its own use, and as capacity
         // its use plus the device's free space.
@@ -802,7 +764,7 @@ public actor StorageService {
             // Enough space came back for the write that was refused: clear the report
             // (a write that still does not fit says so again).
             if let full = outOfSpace[t], free >= full.freeBytes &+ max(full.neededBytes, 1) { wrote(t) }
-            reports.append(TargetReport(target: t, localState: local[t] ?? .offline, usedBytes: used, capacityBytes: used + free, spaceError: outOfSpace[t]?.why ?? ""))
+            reports.append(TargetReport(target: t, localState: recovery.local[t] ?? .offline, usedBytes: used, capacityBytes: used + free, spaceError: outOfSpace[t]?.why ?? ""))
         }
         if (try? await mgmtd.heartbeat(targets: reports)) != nil { lastContact = runtime.nowNanoseconds() }
         if let routing { startResyncs(routing) }
