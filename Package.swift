@@ -70,10 +70,10 @@ let package = Package(
         // The storage service: chunk engine, CRAQ chains, resync.
         .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
-        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", "CisternStorage", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
+        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
         // The KV cache index (slab of page slots, LRU, leases) served by the metadata servers.
-        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternStorage"], swiftSettings: strict),
+        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternRouting"], swiftSettings: strict),
         // `import Cistern`: the client library.
         .target(name: "Cistern", dependencies: ["CisternKV", "CisternMeta", "CisternStorage", "CisternMgmtd", "CisternRouting"], swiftSettings: strict),
 
@@ -171,7 +171,7 @@ let package = Package(
 
         .testTarget(name: "RoutingTests", dependencies: ["CisternRouting"], swiftSettings: strict),
         .testTarget(name: "StorageTests", dependencies: ["CisternStorage", "CisternRouting", "CisternSim", "CisternURing", "CisternNIO", "CisternBench"], swiftSettings: strict),
-        .testTarget(name: "MetaTests", dependencies: ["CisternMeta", "CisternSim", "CisternSQLite", "CisternNIO", "CisternStorage", "CisternMgmtd"], swiftSettings: strict),
+        .testTarget(name: "MetaTests", dependencies: ["CisternMeta", "Cistern", "CisternSim", "CisternSQLite", "CisternNIO", "CisternStorage", "CisternMgmtd"], swiftSettings: strict),
         .testTarget(name: "ClientTests", dependencies: ["Cistern", "CisternRouting", "CisternKV", "CisternSim", "CisternSQLite"], swiftSettings: strict),
         .testTarget(name: "MgmtdTests", dependencies: ["CisternMgmtd", "CisternSim"], swiftSettings: strict),
         .testTarget(name: "CisternWireTests", dependencies: ["CisternWire"], swiftSettings: strict),

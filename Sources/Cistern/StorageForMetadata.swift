@@ -1,8 +1,15 @@
 import CisternCore
+import CisternKV
+import CisternMeta
 import CisternMgmtd
 import CisternRouting
 import CisternStorage
 import CisternWire
+
+// The metadata servers reach storage through two protocols (`ChunkRemover`,
+// `ChunkLengthProbe`) so CisternMeta and CisternKV do not depend on the storage
+// module; these are the storage-backed implementations, and the usual way to start
+// a metadata server with them.
 
 /// Deletes chunks on the storage nodes: every replica that receives writes (SERVING
 /// or SYNCING) is asked to remove each chunk; replicas that are down are left to
@@ -36,5 +43,23 @@ public struct StorageChunkRemover: ChunkRemover {
                 guard case .done = reply else { throw Failure(description: "\(member.target) did not remove \(chunk): \(reply)") }
             }
         }
+    }
+}
+
+/// Length probes go through a storage client (reads only).
+extension StorageClient: ChunkLengthProbe {}
+
+extension MetadataServer {
+    /// Starts a metadata server whose garbage collection and length reconciliation
+    /// use the storage nodes in `mgmtd`'s routing.
+    public static func start(kv: any TransactionalKV, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient,
+                             chunkBytes: UInt32 = 1 << 20, stripe: Int = 4, heartbeatNanoseconds: UInt64 = 1_000_000_000,
+                             maintenance settings: MaintenanceSettings = MaintenanceSettings()) async -> MetadataServer {
+        // Length probes only read, so the storage client's write channels (keyed by
+        // client id) never collide with a real client's.
+        let probe = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: mgmtd.node.rawValue << 8 | 0xFF)
+        return await start(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd,
+                           remover: StorageChunkRemover(transport: transport, mgmtd: mgmtd), lengthProbe: probe,
+                           chunkBytes: chunkBytes, stripe: stripe, heartbeatNanoseconds: heartbeatNanoseconds, maintenance: settings)
     }
 }

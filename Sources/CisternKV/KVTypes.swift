@@ -1,7 +1,6 @@
 import CisternCore
 import CisternMeta
 import CisternRouting
-import CisternStorage
 import CisternWire
 
 /// Limits of the KV API; requests beyond them are refused with an error naming the limit.

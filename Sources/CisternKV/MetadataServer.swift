@@ -2,7 +2,6 @@ import CisternCore
 import CisternMeta
 import CisternMgmtd
 import CisternRouting
-import CisternStorage
 
 extension LayoutPolicy {
     /// The policy for new files from routing: the newest chain table (the one with the
@@ -32,11 +31,15 @@ public actor MetadataServer {
     let stripe: Int
     private var policyVersion: UInt64 = 0
 
-    /// Starts serving on `transport` and follows routing from `mgmtd`.
+    /// Starts serving on `transport` and follows routing from `mgmtd`. The metadata
+    /// server reaches storage only through `remover` (garbage collection) and
+    /// `lengthProbe` (length reconciliation); `Cistern` supplies the storage-backed
+    /// ones (`MetadataServer.start` without them).
     public static func start(kv: any TransactionalKV, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient,
+                             remover: any ChunkRemover, lengthProbe: any ChunkLengthProbe,
                              chunkBytes: UInt32 = 1 << 20, stripe: Int = 4, heartbeatNanoseconds: UInt64 = 1_000_000_000,
                              maintenance settings: MaintenanceSettings = MaintenanceSettings()) async -> MetadataServer {
-        let s = MetadataServer(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd, chunkBytes: chunkBytes, stripe: stripe, maintenance: settings)
+        let s = MetadataServer(kv: kv, runtime: runtime, mgmtd: mgmtd, remover: remover, lengthProbe: lengthProbe, chunkBytes: chunkBytes, stripe: stripe, maintenance: settings)
         await s.meta.serve(on: transport)
         await s.kvIndex.serve(on: transport)
         await mgmtd.serveHints()
@@ -46,7 +49,7 @@ public actor MetadataServer {
         return s
     }
 
-    init(kv: any TransactionalKV, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, chunkBytes: UInt32, stripe: Int,
+    init(kv: any TransactionalKV, runtime: any Runtime, mgmtd: MgmtdClient, remover: any ChunkRemover, lengthProbe: any ChunkLengthProbe, chunkBytes: UInt32, stripe: Int,
          maintenance settings: MaintenanceSettings) {
         self.runtime = runtime
         self.mgmtd = mgmtd
@@ -56,11 +59,8 @@ public actor MetadataServer {
         // than placing files nowhere.
         self.meta = MetaService(kv: kv, runtime: runtime, policy: LayoutPolicy(table: 0, tableVersion: 0, chains: [], chunkBytes: chunkBytes, stripe: stripe))
         self.kvIndex = KVIndexService(kv: kv, runtime: runtime, policy: nil)
-        // Length probes only read, so the storage client's write channels (keyed by
-        // client id) never collide with a real client's.
-        let probe = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: mgmtd.node.rawValue << 8 | 0xFF)
-        self.maintenance = MetaMaintenance(meta: meta, me: mgmtd.node.rawValue, remover: StorageChunkRemover(transport: transport, mgmtd: mgmtd),
-                                           probe: probe, settings: settings, runtime: runtime)
+        self.maintenance = MetaMaintenance(meta: meta, me: mgmtd.node.rawValue, remover: remover,
+                                           probe: lengthProbe, settings: settings, runtime: runtime)
         self.unownedExecutor = runtime.makeActorExecutor()
     }
 

@@ -1,6 +1,5 @@
 import CisternCore
 import CisternRouting
-import CisternStorage
 
 /// Finds how long a file really is from its chunks, when no client can say (it
 /// crashed with the file open, or closed it without reporting).
@@ -8,8 +7,6 @@ public protocol ChunkLengthProbe: Sendable {
     /// The committed length of `chunk` on `chain`, or nil when it does not exist.
     func length(of chunk: ChunkID, chain: ChainID) async throws -> Int?
 }
-
-extension StorageClient: ChunkLengthProbe {}
 
 extension MetaService {
     /// Most chunks looked at past the recorded length in one reconciliation.

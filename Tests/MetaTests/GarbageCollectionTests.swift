@@ -1,3 +1,4 @@
+import Cistern
 import CisternCore
 import CisternMeta
 import CisternMgmtd
