@@ -1,9 +1,23 @@
+import CisternRouting
+
 /// Remembers the last request of each client channel so a retried write is applied
 /// once: a client numbers its requests per channel, and a request whose sequence is
 /// not newer than the last one seen gets the remembered result instead of running
 /// again. Bounded: past `capacity` channels the least recently used is forgotten
 /// (its next request then counts as new, which is why the head also checks versions).
 public struct DedupTable<Result: Sendable & Equatable>: Sendable, Equatable {
+    /// A version a request staged at the head but could not settle (its forward or
+    /// commit failed): the successors may have committed it and readers seen it, so
+    /// a retry of that request settles this version instead of writing a new one.
+    public struct InDoubt: Sendable, Hashable {
+        public var version: UInt64
+        public var checksum: UInt32
+        public init(version: UInt64, checksum: UInt32) {
+            self.version = version
+            self.checksum = checksum
+        }
+    }
+
     public struct Channel: Hashable, Sendable {
         public var client: UInt32
         public var channel: UInt32
@@ -20,6 +34,9 @@ public struct DedupTable<Result: Sendable & Equatable>: Sendable, Equatable {
         case repeated(Result)
         /// The same request is still running: wait and retry.
         case inProgress
+        /// The same request again after an attempt that left these chunk versions in
+        /// doubt: settle them (it is now in progress again).
+        case inDoubt([ChunkID: InDoubt])
         /// An older request than the last seen (a late duplicate): refuse it.
         case stale(lastSequence: UInt64)
     }
@@ -27,6 +44,7 @@ public struct DedupTable<Result: Sendable & Equatable>: Sendable, Equatable {
     struct Entry: Sendable, Equatable {
         var sequence: UInt64
         var result: Result?
+        var doubt: [ChunkID: InDoubt]? = nil
         var used: UInt64
     }
 
@@ -48,9 +66,17 @@ public struct DedupTable<Result: Sendable & Equatable>: Sendable, Equatable {
             e.used = clock
             defer { entries[channel] = e }
             if sequence < e.sequence { return .stale(lastSequence: e.sequence) }
-            if sequence == e.sequence { return e.result.map { .repeated($0) } ?? .inProgress }
+            if sequence == e.sequence {
+                if let r = e.result { return .repeated(r) }
+                if let d = e.doubt {
+                    e.doubt = nil
+                    return .inDoubt(d)
+                }
+                return .inProgress
+            }
             e.sequence = sequence
             e.result = nil
+            e.doubt = nil
             return .new
         }
         if entries.count >= capacity, let victim = entries.min(by: { ($0.value.used, $0.key.client, $0.key.channel) < ($1.value.used, $1.key.client, $1.key.channel) })?.key {
@@ -79,6 +105,14 @@ public struct DedupTable<Result: Sendable & Equatable>: Sendable, Equatable {
             entries[victim] = nil
         }
         entries[channel] = Entry(sequence: sequence, result: result, used: clock)
+    }
+
+    /// Records that the running request `sequence` failed with `versions` staged at
+    /// the head and unsettled: its retry gets `.inDoubt(versions)`.
+    public mutating func doubt(_ channel: Channel, sequence: UInt64, versions: [ChunkID: InDoubt]) {
+        guard var e = entries[channel], e.sequence == sequence, e.result == nil else { return }
+        e.doubt = versions
+        entries[channel] = e
     }
 
     /// Forgets an unfinished request (it failed before doing anything), so a retry runs.

@@ -1,7 +1,10 @@
 /// What one replica does with a write of chunk version `u` (CRAQ as in 3FS). The head
-/// assigns `u = committed + 1` while it holds the chunk's lock, so along the chain a
-/// replica normally sees `u == committed + 1`. Retries and resends make other cases
-/// happen; each has one safe answer.
+/// assigns `u` above every version it has committed or staged, while it holds the
+/// chunk's lock, so along the chain a replica normally sees `u == committed + 1`.
+/// Retries, resends and a head skipping a version it staged but could not settle make
+/// other cases happen; each has one safe answer. Chain writes always carry the whole
+/// chunk (the head merges a partial write into the committed bytes), so a replica that
+/// missed a version is made whole by the next one.
 public enum ReplicaWriteRule {
     public enum Decision: Sendable, Equatable {
         /// Store the data as the pending version `u`, then forward (or commit at the tail).
@@ -14,9 +17,9 @@ public enum ReplicaWriteRule {
         /// A full-chunk replace (resync, or forwarding to a syncing successor):
         /// overwrite whatever is here, committed, and drop any pending version.
         case replace
-        /// A version is missing in between: this replica is behind and must be
-        /// resynced; refuse the write.
-        case gap(have: UInt64, got: UInt64)
+        /// A newer version is already pending here: this is a late copy of an older
+        /// attempt; refuse it (the newer one decides).
+        case superseded(pending: UInt64, got: UInt64)
     }
 
     /// The decision for a write of version `u` with checksum `checksum` at a replica
@@ -26,16 +29,20 @@ public enum ReplicaWriteRule {
         let committed = meta?.committed?.version ?? 0
         if fullReplace { return u <= committed ? .alreadyCommitted : .replace }
         if u <= committed { return .alreadyCommitted }
-        if let pending = meta?.pending, pending.version == u, pending.checksum == checksum { return .alreadyStaged }
-        if u == committed + 1 { return .stage }
-        return .gap(have: committed, got: u)
+        if let pending = meta?.pending {
+            if pending.version == u, pending.checksum == checksum { return .alreadyStaged }
+            if pending.version > u { return .superseded(pending: pending.version, got: u) }
+        }
+        return .stage
     }
 
     /// The version the head assigns to the next write of a chunk. The head holds the
-    /// chunk's lock, so a pending version here is left by a failed attempt and is
-    /// overwritten: the next version follows the committed one.
+    /// chunk's lock, so a pending version here is left by an attempt that failed after
+    /// staging: its successors may have committed it (readers may have seen it), so
+    /// the next write goes above it rather than reusing its number with other bytes,
+    /// which would leave two replicas with one version and different contents.
     public static func nextVersion(_ meta: ChunkMeta?) -> UInt64 {
-        (meta?.committed?.version ?? 0) + 1
+        max(meta?.committed?.version ?? 0, meta?.pending?.version ?? 0) + 1
     }
 
     /// What a read sees: the committed version when nothing is pending; when a write

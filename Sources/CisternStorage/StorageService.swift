@@ -227,17 +227,22 @@ public actor StorageService {
                 return .notServing("\(a.target) is not the head of \(a.chain)")
             }
             let channel = DedupTable<StorageReply>.Channel(client: a.tag.client, channel: a.tag.channel)
+            var doubt: DedupTable<StorageReply>.InDoubt?
             switch dedup.begin(channel, sequence: a.tag.sequence) {
             case .repeated(let reply): return reply
             case .inProgress: return .notCommitted
             case .stale(let last): return .failed("request \(a.tag.sequence) is older than \(last) on its channel")
+            case .inDoubt(let d): doubt = d[a.chunk]
             case .new: break
             }
             await lock(key)
-            let reply = await headWrite(a, data, engine: engine)
+            let (reply, staged) = await headWrite(a, data, engine: engine, inDoubt: doubt)
             unlock(key)
             if case .written = reply {
                 dedup.finish(channel, sequence: a.tag.sequence, result: reply)
+            } else if let left = staged ?? doubt {
+                // Staged and unsettled: a retry settles this version, never a new one.
+                dedup.doubt(channel, sequence: a.tag.sequence, versions: [a.chunk: left])
             } else {
                 dedup.abandon(channel, sequence: a.tag.sequence)
             }
@@ -254,8 +259,17 @@ public actor StorageService {
         return reply
     }
 
-    private func headWrite(_ a: WriteArgs, _ bytes: [UInt8], engine: ChunkEngine) async -> StorageReply {
+    /// The head's part of a client write. `inDoubt`: the version an earlier attempt of
+    /// this request staged and could not settle. If it is still pending it is sent on
+    /// again as that version (it may be committed downstream already); if the chunk
+    /// moved past it, the request took effect before the later write and is answered.
+    /// Returns the reply and the version this attempt staged when it failed after
+    /// staging (in doubt).
+    private func headWrite(_ a: WriteArgs, _ bytes: [UInt8], engine: ChunkEngine, inDoubt: DedupTable<StorageReply>.InDoubt?) async -> (StorageReply, DedupTable<StorageReply>.InDoubt?) {
         let meta = await engine.meta(a.chunk)
+        if let d = inDoubt, meta?.pending?.version != d.version, (meta?.committed?.version ?? 0) >= d.version {
+            return (.written(version: d.version), nil)
+        }
         var content: [UInt8] = []
         // A write from the start that covers the committed bytes replaces them all:
         // no read-modify-write (every KV page put is one).
@@ -265,11 +279,11 @@ public actor StorageService {
                 content = try await engine.read(a.chunk).data
             } catch {
                 scheduleRepair(a.target, a.chunk)
-                return .failed("\(error)")
+                return (.failed("\(error)"), nil)
             }
         }
         guard a.offset >= 0, a.offset + bytes.count <= SizeClass.largestBytes else {
-            return .failed("write of \(bytes.count) bytes at \(a.offset) exceeds the \(SizeClass.largestBytes)-byte chunk size")
+            return (.failed("write of \(bytes.count) bytes at \(a.offset) exceeds the \(SizeClass.largestBytes)-byte chunk size"), nil)
         }
         if replacesAll {
             content = bytes
@@ -277,23 +291,31 @@ public actor StorageService {
             if content.count < a.offset + bytes.count { content += [UInt8](repeating: 0, count: a.offset + bytes.count - content.count) }
             content.replaceSubrange(a.offset..<(a.offset + bytes.count), with: bytes)
         }
-        let u = ReplicaWriteRule.nextVersion(meta)
-        do {
-            try await engine.stage(a.chunk, data: content, version: u, chainVersion: a.chainVersion, durable: a.durable)
-            wrote(a.target)
-        } catch {
-            return refusal(a.target, error)
+        let checksum = CRC32C.checksum(content)
+        let u: UInt64
+        if let d = inDoubt, let pending = meta?.pending, pending.version == d.version, pending.checksum == checksum {
+            u = d.version  // already staged here: send it on again
+        } else {
+            u = ReplicaWriteRule.nextVersion(meta)
+            do {
+                try await engine.stage(a.chunk, data: content, version: u, chainVersion: a.chainVersion, durable: a.durable)
+                wrote(a.target)
+            } catch {
+                return (refusal(a.target, error), inDoubt)
+            }
         }
         var forwarded = a
         forwarded.version = u
         forwarded.offset = 0
-        forwarded.checksum = CRC32C.checksum(content)
+        forwarded.checksum = checksum
         if config.plantedEarlyAck {
             let f = forwarded
             runtime.spawn("storage.planted-early-ack") { [self] in _ = await self.forwardAndCommit(f, content, engine: engine) }
-            return .written(version: u)
+            return (.written(version: u), nil)
         }
-        return await forwardAndCommit(forwarded, content, engine: engine)
+        let reply = await forwardAndCommit(forwarded, content, engine: engine)
+        if case .written = reply { return (reply, nil) }
+        return (reply, DedupTable<StorageReply>.InDoubt(version: u, checksum: checksum))
     }
 
     private func replicaWrite(_ a: WriteArgs, _ content: [UInt8], engine: ChunkEngine) async -> StorageReply {
@@ -301,8 +323,8 @@ public actor StorageService {
         switch ReplicaWriteRule.decide(meta, version: a.version, checksum: a.checksum, fullReplace: a.fullReplace) {
         case .alreadyCommitted:
             return .written(version: a.version)
-        case .gap(let have, let got):
-            return .failed("\(a.target) has version \(have) of \(a.chunk), got \(got): it needs a resync")
+        case .superseded(let pending, let got):
+            return .failed("\(a.target) has version \(pending) of \(a.chunk) pending, newer than \(got): a late copy of an older attempt")
         case .replace:
             do {
                 try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
@@ -430,17 +452,21 @@ public actor StorageService {
             guard chain.writeTargets.first?.target == b.target, mine == .serving else {
                 return .notServing("\(b.target) is not the head of \(b.chain)")
             }
+            var doubt: [ChunkID: DedupTable<StorageReply>.InDoubt] = [:]
             switch dedup.begin(channel, sequence: b.tag.sequence) {
             case .repeated(let reply): return reply
             case .inProgress: return .notCommitted
             case .stale(let last): return .failed("request \(b.tag.sequence) is older than \(last) on its channel")
+            case .inDoubt(let d): doubt = d
             case .new: break
             }
             for k in keys { await lock(k) }
-            let reply = await headWriteBatch(b, datas, bulk: bulk, engine: engine)
+            let (reply, unsettled) = await headWriteBatch(b, datas, bulk: bulk, engine: engine, inDoubt: doubt)
             for k in keys { unlock(k) }
             if reply.isFullyWritten {
                 dedup.finish(channel, sequence: b.tag.sequence, result: reply)
+            } else if !unsettled.isEmpty {
+                dedup.doubt(channel, sequence: b.tag.sequence, versions: unsettled)
             } else {
                 dedup.abandon(channel, sequence: b.tag.sequence)
             }
@@ -455,28 +481,53 @@ public actor StorageService {
         return reply
     }
 
-    private func headWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], bulk: [UInt8], engine: ChunkEngine) async -> StorageReply {
-        var writes: [ChunkEngine.BlockWrite] = []
-        for (item, data) in zip(b.items, datas) {
-            writes.append(ChunkEngine.BlockWrite(id: item.chunk, data: data, version: ReplicaWriteRule.nextVersion(await engine.meta(item.chunk))))
-        }
-        let staged = await engine.stageMany(writes, chainVersion: b.chainVersion, durable: b.durable)
+    /// The head's part of a batched client write; `inDoubt` and the versions returned
+    /// as unsettled work as for one write (`headWrite`), chunk by chunk.
+    private func headWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], bulk: [UInt8], engine: ChunkEngine,
+                                inDoubt: [ChunkID: DedupTable<StorageReply>.InDoubt]) async -> (StorageReply, [ChunkID: DedupTable<StorageReply>.InDoubt]) {
         var replies = [StorageReply](repeating: .failed("not written"), count: b.items.count)
-        var forward: [Int] = []
-        var items: [WriteBatchItem] = []
-        for (i, r) in staged.enumerated() {
+        var writes: [ChunkEngine.BlockWrite] = []
+        var toStage: [Int] = []
+        var resend: [Int: ChunkVersion] = [:]
+        for (i, (item, data)) in zip(b.items, datas).enumerated() {
+            let meta = await engine.meta(item.chunk)
+            if let d = inDoubt[item.chunk] {
+                if let pending = meta?.pending, pending.version == d.version, pending.checksum == CRC32C.checksum(data) {
+                    resend[i] = pending  // already staged here: send it on again
+                    continue
+                }
+                if meta?.pending?.version != d.version, (meta?.committed?.version ?? 0) >= d.version {
+                    replies[i] = .written(version: d.version)  // took effect before a later write
+                    continue
+                }
+            }
+            toStage.append(i)
+            writes.append(ChunkEngine.BlockWrite(id: item.chunk, data: data, version: ReplicaWriteRule.nextVersion(meta)))
+        }
+        var versions: [Int: ChunkVersion] = resend
+        for (i, r) in zip(toStage, await engine.stageMany(writes, chainVersion: b.chainVersion, durable: b.durable)) {
             switch r {
             case .success(let v):
-                forward.append(i)
-                items.append(WriteBatchItem(chunk: b.items[i].chunk, length: datas[i].count, version: v.version, checksum: v.checksum))
+                versions[i] = v
                 wrote(b.target)
             case .failure(let e):
                 replies[i] = refusal(b.target, e)
             }
         }
+        let forward = versions.keys.sorted()
+        let items = forward.map { i in WriteBatchItem(chunk: b.items[i].chunk, length: datas[i].count, version: versions[i]!.version, checksum: versions[i]!.checksum) }
         let acked = await forwardBatchAndCommit(b, items, forward.count == datas.count ? bulk : Self.concatenated(forward.map { datas[$0] }), engine: engine)
-        for (k, i) in forward.enumerated() { replies[i] = acked[k] }
-        return .batchWritten(replies)
+        var unsettled: [ChunkID: DedupTable<StorageReply>.InDoubt] = [:]
+        for (k, i) in forward.enumerated() {
+            replies[i] = acked[k]
+            if case .written = acked[k] { continue }
+            unsettled[items[k].chunk] = DedupTable<StorageReply>.InDoubt(version: items[k].version, checksum: items[k].checksum)
+        }
+        // Earlier doubts this attempt did not reach (a stage that failed) still stand.
+        for (i, item) in b.items.enumerated() where unsettled[item.chunk] == nil {
+            if let d = inDoubt[item.chunk], versions[i] == nil, !(replies[i].isWritten) { unsettled[item.chunk] = d }
+        }
+        return (.batchWritten(replies), unsettled)
     }
 
     private func replicaWriteBatch(_ b: WriteBatchArgs, _ datas: [[UInt8]], bulk: [UInt8], engine: ChunkEngine) async -> StorageReply {
@@ -487,7 +538,7 @@ public actor StorageService {
         for (i, item) in b.items.enumerated() {
             switch ReplicaWriteRule.decide(await engine.meta(item.chunk), version: item.version, checksum: item.checksum, fullReplace: item.fullReplace) {
             case .alreadyCommitted: replies[i] = .written(version: item.version)
-            case .gap(let have, let got): replies[i] = .failed("\(b.target) has version \(have) of \(item.chunk), got \(got): it needs a resync")
+            case .superseded(let pending, let got): replies[i] = .failed("\(b.target) has version \(pending) of \(item.chunk) pending, newer than \(got): a late copy of an older attempt")
             case .replace: replace.append(i)
             case .stage: stage.append(i)
             case .alreadyStaged: forward.append(i)
@@ -867,6 +918,10 @@ public actor StorageService {
 }
 
 extension StorageReply {
+    var isWritten: Bool {
+        if case .written = self { return true } else { return false }
+    }
+
     /// A batch answer in which every item was written.
     var isFullyWritten: Bool {
         guard case .batchWritten(let replies) = self else { return false }

@@ -15,17 +15,18 @@ let c1 = ChunkID(inode: 1, index: 0)
         let committed2 = ChunkMeta(id: c1, committed: version(2))
         let pending3 = ChunkMeta(id: c1, committed: version(2), pending: version(3))
         #expect(ReplicaWriteRule.decide(nil, version: 1, checksum: version(99).checksum, fullReplace: false) == .stage)
-        #expect(ReplicaWriteRule.decide(nil, version: 2, checksum: version(99).checksum, fullReplace: false) == .gap(have: 0, got: 2))
+        #expect(ReplicaWriteRule.decide(nil, version: 2, checksum: version(99).checksum, fullReplace: false) == .stage, "chain writes carry whole chunks: a missed version is made whole")
         #expect(ReplicaWriteRule.decide(committed2, version: 3, checksum: version(99).checksum, fullReplace: false) == .stage)
         #expect(ReplicaWriteRule.decide(committed2, version: 2, checksum: version(99).checksum, fullReplace: false) == .alreadyCommitted)
         #expect(ReplicaWriteRule.decide(committed2, version: 1, checksum: version(99).checksum, fullReplace: false) == .alreadyCommitted)
         #expect(ReplicaWriteRule.decide(pending3, version: 3, checksum: version(3).checksum, fullReplace: false) == .alreadyStaged)
         #expect(ReplicaWriteRule.decide(pending3, version: 3, checksum: 12345, fullReplace: false) == .stage, "a pending version with other bytes is overwritten")
-        #expect(ReplicaWriteRule.decide(committed2, version: 5, checksum: version(99).checksum, fullReplace: false) == .gap(have: 2, got: 5))
+        #expect(ReplicaWriteRule.decide(committed2, version: 5, checksum: version(99).checksum, fullReplace: false) == .stage)
+        #expect(ReplicaWriteRule.decide(ChunkMeta(id: c1, committed: version(2), pending: version(5)), version: 3, checksum: version(3).checksum, fullReplace: false) == .superseded(pending: 5, got: 3), "a late copy of an older attempt")
         #expect(ReplicaWriteRule.decide(committed2, version: 5, checksum: 0, fullReplace: true) == .replace)
         #expect(ReplicaWriteRule.decide(committed2, version: 2, checksum: 0, fullReplace: true) == .alreadyCommitted)
         #expect(ReplicaWriteRule.nextVersion(nil) == 1)
-        #expect(ReplicaWriteRule.nextVersion(pending3) == 3)
+        #expect(ReplicaWriteRule.nextVersion(pending3) == 4, "never reuse a staged version: a successor may have committed it")
         #expect(ReplicaWriteRule.read(pending3) == .notCommitted(committed: 2, pending: 3))
         #expect(ReplicaWriteRule.read(committed2) == .serve(version(2)))
         #expect(ReplicaWriteRule.read(nil) == .notFound)
@@ -61,8 +62,8 @@ let c1 = ChunkID(inode: 1, index: 0)
                     break
                 case .replace:
                     Issue.record("replace without fullReplace")
-                case .gap(let have, let got):
-                    Issue.record("seed \(seed): gap at replica \(target): have \(have), got \(got)")
+                case .superseded(let pending, let got):
+                    Issue.record("seed \(seed): replica \(target) refused \(got) below its pending \(pending)")
                 }
                 metas[target] = meta
                 if target == reached { reached += 1 }
@@ -107,6 +108,20 @@ let c1 = ChunkID(inode: 1, index: 0)
         #expect(t.begin(ch, sequence: 2) == .new)
         t.abandon(ch, sequence: 2)
         #expect(t.begin(ch, sequence: 2) == .new)
+    }
+
+    @Test func aRetryOfAnUnsettledRequestIsToldWhatItLeftInDoubt() {
+        var t = DedupTable<Int>(capacity: 4)
+        let doubt = [c1: DedupTable<Int>.InDoubt(version: 7, checksum: 99)]
+        #expect(t.begin(ch, sequence: 1) == .new)
+        t.doubt(ch, sequence: 1, versions: doubt)
+        #expect(t.begin(ch, sequence: 1) == .inDoubt(doubt))
+        #expect(t.begin(ch, sequence: 1) == .inProgress, "the retry runs now")
+        t.finish(ch, sequence: 1, result: 7)
+        #expect(t.begin(ch, sequence: 1) == .repeated(7))
+        #expect(t.begin(ch, sequence: 2) == .new)
+        t.doubt(ch, sequence: 1, versions: doubt)
+        #expect(t.begin(ch, sequence: 2) == .inProgress, "a doubt for an older request is ignored")
     }
 
     @Test func capacityEvictsTheLeastRecentlyUsedChannel() {

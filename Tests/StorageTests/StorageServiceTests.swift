@@ -143,6 +143,71 @@ final class Log: @unchecked Sendable {
     }
 }
 
+@Suite struct UnsettledWriteTests {
+    /// The head stages X, the rest of the chain commits it, and every answer back to
+    /// the head is lost, so X fails there with its version still pending (readers of
+    /// the other replicas already see X). The next write must go above that version:
+    /// reusing it with other bytes made the successors answer "already committed" and
+    /// keep X while the head committed the new bytes (found by a resync sweep, seed 66
+    /// of resync-source-dies-then-crash, as a stale read).
+    @Test func aWriteAfterAnUnsettledOneGoesAboveItsVersionAndEveryReplicaHoldsIt() {
+        for seed in UInt64(1)...3 {
+            let log = SimWorld.simulate(seed: seed) { world -> Log in
+                let log = Log()
+                var config = StorageConfig()
+                config.forwardAttemptsMax = 3
+                let cluster = StorageCluster(world: world, storage: 3, config: config)
+                let admin = world.addNode(name: "client", host: "10.0.2.1")
+                let p = world.start(admin)
+                world.spawn {
+                    let rt = p.runtime!
+                    let mgmtd = MgmtdClient(node: admin.id, role: .client, name: "client", runtime: rt, transport: p.transport, replicas: [cluster.mgmtd.id])
+                    try? await rt.sleep(nanoseconds: 2_000_000_000)
+                    guard case .ok? = try? await mgmtd.call(.createChains(replicas: 3)) else {
+                        log.failures.append("chains not created")
+                        return
+                    }
+                    let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
+                    let chain = ChainID(1)
+                    let chunk = ChunkID(inode: 1, index: 0)
+                    let w = [UInt8](repeating: 1, count: 4_096), x = [UInt8](repeating: 2, count: 4_096), y = [UInt8](repeating: 3, count: 4_096)
+                    guard (try? await client.write(chunk, chain: chain, w)) != nil,
+                          let r = await mgmtd.routing, let c = r.chain(chain), c.targets.count == 3,
+                          let head = r.target(c.targets[0].target)?.node, let middle = r.target(c.targets[1].target)?.node
+                    else {
+                        log.failures.append("first write or routing failed")
+                        return
+                    }
+                    // Answers from the middle to the head are lost: X commits downstream only.
+                    world.network.partition([middle], [head], oneWay: true)
+                    await client.setAttempts(1)
+                    if (try? await client.write(chunk, chain: chain, x)) != nil { log.failures.append("X was acknowledged though its answers were lost") }
+                    try? await rt.sleep(nanoseconds: 10_000_000_000)
+                    world.network.unpartition([middle], [head], oneWay: true)
+                    await client.setAttempts(80)
+                    guard let v = try? await client.write(chunk, chain: chain, y) else {
+                        log.failures.append("Y failed")
+                        return
+                    }
+                    log.notes.append("Y committed as version \(v)")
+                    for (nodeID, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
+                        for t in service.targetIDs {
+                            guard let engine = await service.engine(t) else { continue }
+                            let got = try? await engine.read(chunk)
+                            if got?.data != y { log.failures.append("\(t) on \(nodeID) holds \(got.map { "version \($0.1.version) of \($0.0.first ?? 0)s" } ?? "nothing") after Y (version \(v)) was acknowledged") }
+                        }
+                    }
+                    log.notes.append("verified")
+                }
+                world.run(untilNanoseconds: 120_000_000_000)
+                return log
+            }
+            #expect(log.failures.isEmpty, "seed \(seed): \(log.failures) notes: \(log.notes)")
+            #expect(log.notes.last == "verified", "seed \(seed): \(log.notes)")
+        }
+    }
+}
+
 @Suite struct StorageSpaceTests {
     @Test func aFullDiskFailsWritesClearlyWithoutPartialCommitsAndSpaceIsReported() {
         var disk = DiskConfig()
