@@ -87,7 +87,7 @@ public enum TransportConformance {
         try await harness.stop(serverID)
     }
 
-    /// 200 calls in flight at once each get their own response.
+    /// 200 calls in flight at once, small and large, each get their own response.
     public static func concurrentCalls(_ harness: some TransportHarness) async throws {
         let (clientID, serverID) = (NodeID(301), NodeID(302))
         let client = try await harness.start(clientID)
@@ -292,8 +292,12 @@ public enum TransportConformance {
     }
 
     /// A small message that encodes `i` in its method, header and bulk.
+    /// Call `i`'s own message: every fourth carries a bulk of 16-80 KiB (sent apart
+    /// from its frame's head by TCP, so frames written by several threads at once
+    /// must still go out whole), the others under 1000 bytes.
     static func numbered(_ i: Int) -> Message {
-        let bulk = (0..<(i * 13) % 1000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
+        let count = i % 4 == 3 ? (16 << 10) + (i * 331) % (64 << 10) : (i * 13) % 1000
+        let bulk = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
         return Message(method: UInt16(truncatingIfNeeded: i), header: KeyCoding.bigEndian(UInt64(i)), bulk: bulk)
     }
 
