@@ -30,12 +30,21 @@ package struct DiskFileKey: Hashable, Sendable {
 /// next `fsync`, so every later operation on this handle fails instead.
 package final class DiskFileDescriptor: Sendable {
     package let fd: Int32
+    /// A second descriptor on the same file opened with `O_DIRECT` (-1: none, because
+    /// the disk does not use direct I/O or the file system refused it). Transfers
+    /// aligned to `DiskFileDescriptor.directAlignmentBytes` may use it.
+    package let directFD: Int32
     package let path: String
     package let key: DiskFileKey
     private let poison = Mutex<String?>(nil)
 
-    package init(fd: Int32, path: String, key: DiskFileKey) {
+    /// Offsets, lengths and buffer addresses of direct transfers are multiples of
+    /// this (the largest logical block size of common devices).
+    package static let directAlignmentBytes = 4096
+
+    package init(fd: Int32, path: String, key: DiskFileKey, directFD: Int32 = -1) {
         self.fd = fd
+        self.directFD = directFD
         self.path = path
         self.key = key
     }
@@ -49,6 +58,7 @@ package final class DiskFileDescriptor: Sendable {
 
     deinit {
         _ = diskClose(fd)
+        if directFD >= 0 { _ = diskClose(directFD) }
     }
 }
 
@@ -111,8 +121,12 @@ package enum DiskNames {
     }
 
     /// Opens `root/path` for reading and writing; with `create`, creates it (and its
-    /// directories, each made durable) when missing. Only regular files open.
-    package static func openFile(root: String, path: String, create: Bool) -> Result<DiskFileDescriptor, DiskError> {
+    /// directories, each made durable) when missing. Only regular files open. With
+    /// `openDirect`, the file also gets a descriptor from it (given the full path; a
+    /// negative result means none, and the file is used through the page cache alone).
+    package static func openFile(
+        root: String, path: String, create: Bool, openDirect: ((String) -> Int32)? = nil
+    ) -> Result<DiskFileDescriptor, DiskError> {
         let full = root + "/" + path
         if create {
             if let error = makeParents(root: root, path: path) { return .failure(error) }
@@ -125,7 +139,7 @@ package enum DiskNames {
                     _ = diskClose(fd)
                     return .failure(POSIXErrno.error(code, call: "fstat", path: path, root: root))
                 }
-                let descriptor = DiskFileDescriptor(fd: fd, path: path, key: key(of: info))
+                let descriptor = DiskFileDescriptor(fd: fd, path: path, key: key(of: info), directFD: openDirect?(full) ?? -1)
                 if case .failure(let error) = syncDirectory(parent(of: full), path: path, root: root) {
                     return .failure(error)
                 }
@@ -142,7 +156,7 @@ package enum DiskNames {
             _ = diskClose(fd)
             return .failure(.ioError(path: path, detail: "open: not a regular file"))
         }
-        return .success(DiskFileDescriptor(fd: fd, path: path, key: key(of: info)))
+        return .success(DiskFileDescriptor(fd: fd, path: path, key: key(of: info), directFD: openDirect?(full) ?? -1))
     }
 
     private static func key(of info: stat) -> DiskFileKey {

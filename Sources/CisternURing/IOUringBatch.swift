@@ -32,6 +32,13 @@ import Musl
 /// Buffers: each read and write of a wave gets its own heap buffer (write bytes are
 /// copied in, read bytes copied out), freed when the wave completes. `truncate` runs
 /// `ftruncate(2)` synchronously (it is not an io_uring operation on 5.x kernels).
+///
+/// Direct I/O: when the file has an `O_DIRECT` descriptor, a read at a 4 KiB-aligned
+/// offset and a write whose offset and length are 4 KiB multiples use it, with a
+/// 4 KiB-aligned buffer; a read then asks for its length rounded up to 4 KiB and keeps
+/// the bytes asked for. A direct transfer that comes back short continues through the
+/// page cache (its remainder is no longer aligned), and one the file system refuses
+/// (`EINVAL`) is done again through the page cache.
 struct IOUringBatch {
     private let ops: [DiskOp]
     private let descriptors: [DiskFileDescriptor?]
@@ -216,6 +223,22 @@ struct IOUringBatch {
         let buffer: UnsafeMutableRawPointer?
         /// Bytes read or written so far.
         var done: Int = 0
+        /// Whether the transfer goes through the file's `O_DIRECT` descriptor.
+        var direct = false
+        /// The bytes the caller asked for (a direct read asks for more, rounded up).
+        var requested: Int = 0
+
+        var fd: Int32 { direct ? descriptor.directFD : descriptor.fd }
+    }
+
+    /// `count` rounded up to the direct I/O alignment.
+    private static func roundedUp(_ count: Int) -> Int {
+        let a = DiskFileDescriptor.directAlignmentBytes
+        return (count + a - 1) / a * a
+    }
+
+    private static func aligned(_ value: UInt64) -> Bool {
+        value % UInt64(DiskFileDescriptor.directAlignmentBytes) == 0
     }
 
     /// Checks the wave's operations as `POSIXDisk` does (poisoned handle first, then
@@ -244,9 +267,15 @@ struct IOUringBatch {
                 } else if length == 0 {
                     results[index] = .success(.read([]))
                 } else {
-                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 64)
-                    transfers.append(Transfer(
-                        op: index, kind: .read, descriptor: descriptor, offset: offset, length: UInt64(length), buffer: buffer))
+                    let direct = descriptor.directFD >= 0 && Self.aligned(offset)
+                    let size = direct ? Self.roundedUp(length) : length
+                    let buffer = UnsafeMutableRawPointer.allocate(
+                        byteCount: size, alignment: direct ? DiskFileDescriptor.directAlignmentBytes : 64)
+                    var transfer = Transfer(
+                        op: index, kind: .read, descriptor: descriptor, offset: offset, length: UInt64(size), buffer: buffer)
+                    transfer.direct = direct
+                    transfer.requested = length
+                    transfers.append(transfer)
                 }
 
             case .write(_, let offset, let bytes):
@@ -258,13 +287,17 @@ struct IOUringBatch {
                 } else if bytes.isEmpty {
                     results[index] = .success(.done)
                 } else {
-                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+                    let direct = descriptor.directFD >= 0 && Self.aligned(offset) && Self.aligned(UInt64(bytes.count))
+                    let buffer = UnsafeMutableRawPointer.allocate(
+                        byteCount: bytes.count, alignment: direct ? DiskFileDescriptor.directAlignmentBytes : 64)
                     bytes.withUnsafeBytes { source in
                         buffer.copyMemory(from: source.baseAddress!, byteCount: source.count)
                     }
-                    transfers.append(Transfer(
+                    var transfer = Transfer(
                         op: index, kind: .write, descriptor: descriptor, offset: offset, length: UInt64(bytes.count),
-                        buffer: buffer))
+                        buffer: buffer)
+                    transfer.direct = direct
+                    transfers.append(transfer)
                 }
 
             case .fsync:
@@ -344,7 +377,7 @@ struct IOUringBatch {
 
     /// Queues `transfer` (or what is left of it) on the ring; 0, or -EBUSY when full.
     private static func prepare(_ transfer: Transfer, as userData: UInt64, on ring: URing) -> Int32 {
-        let fd = transfer.descriptor.fd
+        let fd = transfer.fd
         switch transfer.kind {
         case .read:
             return cistern_ring_prep_read(
@@ -369,13 +402,20 @@ struct IOUringBatch {
         let descriptor = transfer.descriptor
         let path = descriptor.path
         if res < 0 && -res == EINTR { return nil }
+        if transfer.direct && (res == -EINVAL || (res > 0 && UInt64(transfer.done) + UInt64(res) < transfer.length)) {
+            // Refused, or short: go on through the page cache from where it stopped.
+            transfer.direct = false
+            if res > 0 { transfer.done += Int(res) }
+            return nil
+        }
         switch transfer.kind {
         case .read:
             if res < 0 { return .failure(POSIXErrno.error(-res, call: "io_uring read", path: path, root: root)) }
             transfer.done += Int(res)
-            if res > 0 && UInt64(transfer.done) < transfer.length { return nil }
+            let wanted = transfer.requested > 0 ? transfer.requested : Int(transfer.length)
+            if res > 0 && transfer.done < wanted { return nil }
             // Finished, or end of file (a read of 0 bytes).
-            return .success(.read([UInt8](UnsafeRawBufferPointer(start: transfer.buffer, count: transfer.done))))
+            return .success(.read([UInt8](UnsafeRawBufferPointer(start: transfer.buffer, count: min(transfer.done, wanted)))))
         case .write:
             let code: Int32 = res == 0 ? EIO : -res  // no progress and no error: a device failure
             if res <= 0 {

@@ -1,5 +1,6 @@
 import CisternCore
 import CisternPOSIX
+import CURingShim
 import NIOPosix
 import Synchronization
 
@@ -40,9 +41,16 @@ import Musl
 ///   leave zeros between. `fallocate` reserves space with `FALLOC_FL_KEEP_SIZE`,
 ///   keeping the size and content (where the file system cannot preallocate, it
 ///   succeeds without reserving).
-/// - Files are opened without `O_DIRECT` (offsets and lengths need no alignment); data
-///   goes through the page cache, and is copied once between the caller's arrays and
-///   the ring's buffers.
+/// - Direct I/O where it can be used (`directIO`, the default): each file also gets an
+///   `O_DIRECT` descriptor when the file system allows one, and reads at offsets and
+///   writes of offsets and lengths that are multiples of 4 KiB use it, bypassing the
+///   page cache (a read asks for its length rounded up to 4 KiB and returns the bytes
+///   asked for). Other transfers, and every transfer of a file system that refuses
+///   `O_DIRECT`, go through the page cache; the kernel keeps the two views coherent. Either way data is copied once between the caller's arrays and the
+///   ring's buffers (4 KiB-aligned for direct transfers). Why: in the VMs measured,
+///   buffered writes spent most of their time allocating and filling new page-cache
+///   pages (about 100 MB/s per target), while direct writes go from the buffer to
+///   the device.
 public final class IOUringDisk: Disk {
     /// The directory every path is relative to (absolute or relative to the process's
     /// working directory, as given, without trailing slashes).
@@ -52,6 +60,8 @@ public final class IOUringDisk: Disk {
     private let names: POSIXDisk
     private let rings: URingCache
     private let handles = DiskHandleTable()
+    /// Whether files get an `O_DIRECT` descriptor for aligned transfers.
+    public let directIO: Bool
 
     /// A disk rooted at `root`, creating the directory (and its parents) if missing.
     /// Blocking work runs on `threadPool`, which must be started (the default is NIO's
@@ -61,8 +71,9 @@ public final class IOUringDisk: Disk {
     /// Throws `invalidPath` for a bad root (as `POSIXDisk`), and `unavailable` when no
     /// ring can be set up or the kernel lacks the READ, WRITE, FSYNC or FALLOCATE ring
     /// operations (Linux 5.6 or later): use `DiskFactory.makeBest` to fall back.
-    public init(root: String, threadPool: NIOThreadPool = DiskThreadPool.shared, ringEntries: UInt32 = 256) throws(DiskError) {
+    public init(root: String, threadPool: NIOThreadPool = DiskThreadPool.shared, ringEntries: UInt32 = 256, directIO: Bool = true) throws(DiskError) {
         let names = try POSIXDisk(root: root, threadPool: threadPool)
+        self.directIO = directIO
         self.names = names
         self.root = names.root
         self.pool = threadPool
@@ -84,8 +95,17 @@ public final class IOUringDisk: Disk {
     public func open(_ path: String, create: Bool) async throws(DiskError) -> DiskFile {
         try DiskPath.validate(path)
         let root = self.root
-        let opened = await pool.runDiskJob { DiskNames.openFile(root: root, path: path, create: create) }
+        let direct = directIO
+        let opened = await pool.runDiskJob {
+            DiskNames.openFile(root: root, path: path, create: create, openDirect: direct ? { cistern_open_direct($0, 0) } : nil)
+        }
         return handles.insert(try opened.get())
+    }
+
+    /// Whether `file` has an `O_DIRECT` descriptor for its aligned transfers (false
+    /// when `directIO` is off, the file system refused one, or the file is not open).
+    public func usesDirectIO(_ file: DiskFile) -> Bool {
+        ((try? handles.lookup(file))?.directFD ?? -1) >= 0
     }
 
     public func close(_ file: DiskFile) async {

@@ -3,6 +3,7 @@ import CisternCore
 import CisternNIO
 import CisternPOSIX
 import CisternURing
+import CURingShim
 import Foundation
 import Synchronization
 import Testing
@@ -76,63 +77,98 @@ private let uringAvailable = IOUringProbe.probe().isAvailable
     @Test(.enabled(if: uringAvailable, "io_uring is unavailable here"))
     func aMixedBatchAcrossEightFilesRunsInOrder() async throws {
         try await IOUringDiskHarness.with { harness in
+            try await Self.mixedBatch(on: try harness.makeURingDisk(), seed: 0x5EED_0500, blockAligned: false)
+        }
+    }
+
+    /// The same with offsets and most lengths in whole 4 KiB blocks, so reads and writes
+    /// go through the files' O_DIRECT descriptors (where the file system gives one),
+    /// mixed with unaligned ones through the page cache, truncates to odd sizes and
+    /// reads past the end: every read sees the model either way.
+    @Test(.enabled(if: uringAvailable, "io_uring is unavailable here"))
+    func directAndBufferedTransfersOfOneFileAgree() async throws {
+        try await IOUringDiskHarness.with { harness in
             let disk = try harness.makeURingDisk()
-            var files: [DiskFile] = []
-            for index in 0..<8 { files.append(try await disk.open("f\(index)", create: true)) }
-            // A model of each file, updated in batch order; every read must see it.
-            var model = [[UInt8]](repeating: [], count: 8)
-            var ops: [DiskOp] = []
-            var expected: [DiskCompletion] = []
-            var random = SplitMix64(seed: 0x5EED_0500)  // fixed: a failure reproduces
-            var seed: UInt8 = 0
-            while ops.count < 500 {
-                let which = Int.random(in: 0..<8, using: &random)
-                let file = files[which]
-                let offset = Int.random(in: 0..<6000, using: &random)
-                switch Int.random(in: 0..<10, using: &random) {
-                case 0..<4:
-                    let count = Int.random(in: 1..<3000, using: &random)
-                    seed &+= 1
-                    let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31) &+ seed }
-                    if model[which].count < offset + count {
-                        model[which] += [UInt8](repeating: 0, count: offset + count - model[which].count)
-                    }
-                    model[which].replaceSubrange(offset..<(offset + count), with: bytes)
-                    ops.append(.write(file, offset: UInt64(offset), bytes: bytes))
-                    expected.append(.done)
-                case 4..<8:
-                    let count = Int.random(in: 0..<3000, using: &random)
-                    let end = min(offset + count, model[which].count)
-                    ops.append(.read(file, offset: UInt64(offset), length: count))
-                    expected.append(.read(offset < end ? Array(model[which][offset..<end]) : []))
-                case 8:
-                    let length = Int.random(in: 0..<8000, using: &random)
-                    if model[which].count > length {
-                        model[which].removeSubrange(length...)
-                    } else {
-                        model[which] += [UInt8](repeating: 0, count: length - model[which].count)
-                    }
-                    ops.append(.truncate(file, length: UInt64(length)))
-                    expected.append(.done)
-                default:
-                    if Bool.random(using: &random) {
-                        ops.append(.fsync(file))
-                    } else {
-                        ops.append(.fallocate(file, offset: UInt64(offset), length: 4096))
-                    }
-                    expected.append(.done)
+            let probe = try await disk.open("probe", create: true)
+            // Most file systems give a direct descriptor; some refuse O_DIRECT.
+            let fileSystemAllows = cistern_open_direct(harness.base + "/disk1/probe", 0)
+            if fileSystemAllows >= 0 { _ = close(fileSystemAllows) }
+            #expect(disk.usesDirectIO(probe) == (fileSystemAllows >= 0))
+            for seed: UInt64 in [1, 2, 3] { try await Self.mixedBatch(on: disk, seed: seed, blockAligned: true) }
+        }
+    }
+
+    /// Without O_DIRECT (`directIO: false`, or a file system that refuses it)
+    /// everything goes through the page cache and behaves the same.
+    @Test(.enabled(if: uringAvailable, "io_uring is unavailable here"))
+    func withoutDirectIOEverythingGoesThroughThePageCache() async throws {
+        try await IOUringDiskHarness.with { harness in
+            let buffered = try IOUringDisk(root: harness.base + "/buffered", directIO: false)
+            #expect(!buffered.usesDirectIO(try await buffered.open("f", create: true)))
+            try await Self.mixedBatch(on: buffered, seed: 5, blockAligned: true)
+        }
+    }
+
+    /// 500 random operations over eight new files in one batch, checked against a model
+    /// of each file updated in batch order.
+    static func mixedBatch(on disk: IOUringDisk, seed batchSeed: UInt64, blockAligned: Bool) async throws {
+        var files: [DiskFile] = []
+        for index in 0..<8 { files.append(try await disk.open("mixed-\(batchSeed)-\(index)", create: true)) }
+        // A model of each file, updated in batch order; every read must see it.
+        var model = [[UInt8]](repeating: [], count: 8)
+        var ops: [DiskOp] = []
+        var expected: [DiskCompletion] = []
+        var random = SplitMix64(seed: batchSeed)  // fixed: a failure reproduces
+        var seed: UInt8 = 0
+        while ops.count < 500 {
+            let which = Int.random(in: 0..<8, using: &random)
+            let file = files[which]
+            let unaligned = !blockAligned || Int.random(in: 0..<4, using: &random) == 0
+            let offset = unaligned ? Int.random(in: 0..<6000, using: &random) : 4096 * Int.random(in: 0..<4, using: &random)
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0..<4:
+                let count = unaligned ? Int.random(in: 1..<3000, using: &random) : 4096 * Int.random(in: 1..<3, using: &random)
+                seed &+= 1
+                let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31) &+ seed }
+                if model[which].count < offset + count {
+                    model[which] += [UInt8](repeating: 0, count: offset + count - model[which].count)
                 }
+                model[which].replaceSubrange(offset..<(offset + count), with: bytes)
+                ops.append(.write(file, offset: UInt64(offset), bytes: bytes))
+                expected.append(.done)
+            case 4..<8:
+                let count = unaligned ? Int.random(in: 0..<3000, using: &random) : Int.random(in: 1..<9000, using: &random)
+                let end = min(offset + count, model[which].count)
+                ops.append(.read(file, offset: UInt64(offset), length: count))
+                expected.append(.read(offset < end ? Array(model[which][offset..<end]) : []))
+            case 8:
+                let length = Int.random(in: 0..<8000, using: &random)
+                if model[which].count > length {
+                    model[which].removeSubrange(length...)
+                } else {
+                    model[which] += [UInt8](repeating: 0, count: length - model[which].count)
+                }
+                ops.append(.truncate(file, length: UInt64(length)))
+                expected.append(.done)
+            default:
+                if Bool.random(using: &random) {
+                    ops.append(.fsync(file))
+                } else {
+                    ops.append(.fallocate(file, offset: UInt64(offset), length: 4096))
+                }
+                expected.append(.done)
             }
-            let results = await disk.submit(ops)
-            #expect(results.count == 500)
-            for (index, (result, want)) in zip(results, expected).enumerated() {
-                #expect(result == .success(want), "operation \(index) (\(ops[index])) gave \(result)")
-            }
-            for (index, file) in files.enumerated() {
-                #expect(try await disk.size(file) == UInt64(model[index].count))
-                #expect(try await disk.read(file, offset: 0, length: 16_384) == model[index])
-                await disk.close(file)
-            }
+        }
+        let results = await disk.submit(ops)
+        #expect(results.count == 500)
+        for (index, (result, want)) in zip(results, expected).enumerated() {
+            #expect(result == .success(want), "operation \(index) (\(ops[index])) gave \(result)")
+        }
+        for (index, file) in files.enumerated() {
+            #expect(try await disk.size(file) == UInt64(model[index].count))
+            #expect(try await disk.read(file, offset: 0, length: model[index].count + 5000) == model[index])
+            #expect(try await disk.read(file, offset: 1, length: model[index].count + 5000) == Array(model[index].dropFirst()))
+            await disk.close(file)
         }
     }
 
