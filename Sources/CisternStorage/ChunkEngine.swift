@@ -442,6 +442,7 @@ public actor ChunkEngine {
     /// nil) per write, in order.
     private func writeBlocks(_ writes: [(DiskFile, UInt64, [UInt8])], durable: Bool) async -> [DiskError?] {
         if writes.isEmpty { return [] }
+        if !durable { return await writeCacheBlocks(writes) }
         return await withUnsafeContinuation { c in
             queuedBlocks.append(QueuedBlocks(writes: writes, durable: durable, done: c))
             if !flushingBlocks {
@@ -449,6 +450,26 @@ public actor ChunkEngine {
                 runtime.spawn("chunk.block-flush") { [self] in await self.flushBlocks() }
             }
         }
+    }
+
+    /// `cache` block writes have no fsync to share, so they skip the group commit: each
+    /// call is its own submission, in flight beside the others (a target under load
+    /// keeps the device's queue full instead of one submission at a time), and marks
+    /// its files for the fsync that the next metadata commit does before the records
+    /// naming these blocks.
+    private func writeCacheBlocks(_ writes: [(DiskFile, UInt64, [UInt8])]) async -> [DiskError?] {
+        let results = await disk.submit(writes.map { DiskOp.write($0.0, offset: $0.1, bytes: $0.2) })
+        var outcome: [DiskError?] = []
+        outcome.reserveCapacity(writes.count)
+        for (w, r) in zip(writes, results) {
+            if case .failure(let e) = r {
+                outcome.append(e)
+            } else {
+                unsyncedFiles[w.0.id] = w.0
+                outcome.append(nil)
+            }
+        }
+        return outcome
     }
 
     /// Size classes being grown now, with the allocations waiting for that growth.

@@ -6,8 +6,13 @@ import HeapModule
 /// the blocks that committed metadata still references, so a block is never handed
 /// out twice and none leaks.
 public struct SlabAllocator: Sendable, Equatable {
-    /// Blocks added to a file each time its class runs out.
+    /// Blocks added to a file the first time its class runs out there. Later growths
+    /// of the same file double it (each adds as many blocks as it holds), up to
+    /// `growBytesMax` per growth, so a file is extended (and fsynced) a few times, not
+    /// once every `growBlocks` blocks: each growth stalls the class's writes.
     public let growBlocks: UInt32
+    /// The most bytes one growth adds beyond `growBlocks` blocks.
+    public static let growBytesMax = 64 << 20
     /// Blocks one file may hold before the class starts a new file.
     public let blocksPerFile: UInt32
     private var classes: [ClassState]
@@ -52,7 +57,8 @@ public struct SlabAllocator: Sendable, Equatable {
         let files = classes[c.index].provisioned
         if let last = files.indices.last, files[last] < blocksPerFile {
             let from = files[last]
-            return .extend(sizeClass: c, file: UInt32(last), from: from, blocks: min(growBlocks, blocksPerFile - from))
+            let doubling = min(from, UInt32(max(1, Self.growBytesMax / c.blockBytes)))
+            return .extend(sizeClass: c, file: UInt32(last), from: from, blocks: min(max(growBlocks, doubling), blocksPerFile - from))
         }
         return .extend(sizeClass: c, file: UInt32(files.count), from: 0, blocks: growBlocks)
     }

@@ -31,6 +31,25 @@ import Testing
         #expect(g3 == .extend(sizeClass: c, file: 1, from: 0, blocks: 4))
     }
 
+    /// A file doubles at each growth (64 KiB blocks: 16, then 16, 32, 64, 128 blocks
+    /// fill its 256), by at most 64 MiB (1 MiB blocks: 16, 16, 32, then 64 at a time),
+    /// and never by fewer than `growBlocks` (64 MiB blocks: 16 at a time).
+    @Test func aFileDoublesAtEachGrowthWithinTheByteCap() {
+        func steps(_ c: SizeClass) -> [UInt32] {
+            var a = SlabAllocator()
+            var out: [UInt32] = []
+            while true {
+                guard case .failure(let g) = a.allocate(c) else { continue }
+                guard case .extend(_, let file, _, let blocks) = g, file == 0 else { return out }
+                out.append(blocks)
+                a.grew(g)
+            }
+        }
+        #expect(steps(SizeClass.fitting(64 << 10)!) == [16, 16, 32, 64, 128])
+        #expect(steps(SizeClass.fitting(1 << 20)!) == [16, 16, 32, 64, 64, 64])
+        #expect(steps(SizeClass.fitting(64 << 20)!) == Array(repeating: 16, count: 16))
+    }
+
     @Test func freedBlocksAreReusedLowestAddressFirst() {
         var a = SlabAllocator(growBlocks: 8, blocksPerFile: 8)
         let c = SizeClass(index: 1)!
