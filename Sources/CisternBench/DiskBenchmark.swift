@@ -93,8 +93,8 @@ public enum DiskBenchmark {
 
         notes.append(contentsOf: raw.notes)
         notes.append(
-            "raw figures bypass the page cache (O_DIRECT); engine reads do not (the engine's disks use buffered I/O "
-                + "and read chunks they just wrote), so engine read ratios above 1x are the page cache")
+            "raw figures bypass the page cache (O_DIRECT), and so does the engine on io_uring (O_DIRECT for its aligned blocks); "
+                + "on posix the engine reads chunks it just wrote through the page cache, so its read ratios above 1x are the page cache")
         notes.append("engine writes are fsync-bound: every block and every metadata group commit is fsynced; raw writes fsync once at the end")
         notes.append("4 KiB chunks occupy 64 KiB blocks (the smallest size class)")
         return Report(

@@ -6,9 +6,10 @@ import CisternRouting
 /// one at a time and with many chunks in flight.
 ///
 /// The engine fsyncs every block it writes and every metadata group commit, so its
-/// writes are fsync-bound; its reads go through the page cache (the disks open files
-/// without O_DIRECT), and the chunks were just written, so read figures are mostly
-/// memory speed, not disk speed.
+/// writes are fsync-bound. On the io_uring disk its blocks are read and written with
+/// O_DIRECT (they are 4 KiB-aligned), so figures are the device's; on `POSIXDisk` they
+/// go through the page cache, and the chunks were just written, so read figures there
+/// are mostly memory speed, not disk speed.
 public enum EngineBenchmark {
     /// What to measure.
     public struct Options: Sendable {
