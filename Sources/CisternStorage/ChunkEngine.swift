@@ -221,6 +221,29 @@ public actor ChunkEngine {
         return (data, committed)
     }
 
+    /// The newest data of `id`: its pending version when one is staged, else its
+    /// committed one, verified against its checksum. A head merges a partial write
+    /// into these bytes: a pending version it could not settle may be committed
+    /// downstream and seen by readers, so the next write must build on it.
+    public func readNewest(_ id: ChunkID) async throws(ChunkError) -> (data: [UInt8], version: ChunkVersion) {
+        guard let meta = chunks[id], let newest = meta.pending ?? meta.committed else { throw .notFound(id) }
+        let file = try await handle(newest.block.path)
+        let data: [UInt8]
+        do {
+            data = try await disk.read(file, offset: newest.block.offset, length: newest.length)
+        } catch {
+            throw .disk(error)
+        }
+        let actual = data.count == newest.length ? CRC32C.checksum(data) : ~newest.checksum
+        if actual != newest.checksum {
+            let now = chunks[id].flatMap { $0.pending ?? $0.committed }
+            if now != newest { throw .versionMismatch(id, expected: newest.version, pending: now?.version) }
+            corruptionsDetected += 1
+            throw .corrupt(id, expected: newest.checksum, actual: actual)
+        }
+        return (data, newest)
+    }
+
     /// The committed data of several chunks with one disk submission, each verified
     /// against its checksum; one result per id, in order.
     public func readMany(_ ids: [ChunkID]) async -> [Result<(data: [UInt8], version: ChunkVersion), ChunkError>] {

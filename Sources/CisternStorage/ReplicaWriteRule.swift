@@ -3,7 +3,7 @@
 /// chunk's lock, so along the chain a replica normally sees `u == committed + 1`.
 /// Retries, resends and a head skipping a version it staged but could not settle make
 /// other cases happen; each has one safe answer. Chain writes always carry the whole
-/// chunk (the head merges a partial write into the committed bytes), so a replica that
+/// chunk (the head merges a partial write into the newest bytes it holds), so a replica that
 /// missed a version is made whole by the next one.
 public enum ReplicaWriteRule {
     public enum Decision: Sendable, Equatable {

@@ -271,15 +271,18 @@ public actor StorageService {
             return (.written(version: d.version), nil)
         }
         var content: [UInt8] = []
-        // A write from the start that covers the committed bytes replaces them all:
-        // no read-modify-write (every KV page put is one).
-        let replacesAll = a.offset == 0 && bytes.count >= (meta?.committed?.length ?? 0)
-        if meta?.committed != nil, !replacesAll {
+        // A partial write merges into the newest bytes here: a pending version this
+        // head could not settle may be committed downstream and already read, so it
+        // must not be dropped. A write from the start that covers them replaces them
+        // all: no read-modify-write (every KV page put is one).
+        let newest = meta?.pending ?? meta?.committed
+        let replacesAll = a.offset == 0 && bytes.count >= (newest?.length ?? 0)
+        if newest != nil, !replacesAll {
             do {
-                content = try await engine.read(a.chunk).data
+                content = try await engine.readNewest(a.chunk).data
             } catch {
-                scheduleRepair(a.target, a.chunk)
-                return (.failed("\(error)"), nil)
+                if meta?.pending == nil { scheduleRepair(a.target, a.chunk) }
+                return (.failed("\(error)"), inDoubt)
             }
         }
         guard a.offset >= 0, a.offset + bytes.count <= SizeClass.largestBytes else {

@@ -90,10 +90,14 @@ final class Outcome: @unchecked Sendable {
                         _ = try await e.read(id)
                         out.failures.append("read of a never-committed chunk succeeded")
                     } catch { out.lines.append("uncommitted: \(error)") }
+                    if try await e.readNewest(id).data != a { out.failures.append("the newest bytes are not the pending version") }
                     try await e.commit(id, version: 1)
                     if try await e.read(id).data != a { out.failures.append("committed data differs") }
+                    if try await e.readNewest(id).version.version != 1 { out.failures.append("the newest bytes are not the committed version") }
                     try await e.stage(id, data: b, version: 2, chainVersion: 3)
                     if try await e.read(id).data != a { out.failures.append("pending version visible to readers") }
+                    let newest = try await e.readNewest(id)
+                    if newest.data != b || newest.version.version != 2 { out.failures.append("the newest bytes are not the pending version 2") }
                     do {
                         try await e.commit(id, version: 5)
                         out.failures.append("commit of a wrong version succeeded")
