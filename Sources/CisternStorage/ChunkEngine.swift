@@ -226,22 +226,8 @@ public actor ChunkEngine {
     /// into these bytes: a pending version it could not settle may be committed
     /// downstream and seen by readers, so the next write must build on it.
     public func readNewest(_ id: ChunkID) async throws(ChunkError) -> (data: [UInt8], version: ChunkVersion) {
-        guard let meta = chunks[id], let newest = meta.pending ?? meta.committed else { throw .notFound(id) }
-        let file = try await handle(newest.block.path)
-        let data: [UInt8]
-        do {
-            data = try await disk.read(file, offset: newest.block.offset, length: newest.length)
-        } catch {
-            throw .disk(error)
-        }
-        let actual = data.count == newest.length ? CRC32C.checksum(data) : ~newest.checksum
-        if actual != newest.checksum {
-            let now = chunks[id].flatMap { $0.pending ?? $0.committed }
-            if now != newest { throw .versionMismatch(id, expected: newest.version, pending: now?.version) }
-            corruptionsDetected += 1
-            throw .corrupt(id, expected: newest.checksum, actual: actual)
-        }
-        return (data, newest)
+        guard let newest = chunks[id]?.newest else { throw .notFound(id) }
+        return (try await readBlock(newest, id), newest)
     }
 
     /// The committed data of several chunks with one disk submission, each verified
@@ -292,14 +278,14 @@ public actor ChunkEngine {
         return data
     }
 
-    /// Why `data`, read from the block of committed version `v` of `id`, must not be
-    /// returned, or nil when it matches its checksum. A mismatch after the chunk moved
-    /// on (its old block freed and reused while it was read) is not corruption: the
-    /// caller reads again.
+    /// Why `data`, read from the block of version `v` of `id` (committed or pending),
+    /// must not be returned, or nil when it matches its checksum. A mismatch after the
+    /// chunk moved on (the block freed and reused while it was read) is not
+    /// corruption: the caller reads again.
     private func verify(_ data: [UInt8], _ v: ChunkVersion, _ id: ChunkID) -> ChunkError? {
         let actual = data.count == v.length ? CRC32C.checksum(data) : ~v.checksum
         if actual == v.checksum { return nil }
-        if chunks[id]?.committed != v { return .versionMismatch(id, expected: v.version, pending: chunks[id]?.committed?.version) }
+        if chunks[id]?.committed != v, chunks[id]?.pending != v { return .versionMismatch(id, expected: v.version, pending: chunks[id]?.committed?.version) }
         corruptionsDetected += 1
         return .corrupt(id, expected: v.checksum, actual: actual)
     }

@@ -109,6 +109,8 @@ public struct ChunkMeta: Hashable, Sendable, WireCodable {
         self.pending = pending
     }
     public var blocks: [BlockAddress] { [committed?.block, pending?.block].compactMap { $0 } }
+    /// The pending version when one is staged, else the committed one.
+    public var newest: ChunkVersion? { pending ?? committed }
     public func encode(to writer: inout WireWriter) {
         writer.writeMessage { w in
             w.write(id)

@@ -275,14 +275,14 @@ public actor StorageService {
         // head could not settle may be committed downstream and already read, so it
         // must not be dropped. A write from the start that covers them replaces them
         // all: no read-modify-write (every KV page put is one).
-        let newest = meta?.pending ?? meta?.committed
+        let newest = meta?.newest
         let replacesAll = a.offset == 0 && bytes.count >= (newest?.length ?? 0)
         if newest != nil, !replacesAll {
             do {
                 content = try await engine.readNewest(a.chunk).data
             } catch {
                 if meta?.pending == nil { scheduleRepair(a.target, a.chunk) }
-                return (.failed("\(error)"), inDoubt)
+                return (.failed("\(error)"), nil)
             }
         }
         guard a.offset >= 0, a.offset + bytes.count <= SizeClass.largestBytes else {

@@ -151,131 +151,93 @@ final class Log: @unchecked Sendable {
     /// keep X while the head committed the new bytes (found by a resync sweep, seed 66
     /// of resync-source-dies-then-crash, as a stale read).
     @Test func aWriteAfterAnUnsettledOneGoesAboveItsVersionAndEveryReplicaHoldsIt() {
+        let w = [UInt8](repeating: 1, count: 4_096), x = [UInt8](repeating: 2, count: 4_096), y = [UInt8](repeating: 3, count: 4_096)
         for seed in UInt64(1)...3 {
-            let log = SimWorld.simulate(seed: seed) { world -> Log in
-                let log = Log()
-                var config = StorageConfig()
-                config.forwardAttemptsMax = 3
-                let cluster = StorageCluster(world: world, storage: 3, config: config)
-                let admin = world.addNode(name: "client", host: "10.0.2.1")
-                let p = world.start(admin)
-                world.spawn {
-                    let rt = p.runtime!
-                    let mgmtd = MgmtdClient(node: admin.id, role: .client, name: "client", runtime: rt, transport: p.transport, replicas: [cluster.mgmtd.id])
-                    try? await rt.sleep(nanoseconds: 2_000_000_000)
-                    guard case .ok? = try? await mgmtd.call(.createChains(replicas: 3)) else {
-                        log.failures.append("chains not created")
-                        return
-                    }
-                    let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
-                    let chain = ChainID(1)
-                    let chunk = ChunkID(inode: 1, index: 0)
-                    let w = [UInt8](repeating: 1, count: 4_096), x = [UInt8](repeating: 2, count: 4_096), y = [UInt8](repeating: 3, count: 4_096)
-                    guard (try? await client.write(chunk, chain: chain, w)) != nil,
-                          let r = await mgmtd.routing, let c = r.chain(chain), c.targets.count == 3,
-                          let head = r.target(c.targets[0].target)?.node, let middle = r.target(c.targets[1].target)?.node
-                    else {
-                        log.failures.append("first write or routing failed")
-                        return
-                    }
-                    // Answers from the middle to the head are lost: X commits downstream only.
-                    world.network.partition([middle], [head], oneWay: true)
-                    await client.setAttempts(1)
-                    if (try? await client.write(chunk, chain: chain, x)) != nil { log.failures.append("X was acknowledged though its answers were lost") }
-                    try? await rt.sleep(nanoseconds: 10_000_000_000)
-                    world.network.unpartition([middle], [head], oneWay: true)
-                    await client.setAttempts(80)
-                    guard let v = try? await client.write(chunk, chain: chain, y) else {
-                        log.failures.append("Y failed")
-                        return
-                    }
-                    log.notes.append("Y committed as version \(v)")
-                    for (nodeID, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
-                        for t in service.targetIDs {
-                            guard let engine = await service.engine(t) else { continue }
-                            let got = try? await engine.read(chunk)
-                            if got?.data != y { log.failures.append("\(t) on \(nodeID) holds \(got.map { "version \($0.1.version) of \($0.0.first ?? 0)s" } ?? "nothing") after Y (version \(v)) was acknowledged") }
-                        }
-                    }
-                    log.notes.append("verified")
-                }
-                world.run(untilNanoseconds: 120_000_000_000)
-                return log
-            }
+            let log = Self.run(seed: seed, first: w, x: (0, x), y: (0, y), expected: y, seenAtTail: nil)
             #expect(log.failures.isEmpty, "seed \(seed): \(log.failures) notes: \(log.notes)")
             #expect(log.notes.last == "verified", "seed \(seed): \(log.notes)")
         }
     }
-}
 
-extension UnsettledWriteTests {
     /// As above, but the writes are partial: X rewrites the first 4 KiB, is committed
     /// downstream (a reader of the tail sees it) and stays pending at the head; Y then
     /// rewrites the second 4 KiB. The head used to merge Y into its committed bytes,
     /// which do not hold X, so X vanished after readers had seen it. Y must be merged
     /// into the newest bytes the head staged.
     @Test func aPartialWriteAfterAnUnsettledOneKeepsItsBytes() {
+        let w = [UInt8](repeating: 1, count: 8_192), x = [UInt8](repeating: 2, count: 4_096), y = [UInt8](repeating: 3, count: 4_096)
         for seed in UInt64(1)...3 {
-            let log = SimWorld.simulate(seed: seed) { world -> Log in
-                let log = Log()
-                var config = StorageConfig()
-                config.forwardAttemptsMax = 3
-                let cluster = StorageCluster(world: world, storage: 3, config: config)
-                let admin = world.addNode(name: "client", host: "10.0.2.1")
-                let p = world.start(admin)
-                world.spawn {
-                    let rt = p.runtime!
-                    let mgmtd = MgmtdClient(node: admin.id, role: .client, name: "client", runtime: rt, transport: p.transport, replicas: [cluster.mgmtd.id])
-                    try? await rt.sleep(nanoseconds: 2_000_000_000)
-                    guard case .ok? = try? await mgmtd.call(.createChains(replicas: 3)) else {
-                        log.failures.append("chains not created")
-                        return
-                    }
-                    let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
-                    let chain = ChainID(1)
-                    let chunk = ChunkID(inode: 1, index: 0)
-                    let w = [UInt8](repeating: 1, count: 8_192), x = [UInt8](repeating: 2, count: 4_096), y = [UInt8](repeating: 3, count: 4_096)
-                    guard (try? await client.write(chunk, chain: chain, w)) != nil,
-                          let r = await mgmtd.routing, let c = r.chain(chain), c.targets.count == 3,
-                          let head = r.target(c.targets[0].target)?.node, let middle = r.target(c.targets[1].target)?.node,
-                          let tail = r.target(c.targets[2].target)?.node
-                    else {
-                        log.failures.append("first write or routing failed")
-                        return
-                    }
-                    world.network.partition([middle], [head], oneWay: true)
-                    await client.setAttempts(1)
-                    if (try? await client.write(chunk, chain: chain, offset: 0, x)) != nil { log.failures.append("X was acknowledged though its answers were lost") }
+            let log = Self.run(seed: seed, first: w, x: (0, x), y: (4_096, y), expected: x + y, seenAtTail: x + [UInt8](repeating: 1, count: 4_096))
+            #expect(log.failures.isEmpty, "seed \(seed): \(log.failures) notes: \(log.notes)")
+            #expect(log.notes.last == "verified", "seed \(seed): \(log.notes)")
+        }
+    }
+
+    /// A chain of three: writes `first`, then X while the middle's answers to the head
+    /// are lost (X must fail; with `seenAtTail`, the tail must then hold those bytes),
+    /// then Y once the network heals; every replica must end up holding `expected`.
+    static func run(seed: UInt64, first: [UInt8], x: (offset: Int, bytes: [UInt8]), y: (offset: Int, bytes: [UInt8]),
+                    expected: [UInt8], seenAtTail: [UInt8]?) -> Log {
+        SimWorld.simulate(seed: seed) { world -> Log in
+            let log = Log()
+            var config = StorageConfig()
+            config.forwardAttemptsMax = 3
+            let cluster = StorageCluster(world: world, storage: 3, config: config)
+            let admin = world.addNode(name: "client", host: "10.0.2.1")
+            let p = world.start(admin)
+            world.spawn {
+                let rt = p.runtime!
+                let mgmtd = MgmtdClient(node: admin.id, role: .client, name: "client", runtime: rt, transport: p.transport, replicas: [cluster.mgmtd.id])
+                try? await rt.sleep(nanoseconds: 2_000_000_000)
+                guard case .ok? = try? await mgmtd.call(.createChains(replicas: 3)) else {
+                    log.failures.append("chains not created")
+                    return
+                }
+                let client = StorageClient(runtime: rt, transport: p.transport, mgmtd: mgmtd, clientID: 1)
+                let chain = ChainID(1)
+                let chunk = ChunkID(inode: 1, index: 0)
+                guard (try? await client.write(chunk, chain: chain, first)) != nil,
+                      let r = await mgmtd.routing, let c = r.chain(chain), c.targets.count == 3,
+                      let head = r.target(c.targets[0].target)?.node, let middle = r.target(c.targets[1].target)?.node,
+                      let tail = r.target(c.targets[2].target)?.node
+                else {
+                    log.failures.append("first write or routing failed")
+                    return
+                }
+                // Answers from the middle to the head are lost: X commits downstream only.
+                world.network.partition([middle], [head], oneWay: true)
+                await client.setAttempts(1)
+                if (try? await client.write(chunk, chain: chain, offset: x.offset, x.bytes)) != nil { log.failures.append("X was acknowledged though its answers were lost") }
+                if let seenAtTail {
                     // A reader of the tail sees X.
                     var seen: [UInt8]?
-                    if let service = cluster.services.byNode[tail], let t = service.targetIDs.first(where: { $0 == c.targets[2].target }), let engine = await service.engine(t) {
+                    if let engine = await cluster.services.byNode[tail]?.engine(c.targets[2].target) {
                         seen = try? await engine.read(chunk).data
                     }
-                    guard seen == x + [UInt8](repeating: 1, count: 4_096) else {
+                    guard seen == seenAtTail else {
                         log.failures.append("the tail does not hold X: \(seen.map { "\($0.count) bytes starting \($0.first ?? 0)" } ?? "nothing")")
                         return
                     }
-                    try? await rt.sleep(nanoseconds: 10_000_000_000)
-                    world.network.unpartition([middle], [head], oneWay: true)
-                    await client.setAttempts(80)
-                    guard let v = try? await client.write(chunk, chain: chain, offset: 4_096, y) else {
-                        log.failures.append("Y failed")
-                        return
-                    }
-                    for (nodeID, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
-                        for t in service.targetIDs {
-                            guard let engine = await service.engine(t) else { continue }
-                            let got = try? await engine.read(chunk)
-                            if got?.data != x + y { log.failures.append("\(t) on \(nodeID) holds \(got.map { "version \($0.1.version): \($0.0.first ?? 0)s then \($0.0.last ?? 0)s" } ?? "nothing") after Y (version \(v)); X, seen by a reader, was lost") }
-                        }
-                    }
-                    log.notes.append("verified")
                 }
-                world.run(untilNanoseconds: 120_000_000_000)
-                return log
+                try? await rt.sleep(nanoseconds: 10_000_000_000)
+                world.network.unpartition([middle], [head], oneWay: true)
+                await client.setAttempts(80)
+                guard let v = try? await client.write(chunk, chain: chain, offset: y.offset, y.bytes) else {
+                    log.failures.append("Y failed")
+                    return
+                }
+                log.notes.append("Y committed as version \(v)")
+                for (nodeID, service) in cluster.services.byNode.sorted(by: { $0.key < $1.key }) {
+                    for t in service.targetIDs {
+                        guard let engine = await service.engine(t) else { continue }
+                        let got = try? await engine.read(chunk)
+                        if got?.data != expected { log.failures.append("\(t) on \(nodeID) holds \(got.map { "version \($0.1.version): \($0.0.first ?? 0)s then \($0.0.last ?? 0)s" } ?? "nothing") after Y (version \(v)) was acknowledged") }
+                    }
+                }
+                log.notes.append("verified")
             }
-            #expect(log.failures.isEmpty, "seed \(seed): \(log.failures) notes: \(log.notes)")
-            #expect(log.notes.last == "verified", "seed \(seed): \(log.notes)")
+            world.run(untilNanoseconds: 120_000_000_000)
+            return log
         }
     }
 }
