@@ -48,6 +48,10 @@ public actor KVIndexService {
             switch request {
             case .createNamespace(let name, let pageBytes, let capacity, let files, let durability):
                 return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, durability: durability, now: now))
+            case .createOwnedNamespace(let owner, let name, let pageBytes, let capacity, let files, let durability):
+                return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, durability: durability, owner: owner, now: now))
+            case .tenant(let t):
+                return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await Self.execute(t, TenantRegistry(tx, now: now)) }
             case .describe(let name):
                 return .config(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).config(name) })
             case .reserve(let name, let keys):
@@ -85,6 +89,7 @@ public actor KVIndexService {
                     let index = KVIndex(tx, now: now)
                     _ = try await index.config(name)
                     for kind in KVKeys.kinds { try await tx.clearRange(.prefix(KVKeys.tag(kind, name))) }
+                    try await TenantRegistry(tx, now: now).release(namespace: name)
                     _ = try await Namespace(tx, now: now).remove("\(Self.root)/\(name)", recursive: true)
                 }
                 return .ok
@@ -100,6 +105,8 @@ public actor KVIndexService {
             }
         } catch let e as KVCacheError {
             return .refused(e)
+        } catch let e as TenantError {
+            return .refused(.tenant(e))
         } catch let e as MetaError {
             return .refused(.invalidConfig("\(e)"))
         } catch KVError.noSpace(let d) {
@@ -110,10 +117,28 @@ public actor KVIndexService {
         }
     }
 
+    /// Runs one tenant-registry request.
+    static func execute(_ request: TenantRequest, _ registry: TenantRegistry) async throws -> KVReply {
+        switch request {
+        case .create(let n, let q, let c): try await registry.create(n, quota: q, capacityBytes: c)
+        case .delete(let n): try await registry.delete(n)
+        case .list: return .tenants(try await registry.list())
+        case .info(let n): return .tenants([try await registry.info(n)])
+        case .setQuota(let n, let q, let c): try await registry.setQuota(n, q, capacityBytes: c)
+        case .addToken(let t, let id, let h): try await registry.addToken(t, id: id, hash: h)
+        case .revokeToken(let t, let id): try await registry.revokeToken(t, id: id)
+        case .authenticate(let h): return .tenantName(try await registry.authenticate(h))
+        case .ensure(let n, let q): try await registry.ensure(n, quota: q)
+        }
+        return .ok
+    }
+
     /// Creates a namespace (or returns it if it exists with the same shape): its data
     /// files under `/.kvcache/NAME/`, each a chunk per slot with chunk size = page size,
     /// striped over every chain of the table, and its configuration in the index.
-    func createNamespace(_ name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, durability: KVDurability, now: UInt64) async throws -> KVNamespaceConfig {
+    /// With an `owner`, the namespace claims its whole capacity (pages, and pages times
+    /// page size in bytes) on that tenant's quota in the same transaction.
+    func createNamespace(_ name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, durability: KVDurability, owner: String? = nil, now: UInt64) async throws -> KVNamespaceConfig {
         guard (UInt32(KVCacheLimits.pageBytesMin)...UInt32(KVCacheLimits.pageBytesMax)).contains(pageBytes) else {
             throw KVCacheError.invalidConfig("page size \(pageBytes) bytes is outside \(KVCacheLimits.pageBytesMin)...\(KVCacheLimits.pageBytesMax)")
         }
@@ -132,11 +157,16 @@ public actor KVIndexService {
         let perFile = (capacityPages + UInt64(files) - 1) / UInt64(files)
         return try await kv.transact(runtime: runtime, idempotent: true) { tx in
             let index = KVIndex(tx, now: now)
+            let tenants = TenantRegistry(tx, now: now)
             if let existing = try? await index.config(name) {
                 guard existing.pageBytes == pageBytes, existing.capacityPages == capacityPages, existing.files.count == Int(files), existing.durability == durability else {
                     throw KVCacheError.namespaceMismatch(name, existing: existing.description)
                 }
+                if let owner, try await tenants.owner(of: name) != owner { throw TenantError.forbidden("namespace '\(name)' belongs to another tenant") }
                 return existing
+            }
+            if let owner {
+                try await tenants.claim(owner, namespace: name, bytes: capacityPages * UInt64(pageBytes), pages: capacityPages)
             }
             let ns = Namespace(tx, now: now)
             let folder = "\(Self.root)/\(name)"

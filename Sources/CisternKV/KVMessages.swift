@@ -21,13 +21,19 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
     case list
     /// Checks the namespace's slab and index invariants (a full scan).
     case audit(name: String)
+    /// The tenant registry (tenants, tokens, quotas).
+    case tenant(TenantRequest)
+    /// Creates a namespace owned by a tenant, claiming its capacity on the tenant's
+    /// quota in the same transaction.
+    case createOwnedNamespace(owner: String, name: String, pageBytes: UInt32, capacityPages: UInt64, files: UInt32, durability: KVDurability)
 
     public var namespace: String? {
         switch self {
         case .createNamespace(let n, _, _, _, _), .describe(let n), .reserve(let n, _), .confirm(let n, _), .abort(let n, _, _),
-             .lookup(let n, _, _), .exists(let n, _), .delete(let n, _), .usage(let n), .drop(let n), .audit(let n):
+             .lookup(let n, _, _), .exists(let n, _), .delete(let n, _), .usage(let n), .drop(let n), .audit(let n),
+             .createOwnedNamespace(_, let n, _, _, _, _):
             return n
-        case .list: return nil
+        case .list, .tenant: return nil
         }
     }
 
@@ -95,6 +101,19 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
         case .audit(let n):
             writer.writeVarint(12)
             writer.writeMessage { $0.writeString(n) }
+        case .tenant(let t):
+            writer.writeVarint(13)
+            writer.writeMessage { $0.write(t) }
+        case .createOwnedNamespace(let o, let n, let p, let c, let f, let d):
+            writer.writeVarint(14)
+            writer.writeMessage { w in
+                w.writeString(o)
+                w.writeString(n)
+                w.write(p)
+                w.writeVarint(c)
+                w.write(f)
+                w.write(d)
+            }
         }
     }
 
@@ -116,6 +135,10 @@ public enum KVRequest: Sendable, Equatable, WireCodable {
             case 10: return .drop(name: try m.readString())
             case 11: return .list
             case 12: return .audit(name: try m.readString())
+            case 13: return .tenant(try m.read(TenantRequest.self))
+            case 14:
+                return .createOwnedNamespace(owner: try m.readString(), name: try m.readString(), pageBytes: try m.read(UInt32.self), capacityPages: try m.readVarint(),
+                                             files: try m.read(UInt32.self), durability: try m.read(KVDurability.self))
             default: throw .unknownTag(type: "KVRequest", tag: tag)
             }
         }
@@ -180,6 +203,7 @@ extension KVCacheError: WireCodable {
             case .invalidConfig(let d): w.writeVarint(7); w.writeString(d)
             case .unavailable(let d): w.writeVarint(8); w.writeString(d)
             case .noSpace(let d): w.writeVarint(9); w.writeString(d)
+            case .tenant(let e): w.writeVarint(10); w.write(e)
             }
         }
     }
@@ -195,6 +219,7 @@ extension KVCacheError: WireCodable {
             case 7: return .invalidConfig(try r.readString())
             case 8: return .unavailable(try r.readString())
             case 9: return .noSpace(try r.readString())
+            case 10: return .tenant(try r.read(TenantError.self))
             case let t: throw .unknownTag(type: "KVCacheError", tag: t)
             }
         }
@@ -218,6 +243,9 @@ public enum KVReply: Sendable, Equatable, WireCodable {
     case problems([String])
     /// The store failed or was unreachable; retry.
     case unavailable(String)
+    case tenants([TenantInfo])
+    /// Who a token belongs to.
+    case tenantName(String)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -233,6 +261,8 @@ public enum KVReply: Sendable, Equatable, WireCodable {
         case .refused(let e): writer.writeVarint(10); writer.writeMessage { $0.write(e) }
         case .unavailable(let t): writer.writeVarint(11); writer.writeMessage { $0.writeString(t) }
         case .problems(let p): writer.writeVarint(12); writer.writeMessage { $0.write(p) }
+        case .tenants(let t): writer.writeVarint(13); writer.writeMessage { $0.write(t) }
+        case .tenantName(let n): writer.writeVarint(14); writer.writeMessage { $0.writeString(n) }
         }
     }
 
@@ -252,6 +282,8 @@ public enum KVReply: Sendable, Equatable, WireCodable {
             case 10: return .refused(try m.read(KVCacheError.self))
             case 11: return .unavailable(try m.readString())
             case 12: return .problems(try m.read([String].self))
+            case 13: return .tenants(try m.read([TenantInfo].self))
+            case 14: return .tenantName(try m.readString())
             default: throw .unknownTag(type: "KVReply", tag: tag)
             }
         }

@@ -35,6 +35,8 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case unavailable(String)
     /// The index's store is full; retrying does not help until space is freed.
     case noSpace(String)
+    /// The tenant registry refused (unknown token, quota, ...).
+    case tenant(TenantError)
 
     public var description: String {
         switch self {
@@ -47,6 +49,7 @@ public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidConfig(let d): return "invalid KV namespace configuration: \(d)"
         case .unavailable(let d): return "KV index unavailable: \(d)"
         case .noSpace(let d): return "KV index store out of space: \(d)"
+        case .tenant(let e): return e.description
         }
     }
 
