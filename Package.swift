@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // System libraries, linked through module maps; apt names the packages to install.
@@ -123,12 +125,26 @@ let package = Package(
             exclude: ["include"],
             swiftSettings: strict),
 
+        // The master HTTP service (`cistern server --role master`): tenants, namespaces,
+        // pages and files over HTTP (Hummingbird), a stateless gateway over the client.
+        .target(
+            name: "CisternMaster",
+            dependencies: [
+                "Cistern", "CisternKV", "CisternMeta",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+
         // Production server processes: configuration, discovery, metrics, lifecycle,
         // and the local cluster behind `cistern up`.
         .target(
             name: "CisternServer",
             dependencies: [
-                "Cistern", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA",
+                "Cistern", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternMaster",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

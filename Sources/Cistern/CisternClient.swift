@@ -125,6 +125,12 @@ public actor CisternClient {
         try await inode(.mkdir(path, parents: parents))
     }
 
+    /// Creates an empty file; `exclusive` refuses an existing one (EEXIST).
+    @discardableResult
+    public func create(_ path: String, mode: UInt32 = 0o644, exclusive: Bool = true) async throws(CisternError) -> Inode? {
+        try await inode(.create(path, mode: mode, exclusive: exclusive))
+    }
+
     public func remove(_ path: String, recursive: Bool = false) async throws(CisternError) {
         _ = try await metaCall(.remove(path, recursive: recursive))
     }

@@ -18,7 +18,7 @@ import Yams
 /// log_level: info                                                 # optional
 /// ```
 public struct ServerConfig: Codable, Sendable, Equatable {
-    public enum Role: String, Codable, Sendable, CaseIterable { case mgmtd, meta, storage }
+    public enum Role: String, Codable, Sendable, CaseIterable { case mgmtd, meta, storage, master }
 
     public struct Node: Codable, Sendable, Equatable {
         public var id: UInt32
@@ -36,7 +36,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
             name = try c.decode(String.self, forKey: .name)
             let text = try c.decode(String.self, forKey: .role)
             guard let r = Role(rawValue: text) else {
-                throw DecodingError.dataCorruptedError(forKey: .role, in: c, debugDescription: "unknown role '\(text)'; expected one of: mgmtd, meta, storage")
+                throw DecodingError.dataCorruptedError(forKey: .role, in: c, debugDescription: "unknown role '\(text)'; expected one of: mgmtd, meta, storage, master")
             }
             role = r
             listen = try c.decode(String.self, forKey: .listen)
@@ -166,6 +166,38 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// The master HTTP service (`role: master`; `node.listen` is its HTTP address).
+    public struct Master: Codable, Sendable, Equatable {
+        /// A file holding the admin tenant's token (one line).
+        public var adminTokenFile: String
+        /// Largest binary body in bytes (a batch of pages; default 64 MiB).
+        public var bodyBytesMax: Int?
+        /// Idle connections are closed after this long (default 30).
+        public var idleTimeoutSeconds: Int?
+        /// Connections served at once (default 512).
+        public var connectionsMax: Int?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case adminTokenFile = "admin_token_file"
+            case bodyBytesMax = "body_bytes_max"
+            case idleTimeoutSeconds = "idle_timeout_seconds"
+            case connectionsMax = "connections_max"
+        }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            adminTokenFile = try c.decode(String.self, forKey: .adminTokenFile)
+            bodyBytesMax = try c.decodeIfPresent(Int.self, forKey: .bodyBytesMax)
+            idleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .idleTimeoutSeconds)
+            connectionsMax = try c.decodeIfPresent(Int.self, forKey: .connectionsMax)
+        }
+        public init(adminTokenFile: String, bodyBytesMax: Int? = nil, idleTimeoutSeconds: Int? = nil, connectionsMax: Int? = nil) {
+            self.adminTokenFile = adminTokenFile
+            self.bodyBytesMax = bodyBytesMax
+            self.idleTimeoutSeconds = idleTimeoutSeconds
+            self.connectionsMax = connectionsMax
+        }
+    }
+
     public struct Metrics: Codable, Sendable, Equatable {
         public var listen: String
         enum CodingKeys: String, CodingKey, CaseIterable { case listen }
@@ -182,10 +214,11 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var storage: Storage?
     public var meta: Meta?
     public var metrics: Metrics?
+    public var master: Master?
     public var logLevel: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case node, cluster, kv, storage, meta, metrics
+        case node, cluster, kv, storage, meta, metrics, master
         case logLevel = "log_level"
     }
 
@@ -198,10 +231,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         storage = try c.decodeIfPresent(Storage.self, forKey: .storage)
         meta = try c.decodeIfPresent(Meta.self, forKey: .meta)
         metrics = try c.decodeIfPresent(Metrics.self, forKey: .metrics)
+        master = try c.decodeIfPresent(Master.self, forKey: .master)
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel)
     }
 
-    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, meta: Meta? = nil, metrics: Metrics? = nil, logLevel: String? = nil) {
+    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, meta: Meta? = nil, metrics: Metrics? = nil, master: Master? = nil, logLevel: String? = nil) {
+        self.master = master
         self.node = node
         self.cluster = cluster
         self.kv = kv
@@ -278,7 +313,19 @@ public struct ServerConfig: Codable, Sendable, Equatable {
                 out.append("storage: the storage role needs a storage section (data_dir, targets)")
             }
             if kv != nil { out.append("kv: the storage role keeps no KV; remove the kv section") }
+        case .master:
+            if let m = master {
+                if m.adminTokenFile.isEmpty { out.append("master.admin_token_file: name a file holding the admin token") }
+                if let b = m.bodyBytesMax, !(1_024...(1 << 30)).contains(b) { out.append("master.body_bytes_max: \(b) is outside 1024...1073741824") }
+                if let t = m.idleTimeoutSeconds, !(1...3_600).contains(t) { out.append("master.idle_timeout_seconds: \(t) is outside 1...3600") }
+                if let c = m.connectionsMax, !(1...100_000).contains(c) { out.append("master.connections_max: \(c) is outside 1...100000") }
+            } else {
+                out.append("master: the master role needs a master section (admin_token_file: FILE)")
+            }
+            if kv != nil || storage != nil { out.append("kv, storage: the master keeps no state; remove these sections") }
+            if cluster.meta?.isEmpty ?? true { out.append("cluster.meta: the master needs the metadata servers (id and address)") }
         }
+        if master != nil && node.role != .master { out.append("master: only the master role has a master section") }
         if let m = meta {
             if node.role != .meta { out.append("meta: only the meta role has a meta section") }
             for (name, v) in m.fields where !(v > 0 && v <= 31_536_000) {

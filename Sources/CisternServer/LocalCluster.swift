@@ -105,11 +105,39 @@ public struct LocalCluster: Sendable {
         return out
     }
 
+    /// The master's configuration: HTTP on a free port, the admin token in `admin.token`.
+    func masterConfig(cluster: ServerConfig.Cluster) throws -> ServerConfig {
+        ServerConfig(node: .init(id: 90, name: "master1", role: .master, listen: "127.0.0.1:\(try Self.freePort())"), cluster: cluster,
+                     master: .init(adminTokenFile: adminTokenFile))
+    }
+
+    /// Where `cistern up` keeps the admin tenant's token (mode 0600).
+    public var adminTokenFile: String { path("admin.token") }
+
+    /// The admin token, made on first use.
+    public func adminToken() throws -> String {
+        if let t = try? String(contentsOfFile: adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty { return t }
+        var g = SystemRandomNumberGenerator()
+        let token = "cst_admin_" + (0..<4).map { _ in String(format: "%016llx", g.next() as UInt64) }.joined()
+        guard FileManager.default.createFile(atPath: adminTokenFile, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw LocalClusterError.io("cannot write \(adminTokenFile)")
+        }
+        return token
+    }
+
+    /// The master's base URL (`http://127.0.0.1:PORT`), if this cluster has one.
+    public func masterURL() -> String? {
+        guard let text = try? String(contentsOfFile: path("config", "master1.yaml"), encoding: .utf8),
+              let c = try? ServerConfig.parse(text) else { return nil }
+        return "http://\(c.node.listen)"
+    }
+
     /// Starts the processes (`binary server --config …`) and waits until the cluster
     /// serves: every storage node registered, chains created, files creatable.
     /// `targetsPerNode` (1...99, default 2): each a chunk engine of its own; chains of
     /// the table = storage nodes x targets per node / replicas.
-    public func up(storageNodes: Int, targetsPerNode: Int = 2, metaServers: Int = 1, meta: ServerConfig.Meta? = nil, binary: String,
+    /// With `master`, a master HTTP service starts once the cluster serves.
+    public func up(storageNodes: Int, targetsPerNode: Int = 2, metaServers: Int = 1, meta: ServerConfig.Meta? = nil, master: Bool = false, binary: String,
                    progress: @Sendable (String) -> Void = { _ in }) async throws {
         guard storageNodes >= 1 else { throw LocalClusterError.startFailed("--storage-nodes must be at least 1") }
         if !runningNodes().isEmpty { throw LocalClusterError.alreadyRunning(dataDir) }
@@ -131,6 +159,14 @@ public struct LocalCluster: Sendable {
             let session = try await ClientSession.connect(self)
             try await session.waitUntilServing(storageNodes: storageNodes, replicas: min(3, storageNodes), progress: progress)
             await session.close()
+            if master {
+                _ = try adminToken()
+                let m = try masterConfig(cluster: configs[0].cluster)
+                try encoder.encode(m).write(toFile: path("config", "\(m.node.name).yaml"), atomically: true, encoding: .utf8)
+                try start(m.node.name, role: m.node.role.rawValue, binary: binary)
+                try await waitForPID(m.node.name, timeoutSeconds: 60)
+                progress("master HTTP service on http://\(m.node.listen) (admin token in \(adminTokenFile))")
+            }
         } catch {
             try? await down()
             throw LocalClusterError.startFailed("\(error); see the logs in \(path("logs"))")

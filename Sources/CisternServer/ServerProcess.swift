@@ -1,6 +1,7 @@
 import Cistern
 import CisternCore
 import CisternKV
+import CisternMaster
 import CisternMeta
 import CisternMgmtd
 import CisternNIO
@@ -24,9 +25,12 @@ public struct ServerProcess: Service {
     public let config: ServerConfig
     /// Called once the node serves, with the bound address (tests and `cistern up`).
     let onReady: @Sendable (NodeAddress) -> Void
+    /// The process's metrics as Prometheus text (the master serves them on its HTTP port too).
+    let metricsText: @Sendable () -> String
 
-    public init(config: ServerConfig, onReady: @escaping @Sendable (NodeAddress) -> Void = { _ in }) {
+    public init(config: ServerConfig, metricsText: @escaping @Sendable () -> String = { "" }, onReady: @escaping @Sendable (NodeAddress) -> Void = { _ in }) {
         self.config = config
+        self.metricsText = metricsText
         self.onReady = onReady
     }
 
@@ -35,7 +39,7 @@ public struct ServerProcess: Service {
     public static func runUntilSignalled(_ config: ServerConfig, pidFile: String? = nil) async throws {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let process = ServerProcess(config: config) { address in
+        let process = ServerProcess(config: config, metricsText: { registry.emitToString() }) { address in
             let line = "cistern server: \(config.node.name) (\(config.node.role.rawValue), node \(config.node.id)) serving on \(address)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
             if let pidFile { try? "\(getpid())".write(toFile: pidFile, atomically: true, encoding: .utf8) }
@@ -48,6 +52,7 @@ public struct ServerProcess: Service {
     }
 
     public func run() async throws {
+        if config.node.role == .master { return try await runMaster() }
         let level = Logger.Level(rawValue: config.logLevel ?? "info") ?? .info
         let runtime = ProductionRuntime(nodeName: config.node.name, logLevel: level)
         let log = runtime.logger("server")
@@ -70,7 +75,7 @@ public struct ServerProcess: Service {
         let role: NodeRole = switch config.node.role {
         case .mgmtd: .mgmtd
         case .meta: .meta
-        case .storage: .storage
+        case .storage, .master: .storage
         }
         let mgmtd = MgmtdClient(node: me, role: role, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
         await mgmtd.advertise(advertised)
@@ -89,6 +94,8 @@ public struct ServerProcess: Service {
             log.info("storage disk: \(kind) at \(s.dataDir)")
             service = try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
                                                      targets: s.targets.map(TargetID.init))
+        case .master:
+            preconditionFailure("the master runs in runMaster()")
         }
         log.info("\(config.node.name) serving as \(config.node.role.rawValue) on \(bound) (transport: \(transportKind))")
         onReady(bound)
@@ -96,6 +103,38 @@ public struct ServerProcess: Service {
         log.info("\(config.node.name): SIGTERM, shutting down")
         await transport.shutdown()
         withExtendedLifetime((service, mgmtd)) {}
+    }
+
+    /// The master: a client of the cluster serving HTTP until SIGTERM.
+    func runMaster() async throws {
+        guard let m = config.master else { throw ConfigError.invalid(path: "config", problems: ["master: missing"]) }
+        let token: String
+        do {
+            token = try String(contentsOfFile: m.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch {
+            throw ConfigError.unreadable(path: m.adminTokenFile, reason: "the admin token file: \((error as NSError).localizedDescription)")
+        }
+        guard token.count >= 16 else { throw ConfigError.invalid(path: m.adminTokenFile, problems: ["the admin token must have at least 16 characters"]) }
+        var settings = MasterSettings(listen: try ServerConfig.address(config.node.listen), adminToken: token)
+        if let b = m.bodyBytesMax { settings.bodyBytesMax = b }
+        if let t = m.idleTimeoutSeconds { settings.idleTimeoutSeconds = Int64(t) }
+        if let c = m.connectionsMax { settings.connectionsMax = c }
+        let session = try await ClientSession.connect(config.cluster, name: config.node.name)
+        let master = MasterServer(client: session.client, settings: settings, metricsText: metricsText)
+        // The cluster may still be starting: retry the bootstrap until it answers.
+        var attempt = 0
+        while true {
+            do {
+                try await master.bootstrap()
+                break
+            } catch {
+                attempt += 1
+                if attempt >= 120 { throw error }
+                try await Task.sleep(nanoseconds: 500_000_000)
+            }
+        }
+        try await master.run(onReady: onReady)
+        await session.close()
     }
 
     /// The config's `meta:` section over the defaults.

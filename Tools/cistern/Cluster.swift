@@ -16,10 +16,10 @@ func selfExecutable() -> String {
 
 struct Server: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run one server process (mgmtd, meta or storage) until SIGTERM.",
+        abstract: "Run one server process (mgmtd, meta, storage or master) until SIGTERM.",
         discussion: "The configuration is YAML; see docs/operations.md for every key. Logs go to standard error; Prometheus metrics to metrics.listen.")
 
-    @Option(help: "mgmtd, meta or storage (must match node.role in the config)") var role: String
+    @Option(help: "mgmtd, meta, storage or master (must match node.role in the config)") var role: String
     @Option(help: "The YAML configuration file") var config: String
     @Option(help: "Write this process's id to FILE once serving (removed on a clean exit)") var pidFile: String?
 
@@ -47,16 +47,20 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Where the cluster keeps its configs, logs, pids and data") var dataDir: String
     @Option(help: "Storage nodes") var storageNodes = 3
     @Option(help: "Storage targets (disks) per node; more targets give more chains") var targetsPerNode = 2
+    @Flag(help: "Start no master HTTP service") var noMaster = false
 
     func run() async throws {
         guard (1...16).contains(targetsPerNode) else { throw fail("--targets-per-node \(targetsPerNode) is outside 1...16") }
         let cluster = LocalCluster(dataDir: dataDir)
         do {
-            try await cluster.up(storageNodes: storageNodes, targetsPerNode: targetsPerNode, binary: selfExecutable()) { print("up: \($0)") }
+            try await cluster.up(storageNodes: storageNodes, targetsPerNode: targetsPerNode, master: !noMaster, binary: selfExecutable()) { print("up: \($0)") }
         } catch {
             throw fail("\(error)")
         }
         print("cluster serving from \(cluster.dataDir): cistern admin nodes, cistern kv put NS KEY FILE, cistern fs ls /, cistern down")
+        if let url = cluster.masterURL() {
+            print("master: \(url) (curl -H \"Authorization: Bearer $(cat \(cluster.adminTokenFile))\" \(url)/v1/tenants)")
+        }
     }
 }
 
