@@ -22,7 +22,7 @@ struct FFIError: Error {
         switch error {
         case .kv(.noSuchNamespace): code = Code.notFound
         case .kv(.namespaceMismatch): code = Code.mismatch
-        case .kv(.invalidKey), .kv(.invalidNamespace), .kv(.invalidConfig), .invalidArgument: code = Code.invalid
+        case .kv(.invalidKey), .kv(.invalidNamespace), .kv(.invalidConfig), .kv(.tenant), .invalidArgument: code = Code.invalid
         case .kv(.batchTooLarge), .kv(.pageTooLarge): code = Code.tooLarge
         case .kv(.noSpace), .meta(.refused(.noSpace, _)): code = Code.noSpace
         case .kv(.unavailable), .meta: code = Code.unavailable

@@ -49,6 +49,28 @@ import Testing
         do { _ = try ServerConfig.parse(text) } catch { #expect("\(error)".contains("needs a kv section")) }
     }
 
+    @Test func aMasterNeedsItsSectionAndTheMetadataServersAndKeepsNoState() throws {
+        let base = """
+        node: { id: 90, name: master1, role: master, listen: "127.0.0.1:8080" }
+        cluster: { mgmtd: [{ id: 1, address: "127.0.0.1:9001" }], meta: [{ id: 10, address: "127.0.0.1:9010" }] }
+        """
+        let ok = try ServerConfig.parse(base + "\nmaster: { admin_token_file: /etc/cistern/admin.token, idle_timeout_seconds: 10 }")
+        #expect(ok.node.role == .master && ok.master?.idleTimeoutSeconds == 10)
+        for (extra, expected) in [
+            ("", "the master role needs a master section"),
+            ("master: { admin_token_file: /x, connections_max: 0 }", "master.connections_max: 0 is outside"),
+            ("master: { admin_token_file: /x }\nkv: { kind: sqlite, path: /tmp/x }", "the master keeps no state"),
+            ("master: { admin_token_file: /x, admin_token: y }", "unknown key 'admin_token'"),
+        ] {
+            do {
+                _ = try ServerConfig.parse(base + "\n" + extra)
+                Issue.record("accepted: \(extra)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(error)")
+            }
+        }
+    }
+
     @Test func addressesParseWithIPv6AndRefuseBadPorts() throws {
         #expect(try ServerConfig.address("[::1]:9000").host == "::1")
         #expect(try ServerConfig.address("db.example:5432").port == 5432)
