@@ -74,7 +74,6 @@ enum API {
         var pageBytes: UInt32
         var capacityPages: UInt64
         var durability: String?
-        var files: UInt32?
     }
 
     struct Namespace: Codable {

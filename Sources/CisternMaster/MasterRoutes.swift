@@ -76,14 +76,14 @@ extension MasterServer {
         // Namespaces (the caller's own)
         on(router, .post, "/v1/namespaces", .tenant) { request, _, tenant in
             let body = try await json(API.NamespaceCreate.self, request)
-            try KVCacheError.check(namespace: body.name)
+            try Self.check(namespace: body.name)
             let durability: KVDurability
             switch body.durability ?? "cache" {
             case "cache": durability = .cache
             case "durable": durability = .durable
             case let d: throw APIError(.badRequest, "invalid_namespace_config", "durability '\(d.prefix(40))' is unknown; use cache or durable")
             }
-            let files = body.files ?? UInt32(min(4, max(1, body.capacityPages)))
+            let files = UInt32(min(4, max(1, body.capacityPages)))
             guard case .config(let c) = try await index(.createOwnedNamespace(owner: tenant, name: TenantNaming.indexName(tenant: tenant, namespace: body.name), pageBytes: body.pageBytes,
                                                                               capacityPages: body.capacityPages, files: files, durability: durability)) else {
                 throw APIError(.serviceUnavailable, "unavailable", "unexpected index reply")
@@ -226,6 +226,14 @@ extension MasterServer {
             try await client.remove(path, recursive: request.uri.queryParameters.get("recursive") == "true")
             return Self.noContent()
         }
+    }
+
+    /// A tenant's namespace name: the index's rules, and short enough that the
+    /// tenant's prefix (up to 33 bytes) still fits.
+    static func check(namespace name: String) throws {
+        try KVCacheError.check(namespace: name)
+        let limit = KVCacheLimits.namespaceBytesMax - TenantLimits.nameBytesMax - 1
+        if name.utf8.count > limit { throw KVCacheError.invalidNamespace(name, reason: "longer than \(limit) bytes") }
     }
 
     static func allow(_ caller: String, _ tenant: String) throws {

@@ -175,7 +175,7 @@ public struct MasterServer: Sendable {
     /// The caller's namespace (its name in the index), after checking the name.
     func namespace(_ context: BasicRequestContext, _ tenant: String) throws -> (name: String, index: String) {
         let name = try Self.parameter(context, "namespace")
-        try KVCacheError.check(namespace: name)
+        try Self.check(namespace: name)
         return (name, TenantNaming.indexName(tenant: tenant, namespace: name))
     }
 

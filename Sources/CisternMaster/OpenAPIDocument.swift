@@ -31,7 +31,7 @@ components:
       name: namespace
       in: path
       required: true
-      schema: {type: string, pattern: "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"}
+      schema: {type: string, pattern: "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}$"}
     key:
       name: key
       in: path
@@ -109,11 +109,10 @@ components:
       type: object
       required: [name, pageBytes, capacityPages]
       properties:
-        name: {type: string}
+        name: {type: string, pattern: "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}$"}
         pageBytes: {type: integer, minimum: 0, maximum: 4294967295, description: 512 bytes to 64 MiB}
-        capacityPages: {type: integer, minimum: 0}
+        capacityPages: {type: integer, minimum: 0, description: "1 to 2^32; its data is spread over min(4, capacityPages) files"}
         durability: {type: string, enum: [cache, durable], default: cache}
-        files: {type: integer, minimum: 0, maximum: 4294967295}
     Keys:
       type: object
       required: [keys]
@@ -154,7 +153,7 @@ paths:
       summary: This document
       security: []
       responses:
-        "200": {description: the document, content: {application/yaml: {schema: {type: string}}}}
+        "200": {description: the document, content: {application/yaml: {schema: {type: object}}}}
   /v1/whoami:
     get:
       summary: The caller's tenant

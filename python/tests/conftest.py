@@ -45,6 +45,17 @@ class LocalCluster:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         return self
 
+    def master_url(self) -> str:
+        """The master HTTP service `cistern up` started (config/master1.yaml)."""
+        import yaml
+
+        with open(os.path.join(self.data_dir, "config", "master1.yaml")) as f:
+            return "http://" + yaml.safe_load(f)["node"]["listen"]
+
+    def admin_token(self) -> str:
+        with open(os.path.join(self.data_dir, "admin.token")) as f:
+            return f.read().strip()
+
     def down(self) -> None:
         if self.running:
             subprocess.run([cistern_bin(), "down", "--data-dir", self.data_dir], capture_output=True, timeout=60)
