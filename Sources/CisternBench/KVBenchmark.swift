@@ -1,6 +1,9 @@
 import Cistern
 import CisternServer
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Synchronization
 
 #if canImport(Glibc)
@@ -14,7 +17,7 @@ import Glibc
 /// A benchmark: it prints figures and never fails on slow ones.
 public enum KVBenchmark {
     public struct Row: Codable, Sendable {
-        /// "cistern", "cistern (durable)", "redis" or "mooncake".
+        /// "cistern", "cistern (durable)", "cistern (HTTP)", "redis" or "mooncake".
         public var system: String
         /// "put" or "get".
         public var operation: String
@@ -54,9 +57,10 @@ public enum KVBenchmark {
         var rows: [Row] = []
         let cluster = LocalCluster(dataDir: workDir + "/cluster")
         progress("starting a local cluster (\(storageNodes) storage nodes)")
-        try await cluster.up(storageNodes: storageNodes, targetsPerNode: targetsPerNode, binary: binary)
+        try await cluster.up(storageNodes: storageNodes, targetsPerNode: targetsPerNode, master: true, binary: binary)
         do {
             let session = try await ClientSession.connect(cluster, name: "bench")
+            let http = try await HTTPBench.connect(cluster)
             for pageBytes in [64 << 10, 1 << 20] {
                 let pages = max(batch, bytesPerSize / pageBytes / batch * batch)
                 let payload = (0..<pageBytes).map { UInt8(truncatingIfNeeded: $0 &* 31) }
@@ -81,6 +85,28 @@ public enum KVBenchmark {
                         rows.append(Row(system: "cistern", operation: "get", pageBytes: pageBytes, streams: streams, bytesPerSecond: Double(pages * pageBytes) / get.seconds))
                         notes += get.notes
                     }
+                    // The same pages through the master's HTTP batch endpoints (bodies of
+                    // at most 32 MiB: a batch of 1 MiB pages goes as several requests).
+                    let name = "http\(pageBytes >> 10)k-\(streams)"
+                    try await http.createNamespace(name, pageBytes: pageBytes, capacityPages: pages)
+                    let perRequest = max(1, min(batch, (32 << 20) / pageBytes))
+                    progress("cistern put and get through the master's HTTP API, \(streams) stream(s)")
+                    let hput = try await timed(streams: streams, pages: pages, batch: batch) { keys in
+                        for part in stride(from: 0, to: keys.count, by: perRequest) {
+                            if let problem = try await http.put(name, Array(keys[part..<min(keys.count, part + perRequest)]), payload) { return problem }
+                        }
+                        return nil
+                    }
+                    rows.append(Row(system: "cistern (HTTP)", operation: "put", pageBytes: pageBytes, streams: streams, bytesPerSecond: Double(pages * pageBytes) / hput.seconds))
+                    notes += hput.notes
+                    let hget = try await timed(streams: streams, pages: pages, batch: batch) { keys in
+                        for part in stride(from: 0, to: keys.count, by: perRequest) {
+                            if let problem = try await http.get(name, Array(keys[part..<min(keys.count, part + perRequest)]), pageBytes: pageBytes) { return problem }
+                        }
+                        return nil
+                    }
+                    rows.append(Row(system: "cistern (HTTP)", operation: "get", pageBytes: pageBytes, streams: streams, bytesPerSecond: Double(pages * pageBytes) / hget.seconds))
+                    notes += hget.notes
                     progress("redis-server, \(streams) connection(s)")
                     do {
                         let (set, get) = try redis(pageBytes: pageBytes, pages: pages, batch: batch, streams: streams)
@@ -108,6 +134,7 @@ public enum KVBenchmark {
         }
         try await cluster.down()
         notes.append("cistern: \(storageNodes) storage nodes of \(targetsPerNode) targets, 3-way replicated chains (CRAQ), on this machine's disk; put: cache durability (acknowledged when all 3 replicas hold the page, on disk by group commit right behind); durable: acknowledged after every replica's fsync (group commit)")
+        notes.append("cistern (HTTP): the same cache namespace through the master (one process on this machine) with POST batch/put and batch/get, bodies of at most 32 MiB, from URLSession; the master adds a hop and a copy")
         notes.append("redis: in memory, one copy, no persistence (--save '' --appendonly no), each connection pipelining a batch")
         if python == nil {
             notes.append("mooncake: not measured (no virtual environment with mooncake-transfer-engine-non-cuda; scripts/deps.sh --bench installs it)")
@@ -390,5 +417,61 @@ final class RESPConnection: @unchecked Sendable {
             return n
         default: throw LocalClusterError.io("redis: unexpected reply '\(head)'")
         }
+    }
+}
+
+/// A tenant of the bench cluster's master and its batch endpoints.
+struct HTTPBench: Sendable {
+    let base: String
+    let token: String
+
+    static func connect(_ cluster: LocalCluster) async throws -> HTTPBench {
+        guard let base = cluster.masterURL() else { throw LocalClusterError.startFailed("the bench cluster has no master") }
+        let admin = HTTPBench(base: base, token: try cluster.adminToken())
+        _ = try await admin.call("POST", "/v1/tenants", json: #"{"name":"bench","quotaBytes":17179869184,"quotaPages":1048576}"#, expect: 201)
+        let issued = try await admin.call("POST", "/v1/tenants/bench/tokens", json: "{}", expect: 201)
+        guard let object = try JSONSerialization.jsonObject(with: issued) as? [String: Any], let token = object["token"] as? String else {
+            throw LocalClusterError.startFailed("the master issued no token")
+        }
+        return HTTPBench(base: base, token: token)
+    }
+
+    func call(_ method: String, _ path: String, json: String? = nil, body: Data? = nil, expect: Int = 200) async throws -> Data {
+        var r = URLRequest(url: URL(string: base + path)!)
+        r.httpMethod = method
+        r.timeoutInterval = 120
+        r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        if let json { r.httpBody = Data(json.utf8) } else if let body { r.httpBody = body }
+        let (data, response) = try await URLSession.shared.data(for: r)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == expect else { throw LocalClusterError.io("\(method) \(path): HTTP \(status): \(String(decoding: data.prefix(300), as: UTF8.self))") }
+        return data
+    }
+
+    func createNamespace(_ name: String, pageBytes: Int, capacityPages: Int) async throws {
+        _ = try await call("POST", "/v1/namespaces", json: #"{"name":"\#(name)","pageBytes":\#(pageBytes),"capacityPages":\#(capacityPages)}"#, expect: 201)
+    }
+
+    /// Puts one request's pages; the first page not stored, if any.
+    func put(_ ns: String, _ keys: [String], _ payload: [UInt8]) async throws -> String? {
+        var body = Data()
+        body.reserveCapacity(keys.count * (payload.count + 16))
+        for k in keys {
+            withUnsafeBytes(of: UInt32(k.utf8.count).littleEndian) { body.append(contentsOf: $0) }
+            body.append(contentsOf: Array(k.utf8))
+            withUnsafeBytes(of: UInt32(payload.count).littleEndian) { body.append(contentsOf: $0) }
+            body.append(contentsOf: payload)
+        }
+        let answer = try await call("POST", "/v1/namespaces/\(ns)/batch/put", body: body)
+        let text = String(decoding: answer, as: UTF8.self)
+        return text.contains(#""outcome":"stored""#) && !text.contains(#""outcome":"f"#) && !text.contains("no_space") ? nil : "HTTP put: \(text.prefix(200))"
+    }
+
+    /// Gets one request's pages; a problem if any page is missing or the wrong size.
+    func get(_ ns: String, _ keys: [String], pageBytes: Int) async throws -> String? {
+        let json = "{\"keys\":[" + keys.map { "\"\($0)\"" }.joined(separator: ",") + "]}"
+        let answer = try await call("POST", "/v1/namespaces/\(ns)/batch/get", json: json)
+        let expected = keys.reduce(0) { $0 + 8 + $1.utf8.count + pageBytes }
+        return answer.count == expected ? nil : "HTTP get: \(answer.count) bytes, expected \(expected)"
     }
 }
