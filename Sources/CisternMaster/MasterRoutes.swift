@@ -138,6 +138,10 @@ extension MasterServer {
         on(router, .post, "/v1/namespaces/:namespace/batch/get", .tenant) { request, context, tenant in
             let ns = try await open(context, tenant)
             let keys = try Self.keys(try await json(API.Keys.self, request).keys)
+            // The answer is held in memory: bounded like a request body.
+            if keys.count * ns.pageBytes > settings.bodyBytesMax {
+                throw APIError(.contentTooLarge, "batch_too_large", "\(keys.count) pages of \(ns.pageBytes) bytes exceed the \(settings.bodyBytesMax)-byte answer limit; ask for at most \(max(1, settings.bodyBytesMax / ns.pageBytes)) keys at once")
+            }
             var items: [(key: String, bytes: [UInt8]?)] = []
             for (k, r) in zip(keys, try await ns.get(keys)) {
                 if case .failed(let why) = r { throw APIError(.serviceUnavailable, "storage_unavailable", "page '\(k.prefix(80))': \(why)") }

@@ -52,7 +52,7 @@ public struct MasterServer: Sendable {
     public static func digest(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Data(token.utf8))) }
 
     /// A new token secret (256 bits from the system's generator, never stored).
-    static func newToken() -> String {
+    public static func newToken() -> String {
         var g = SystemRandomNumberGenerator()
         return "cst_" + (0..<4).map { _ in String(format: "%016llx", g.next() as UInt64) }.joined()
     }

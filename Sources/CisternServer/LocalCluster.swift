@@ -1,5 +1,6 @@
 import Cistern
 import CisternCore
+import CisternMaster
 import CisternNIO
 import Foundation
 import Yams
@@ -117,8 +118,7 @@ public struct LocalCluster: Sendable {
     /// The admin token, made on first use.
     public func adminToken() throws -> String {
         if let t = try? String(contentsOfFile: adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty { return t }
-        var g = SystemRandomNumberGenerator()
-        let token = "cst_admin_" + (0..<4).map { _ in String(format: "%016llx", g.next() as UInt64) }.joined()
+        let token = MasterServer.newToken()
         guard FileManager.default.createFile(atPath: adminTokenFile, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
             throw LocalClusterError.io("cannot write \(adminTokenFile)")
         }

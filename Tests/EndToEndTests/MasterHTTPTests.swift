@@ -300,6 +300,10 @@ func unframePages(_ d: Data) -> [(String, [UInt8]?)] {
             #expect(r.code == "batch_too_large", "\(r.text)")
             r = try await http.call("POST", "/v1/namespaces/kv/confirm", token: t, json: ["items": [["key": "a", "slot": 1 << 40, "token": 1, "length": 1, "checksum": 1]]])
             #expect(r.code == "invalid_slot", "\(r.text)")
+            // A batch/get answer is bounded like a body (64 MiB by default).
+            #expect(try await http.call("POST", "/v1/namespaces", token: t, json: ["name": "huge", "pageBytes": 64 << 20, "capacityPages": 2]).status == 201)
+            r = try await http.call("POST", "/v1/namespaces/huge/batch/get", token: t, json: ["keys": ["a", "b"]])
+            #expect(r.status == 413 && r.code == "batch_too_large", "\(r.text)")
             r = try await http.call("GET", "/v1/files/stat?path=relative", token: t)
             #expect(r.code == "invalid_path")
             r = try await http.call("GET", "/v1/files/stat", token: t)
