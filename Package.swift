@@ -106,7 +106,7 @@ let package = Package(
             name: "CisternBench",
             dependencies: [
                 "CisternStorage", "CisternRouting", "CisternURing", "CisternPOSIX", "CisternNIO", "CURingShim",
-                "CisternMeta", "CisternSQLite", "CSQLite", "CisternServer",
+                "CisternMeta", "CisternSQLite", "CSQLite", "CisternServer", "CisternMaster",
             ],
             swiftSettings: strict),
 

@@ -1,4 +1,5 @@
 import Cistern
+import CisternMaster
 import CisternServer
 import Foundation
 #if canImport(FoundationNetworking)
@@ -454,14 +455,7 @@ struct HTTPBench: Sendable {
 
     /// Puts one request's pages; the first page not stored, if any.
     func put(_ ns: String, _ keys: [String], _ payload: [UInt8]) async throws -> String? {
-        var body = Data()
-        body.reserveCapacity(keys.count * (payload.count + 16))
-        for k in keys {
-            withUnsafeBytes(of: UInt32(k.utf8.count).littleEndian) { body.append(contentsOf: $0) }
-            body.append(contentsOf: Array(k.utf8))
-            withUnsafeBytes(of: UInt32(payload.count).littleEndian) { body.append(contentsOf: $0) }
-            body.append(contentsOf: payload)
-        }
+        let body = Data(PageFraming.encode(keys.map { ($0, payload) }).readableBytesView)
         let answer = try await call("POST", "/v1/namespaces/\(ns)/batch/put", body: body)
         let text = String(decoding: answer, as: UTF8.self)
         return text.contains(#""outcome":"stored""#) && !text.contains(#""outcome":"f"#) && !text.contains("no_space") ? nil : "HTTP put: \(text.prefix(200))"

@@ -283,8 +283,8 @@ struct APIError: HTTPResponseError, CustomStringConvertible {
 /// The framing of binary batch bodies: records of (u32 LE key length, key bytes, u32 LE
 /// value length, value bytes); in a batch-get answer a missing page has length
 /// 0xFFFF_FFFF and no bytes.
-enum PageFraming {
-    static let missing: UInt32 = 0xFFFF_FFFF
+public enum PageFraming {
+    public static let missing: UInt32 = 0xFFFF_FFFF
 
     static func decode(_ buffer: ByteBuffer, keysMax: Int) throws(APIError) -> [(key: String, bytes: [UInt8])] {
         var b = buffer
@@ -300,7 +300,7 @@ enum PageFraming {
         return out
     }
 
-    static func encode(_ items: [(key: String, bytes: [UInt8]?)]) -> ByteBuffer {
+    public static func encode(_ items: [(key: String, bytes: [UInt8]?)]) -> ByteBuffer {
         var b = ByteBuffer()
         b.reserveCapacity(items.reduce(0) { $0 + 8 + $1.key.utf8.count + ($1.bytes?.count ?? 0) })
         for (key, bytes) in items {

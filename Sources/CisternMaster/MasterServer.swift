@@ -211,7 +211,7 @@ public struct MasterServer: Sendable {
             throw APIError(.badRequest, "invalid_path", "\(error)")
         }
         if parts.contains(where: { $0 == "." || $0 == ".." }) { throw APIError(.badRequest, "invalid_path", "'.' and '..' are not allowed in '\(raw.prefix(200))'") }
-        return ([filesRoot, tenant] + parts).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
+        return ([filesRoot, tenant] + parts).joined(separator: "/")
     }
 
     static func stat(_ i: Inode, path: String) -> API.FileStat {

@@ -75,7 +75,8 @@ public struct ServerProcess: Service {
         let role: NodeRole = switch config.node.role {
         case .mgmtd: .mgmtd
         case .meta: .meta
-        case .storage, .master: .storage
+        case .storage: .storage
+        case .master: preconditionFailure("the master runs in runMaster()")
         }
         let mgmtd = MgmtdClient(node: me, role: role, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
         await mgmtd.advertise(advertised)
@@ -121,16 +122,15 @@ public struct ServerProcess: Service {
         if let c = m.connectionsMax { settings.connectionsMax = c }
         let session = try await ClientSession.connect(config.cluster, name: config.node.name)
         let master = MasterServer(client: session.client, settings: settings, metricsText: metricsText)
-        // The cluster may still be starting: retry the bootstrap until it answers.
-        var attempt = 0
-        while true {
+        // The cluster may still be starting: retry the bootstrap until it answers (a minute).
+        let retry = RetryPolicy.fixed(attemptsMax: 120, delayNanoseconds: 500_000_000)
+        for attempt in retry.attempts {
+            await retry.wait(beforeAttempt: attempt, on: session.client.runtime)
             do {
                 try await master.bootstrap()
                 break
-            } catch {
-                attempt += 1
-                if attempt >= 120 { throw error }
-                try await Task.sleep(nanoseconds: 500_000_000)
+            } catch where attempt + 1 < retry.attemptsMax {
+                continue
             }
         }
         try await master.run(onReady: onReady)
