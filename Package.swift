@@ -67,17 +67,20 @@ let package = Package(
         // Routing: nodes, targets, chains, chain tables; the chain state machine and
         // chain-table builder (pure, shared by every service and the client).
         .target(name: "CisternRouting", dependencies: ["CisternCore"], swiftSettings: strict),
+        // Tenants everywhere: capabilities (HMAC under the cluster key), tokens, and the
+        // pure rules of who may use which paths and namespaces.
+        .target(name: "CisternAuth", dependencies: ["CisternWire", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // The cluster manager service and its client.
         .target(name: "CisternMgmtd", dependencies: ["CisternRouting", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
-        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
+        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
-        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
+        .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
         // The KV cache index (slab of page slots, LRU, leases) served by the metadata servers.
-        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternRouting"], swiftSettings: strict),
+        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternRouting", "CisternAuth"], swiftSettings: strict),
         // `import Cistern`: the client library.
-        .target(name: "Cistern", dependencies: ["CisternKV", "CisternMeta", "CisternStorage", "CisternMgmtd", "CisternRouting"], swiftSettings: strict),
+        .target(name: "Cistern", dependencies: ["CisternKV", "CisternMeta", "CisternStorage", "CisternMgmtd", "CisternRouting", "CisternAuth"], swiftSettings: strict),
 
         // Production implementations of the seams.
         .target(
@@ -144,7 +147,7 @@ let package = Package(
         .target(
             name: "CisternServer",
             dependencies: [
-                "Cistern", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternMaster",
+                "Cistern", "CisternAuth", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternMaster",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -174,7 +177,7 @@ let package = Package(
             name: "cistern",
             dependencies: [
                 "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA", "CisternBench", "CisternServer",
+                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/cistern",

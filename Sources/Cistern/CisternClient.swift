@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternKV
 import CisternMeta
@@ -40,6 +41,8 @@ public struct FileHandle: Sendable, Hashable {
     /// The length the metadata service reported at open.
     public let lengthAtOpen: UInt64
     let session: UInt64
+    /// The capability for the file's chunks (on a cluster with authentication).
+    let capability: Capability?
 }
 
 /// The client of a Cistern cluster: finds the cluster manager's primary and keeps
@@ -73,20 +76,26 @@ public actor CisternClient {
     private var keepAliveRunning = false
     private var stopped = false
     let clientID: UInt32
+    /// Capabilities from the metadata servers (nil without a token).
+    public nonisolated let wallet: CapabilityWallet?
 
     /// - Parameters:
     ///   - node: this client's identity (unique in the cluster).
     ///   - mgmtd: the cluster manager replicas.
     ///   - meta: the metadata servers (which also serve the KV index).
-    public init(runtime: any Runtime, transport: any Transport, node: NodeID, name: String = "client", mgmtd replicas: [NodeID], meta servers: [NodeID], options: ClientOptions = ClientOptions(), incarnation: UInt32 = 0) {
+    ///   - token: the tenant token every request carries (clusters with authentication).
+    public init(runtime: any Runtime, transport: any Transport, node: NodeID, name: String = "client", mgmtd replicas: [NodeID], meta servers: [NodeID], options: ClientOptions = ClientOptions(), incarnation: UInt32 = 0,
+                token: String? = nil) {
+        let wallet = token.map { _ in CapabilityWallet() }
+        self.wallet = wallet
         self.runtime = runtime
         self.options = options
         self.clientID = node.rawValue << 8 | (incarnation & 0xFF)
         self.mgmtd = MgmtdClient(node: node, role: .client, name: name, runtime: runtime, transport: transport, replicas: replicas)
-        self.meta = MetaClient(runtime: runtime, transport: transport, servers: servers, clientID: UInt64(clientID))
-        self.storage = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: clientID, perNodeInFlightMax: options.perNodeInFlightMax)
-        self.pageStorage = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: clientID ^ 0x8000_0000, perNodeInFlightMax: options.perNodeInFlightMax)
-        self.kvIndex = KVIndexClient(runtime: runtime, transport: transport, servers: servers, seed: UInt64(clientID))
+        self.meta = MetaClient(runtime: runtime, transport: transport, servers: servers, clientID: UInt64(clientID), token: token, wallet: wallet)
+        self.storage = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: clientID, perNodeInFlightMax: options.perNodeInFlightMax, wallet: wallet)
+        self.pageStorage = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: clientID ^ 0x8000_0000, perNodeInFlightMax: options.perNodeInFlightMax, wallet: wallet)
+        self.kvIndex = KVIndexClient(runtime: runtime, transport: transport, servers: servers, seed: UInt64(clientID), token: token, wallet: wallet)
         self.unownedExecutor = runtime.makeActorExecutor()
     }
 
@@ -170,7 +179,13 @@ public actor CisternClient {
             openWriteSessions += 1
             startKeepAlive()
         }
-        return FileHandle(path: path, inode: file.id, layout: layout, writable: write, lengthAtOpen: file.length, session: session)
+        return FileHandle(path: path, inode: file.id, layout: layout, writable: write, lengthAtOpen: file.length, session: session,
+                          capability: wallet?.capability(for: file.id.rawValue))
+    }
+
+    /// Puts a handle's capability back in the wallet (which drops its oldest past its capacity).
+    nonisolated func keep(_ handle: FileHandle) {
+        if let c = handle.capability { wallet?.insert([c]) }
     }
 
     /// Sends a keep-alive every `options.sessionKeepAliveNanoseconds` while write
@@ -205,6 +220,7 @@ public actor CisternClient {
     /// Closes a handle; a writable one reports `length` (the end of what was written)
     /// so the file's length covers it.
     public func close(_ handle: FileHandle, length: UInt64?) async throws(CisternError) {
+        keep(handle)
         if handle.writable { openWriteSessions = max(0, openWriteSessions - 1) }
         _ = try await metaCall(.close(handle.inode, session: handle.session, length: handle.writable ? length : nil))
     }
@@ -212,6 +228,7 @@ public actor CisternClient {
     /// Writes `bytes` at `offset`; returns when every chunk is committed on its chain.
     public func write(_ handle: FileHandle, at offset: UInt64, _ bytes: [UInt8]) async throws(CisternError) {
         guard handle.writable else { throw .invalidArgument("\(handle.path) was opened read-only") }
+        keep(handle)
         let pieces = FileSplit.pieces(layout: handle.layout, inode: handle.inode, offset: offset, length: bytes.count)
         let storage = self.storage
         let results = await runtime.concurrentMap(pieces, limit: options.inFlightMax) { p -> StorageClientError? in
@@ -228,6 +245,7 @@ public actor CisternClient {
     /// Reads up to `length` bytes at `offset` (fewer at the end of the file; holes read
     /// as zeros). Chunks of one chain go in one batched request to one replica.
     public func read(_ handle: FileHandle, at offset: UInt64, length: Int, fileLength: UInt64? = nil) async throws(CisternError) -> [UInt8] {
+        keep(handle)
         let end = min(offset + UInt64(max(0, length)), fileLength ?? handle.lengthAtOpen)
         guard end > offset else { return [] }
         let n = Int(end - offset)

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternKV
 import CisternStorage
@@ -59,7 +60,15 @@ public struct KVExistsResult: Hashable, Sendable {
 public struct KVNamespace: Sendable {
     public let client: CisternClient
     public let config: KVNamespaceConfig
+    /// Capabilities for the data files' chunks (on a cluster with authentication).
+    let capabilities: [Capability]
     public var name: String { config.name }
+
+    init(client: CisternClient, config: KVNamespaceConfig) {
+        self.client = client
+        self.config = config
+        self.capabilities = client.wallet?.capabilities(for: config.files.map(\.inode.rawValue)) ?? []
+    }
     public var pageBytes: Int { Int(config.pageBytes) }
 
     /// Margin kept from a lease or reservation for clock-rate differences and the
@@ -67,6 +76,9 @@ public struct KVNamespace: Sendable {
     static let marginNanoseconds: UInt64 = 1_000_000_000
 
     func index(_ request: KVRequest) async throws(CisternError) -> KVReply {
+        // Every page operation goes through here first: the data files' capabilities
+        // go back in the wallet in case it dropped them.
+        if !capabilities.isEmpty { client.wallet?.insert(capabilities) }
         do {
             return try await client.kvIndex.call(request)
         } catch {

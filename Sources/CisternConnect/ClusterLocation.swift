@@ -82,3 +82,38 @@ extension ServerConfig.Cluster {
         if !problems.isEmpty { throw .invalid(path: path, problems: problems) }
     }
 }
+
+/// Where a client finds its tenant token.
+public enum ClientToken {
+    /// The token for a client of the cluster named by `clusterText` (what `locate`
+    /// takes), in this order: `tokenFile` (e.g. `--token-file`), `CISTERN_TOKEN`,
+    /// `CISTERN_TOKEN_FILE`, then `admin.token` beside the cluster file (a data dir of
+    /// `cistern up`). Nil when there is none: the cluster must then run without
+    /// authentication.
+    public static func locate(_ clusterText: String, tokenFile: String? = nil,
+                              environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> String? {
+        if let tokenFile { return try read(tokenFile) }
+        if let t = environment["CISTERN_TOKEN"]?.trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty { return t }
+        if let f = environment["CISTERN_TOKEN_FILE"], !f.isEmpty { return try read(f) }
+        let trimmed = clusterText.trimmingCharacters(in: .whitespaces)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: trimmed, isDirectory: &isDirectory) else { return nil }
+        let dir = isDirectory.boolValue ? trimmed : (trimmed as NSString).deletingLastPathComponent
+        let beside = (dir.isEmpty ? "." : dir) + "/admin.token"
+        return FileManager.default.fileExists(atPath: beside) ? try read(beside) : nil
+    }
+
+    static func read(_ path: String) throws(ConfigError) -> String {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw .unreadable(path: path, reason: "the token file: \((error as NSError).localizedDescription)")
+        }
+        let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !t.isEmpty, !t.contains(where: { $0.isNewline || $0 == " " }), t.utf8.count <= 256 else {
+            throw .invalid(path: path, problems: ["a token file holds one token (one line, no spaces, at most 256 bytes)"])
+        }
+        return t
+    }
+}

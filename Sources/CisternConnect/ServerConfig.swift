@@ -198,6 +198,37 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Tenants and capabilities (`auth:`; the meta and storage roles). Without it a
+    /// node serves every caller (a cluster without authentication, said in its log).
+    public struct Auth: Codable, Sendable, Equatable {
+        /// The cluster key (64 hex digits, `cistern keygen`), the same file content on
+        /// every metadata and storage server: metadata servers mint capabilities with
+        /// it, storage servers check them.
+        public var clusterKeyFile: String
+        /// Metadata servers: a file holding the admin tenant's token, set up at start.
+        public var adminTokenFile: String?
+        /// Metadata servers: how long a token's tenant is remembered (default 1; a
+        /// revoked token stops working within this time).
+        public var tokenCacheSeconds: Double?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case clusterKeyFile = "cluster_key_file"
+            case adminTokenFile = "admin_token_file"
+            case tokenCacheSeconds = "token_cache_seconds"
+        }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            clusterKeyFile = try c.decode(String.self, forKey: .clusterKeyFile)
+            adminTokenFile = try c.decodeIfPresent(String.self, forKey: .adminTokenFile)
+            tokenCacheSeconds = try c.decodeIfPresent(Double.self, forKey: .tokenCacheSeconds)
+        }
+        public init(clusterKeyFile: String, adminTokenFile: String? = nil, tokenCacheSeconds: Double? = nil) {
+            self.clusterKeyFile = clusterKeyFile
+            self.adminTokenFile = adminTokenFile
+            self.tokenCacheSeconds = tokenCacheSeconds
+        }
+    }
+
     public struct Metrics: Codable, Sendable, Equatable {
         public var listen: String
         enum CodingKeys: String, CodingKey, CaseIterable { case listen }
@@ -215,10 +246,11 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var meta: Meta?
     public var metrics: Metrics?
     public var master: Master?
+    public var auth: Auth?
     public var logLevel: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case node, cluster, kv, storage, meta, metrics, master
+        case node, cluster, kv, storage, meta, metrics, master, auth
         case logLevel = "log_level"
     }
 
@@ -232,11 +264,13 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         meta = try c.decodeIfPresent(Meta.self, forKey: .meta)
         metrics = try c.decodeIfPresent(Metrics.self, forKey: .metrics)
         master = try c.decodeIfPresent(Master.self, forKey: .master)
+        auth = try c.decodeIfPresent(Auth.self, forKey: .auth)
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel)
     }
 
-    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, meta: Meta? = nil, metrics: Metrics? = nil, master: Master? = nil, logLevel: String? = nil) {
+    public init(node: Node, cluster: Cluster, kv: KV? = nil, storage: Storage? = nil, meta: Meta? = nil, metrics: Metrics? = nil, master: Master? = nil, auth: Auth? = nil, logLevel: String? = nil) {
         self.master = master
+        self.auth = auth
         self.node = node
         self.cluster = cluster
         self.kv = kv
@@ -326,6 +360,13 @@ public struct ServerConfig: Codable, Sendable, Equatable {
             if cluster.meta?.isEmpty ?? true { out.append("cluster.meta: the master needs the metadata servers (id and address)") }
         }
         if master != nil && node.role != .master { out.append("master: only the master role has a master section") }
+        if let a = auth {
+            if node.role != .meta && node.role != .storage { out.append("auth: only the meta and storage roles have an auth section (the master uses master.admin_token_file)") }
+            if a.clusterKeyFile.isEmpty { out.append("auth.cluster_key_file: name the cluster key file (make one with: cistern keygen > FILE)") }
+            if a.adminTokenFile != nil && node.role != .meta { out.append("auth.admin_token_file: only metadata servers set up the admin token") }
+            if a.adminTokenFile?.isEmpty == true { out.append("auth.admin_token_file: name a file holding the admin token, or remove the line") }
+            if let t = a.tokenCacheSeconds, !(t >= 0 && t <= 3_600) { out.append("auth.token_cache_seconds: \(t) is outside 0...3600") }
+        }
         if let m = meta {
             if node.role != .meta { out.append("meta: only the meta role has a meta section") }
             for (name, v) in m.fields where !(v > 0 && v <= 31_536_000) {

@@ -68,8 +68,10 @@ public func cistern_connect(_ cluster: UnsafePointer<CChar>?, _ timeoutMilliseco
         guard let text = String(validatingCString: cluster) else { throw .invalid("cluster is not valid UTF-8") }
         guard timeoutMilliseconds >= 0 else { throw .invalid("timeout_ms is \(timeoutMilliseconds); pass 0 for the default or a positive number of milliseconds") }
         let config: ServerConfig.Cluster
+        let token: String?
         do throws(ConfigError) {
             config = try ServerConfig.Cluster.locate(text)
+            token = try ClientToken.locate(text)
         } catch {
             throw FFIError(code: Code.config, message: error.description)
         }
@@ -90,7 +92,7 @@ public func cistern_connect(_ cluster: UnsafePointer<CChar>?, _ timeoutMilliseco
         }) { () throws(FFIError) -> ClientSession in
             let s: ClientSession
             do {
-                s = try await ClientSession.connect(config, name: "libcistern", options: options)
+                s = try await ClientSession.connect(config, name: "libcistern", options: options, token: token)
             } catch {
                 throw FFIError(code: Code.unavailable, message: "cannot start a client: \(error)")
             }

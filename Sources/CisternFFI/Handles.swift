@@ -21,6 +21,7 @@ struct FFIError: Error {
         self.message = error.description
         switch error {
         case .kv(.noSuchNamespace): code = Code.notFound
+        case .kv(.tenant(.unauthenticated)), .kv(.tenant(.forbidden)), .meta(.refused(.permissionDenied, _)), .storage(.forbidden): code = Code.permission
         case .kv(.namespaceMismatch): code = Code.mismatch
         case .kv(.invalidKey), .kv(.invalidNamespace), .kv(.invalidConfig), .kv(.tenant), .invalidArgument: code = Code.invalid
         case .kv(.batchTooLarge), .kv(.pageTooLarge): code = Code.tooLarge
@@ -52,12 +53,13 @@ enum Code {
     static let small: Int32 = -10
     static let `internal`: Int32 = -11
     static let noSpace: Int32 = -12
+    static let permission: Int32 = -13
 
     static let names: [Int32: String] = [
         ok: "CISTERN_OK", invalid: "CISTERN_EINVAL", notFound: "CISTERN_ENOTFOUND", unavailable: "CISTERN_EUNAVAILABLE",
         tooLarge: "CISTERN_ETOOLARGE", full: "CISTERN_EFULL", config: "CISTERN_ECONFIG", forked: "CISTERN_EFORK",
         io: "CISTERN_EIO", mismatch: "CISTERN_EMISMATCH", small: "CISTERN_ESMALL", `internal`: "CISTERN_EINTERNAL",
-        noSpace: "CISTERN_ENOSPACE",
+        noSpace: "CISTERN_ENOSPACE", permission: "CISTERN_EPERM",
     ]
 }
 

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternWire
 
@@ -17,8 +18,14 @@ public actor KVIndexClient {
         set { retry.attemptsMax = newValue }
     }
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
+    /// The token every request carries (nil on a cluster without authentication).
+    public nonisolated let token: String?
+    /// Where capabilities from replies (a namespace's data files) go.
+    public nonisolated let wallet: CapabilityWallet?
 
-    public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], seed: UInt64) {
+    public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], seed: UInt64, token: String? = nil, wallet: CapabilityWallet? = nil) {
+        self.token = token
+        self.wallet = wallet
         precondition(!servers.isEmpty, "a KV index client needs at least one metadata server")
         self.runtime = runtime
         self.transport = transport
@@ -30,14 +37,17 @@ public actor KVIndexClient {
     /// Sends `request`; refusals come back as `KVCacheError`, and running out of
     /// attempts as `.unavailable` naming the last error.
     public func call(_ request: KVRequest) async throws(KVCacheError) -> KVReply {
-        let message = request.message()
+        var message = request.message()
+        if let token { message.header = AuthTrailer(token: token).appended(to: message.header) }
         var last = "no attempt"
         for attempt in retry.attempts {
             await retry.wait(beforeAttempt: attempt, on: runtime)
             let server = servers[cursor % servers.count]
             do {
                 let response = try await transport.call(server, service: kvIndexService, message, timeoutNanoseconds: timeoutNanoseconds)
-                let reply = try KVReply(wireBytes: response.header)
+                var r = WireReader(response.header)
+                let reply = try KVReply(from: &r)
+                if let trailer = try AuthTrailer.read(after: &r) { wallet?.insert(trailer.capabilities) }
                 switch reply {
                 case .refused(let e): throw e
                 case .unavailable(let text): last = "\(server): \(text)"

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternMeta
 import CisternWire
@@ -22,7 +23,11 @@ public actor KVIndexService {
     /// The folder of every namespace's data files.
     public static let root = "/.kvcache"
 
-    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy?) {
+    /// Tenants and capabilities (nil: a cluster without authentication).
+    public nonisolated let auth: AuthSettings?
+
+    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy?, auth: AuthSettings? = nil) {
+        self.auth = auth
         self.kv = kv
         self.runtime = runtime
         self.policy = policy
@@ -32,11 +37,41 @@ public actor KVIndexService {
 
     public func setPolicy(_ p: LayoutPolicy) { policy = p }
 
-    /// Serves `kvIndexService` requests on `transport`.
+    /// Serves `kvIndexService` requests on `transport`. With authentication, each
+    /// request's token names its caller, `KVAccess` decides what it may do, a
+    /// namespace listing shows only the caller's own, and a reply describing a
+    /// namespace carries capabilities for its data files.
     public func serve(on transport: any Transport) async {
+        let auth = self.auth
         await transport.serve(kvIndexService) { [self] request in
-            let parsed = try KVRequest(wireBytes: request.message.header)
-            return Message(method: 0, header: await self.execute(parsed).wireBytes())
+            var r = WireReader(request.message.header)
+            let parsed = try KVRequest(from: &r)
+            let trailer = try AuthTrailer.read(after: &r)
+            guard let auth else { return Message(method: 0, header: await self.execute(parsed).wireBytes()) }
+            let caller: Caller
+            do throws(AuthError) {
+                caller = try await auth.authenticator.caller(token: trailer?.token)
+            } catch .unavailable(let why) {
+                return Message(method: 0, header: KVReply.unavailable(why).wireBytes())
+            } catch {
+                return Message(method: 0, header: KVReply.refused(.tenant(.unauthenticated)).wireBytes())
+            }
+            let allowed: KVRequest
+            switch KVAccess.authorize(parsed, caller: caller) {
+            case .success(let a): allowed = a
+            case .failure(let e): return Message(method: 0, header: KVReply.refused(.tenant(.forbidden("\(e)"))).wireBytes())
+            }
+            var reply = await self.execute(allowed)
+            var grant: AuthTrailer?
+            switch reply {
+            case .config(let c):
+                grant = AuthTrailer(capabilities: c.files.map { auth.key.mint(inode: $0.inode.rawValue, rights: .readWrite) })
+            case .namespaces(let names) where !caller.isAdmin:
+                reply = .namespaces(names.filter { Access.mayUse(namespace: $0, tenant: caller.tenant) })
+            default:
+                break
+            }
+            return Message(method: 0, header: grant.map { $0.appended(to: reply.wireBytes()) } ?? reply.wireBytes())
         }
     }
 
@@ -51,7 +86,7 @@ public actor KVIndexService {
             case .createOwnedNamespace(let owner, let name, let pageBytes, let capacity, let files, let durability):
                 return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, durability: durability, owner: owner, now: now))
             case .tenant(let t):
-                return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await Self.execute(t, TenantRegistry(tx, now: now)) }
+                return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await Self.execute(t, TenantRegistry(tx, now: now), Namespace(tx, now: now)) }
             case .describe(let name):
                 return .config(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).config(name) })
             case .reserve(let name, let keys):
@@ -117,18 +152,29 @@ public actor KVIndexService {
         }
     }
 
-    /// Runs one tenant-registry request.
-    static func execute(_ request: TenantRequest, _ registry: TenantRegistry) async throws -> KVReply {
+    /// Runs one tenant-registry request. A tenant's file tree (`/tenants/NAME`) is
+    /// made with it and removed with it (if empty), in the same transaction.
+    static func execute(_ request: TenantRequest, _ registry: TenantRegistry, _ files: Namespace) async throws -> KVReply {
         switch request {
-        case .create(let n, let q, let c): try await registry.create(n, quota: q, capacityBytes: c)
-        case .delete(let n): try await registry.delete(n)
+        case .create(let n, let q, let c):
+            try await registry.create(n, quota: q, capacityBytes: c)
+            _ = try await files.mkdir(Access.root(of: n), parents: true)
+        case .delete(let n):
+            try await registry.delete(n)
+            do {
+                _ = try await files.remove(Access.root(of: n), recursive: false)
+            } catch MetaError.notFound {
+                // Never made (a tenant from before file trees), nothing to remove.
+            }
         case .list: return .tenants(try await registry.list())
         case .info(let n): return .tenants([try await registry.info(n)])
         case .setQuota(let n, let q, let c): try await registry.setQuota(n, q, capacityBytes: c)
         case .addToken(let t, let id, let h): try await registry.addToken(t, id: id, hash: h)
         case .revokeToken(let t, let id): try await registry.revokeToken(t, id: id)
         case .authenticate(let h): return .tenantName(try await registry.authenticate(h))
-        case .ensure(let n, let q): try await registry.ensure(n, quota: q)
+        case .ensure(let n, let q):
+            try await registry.ensure(n, quota: q)
+            _ = try await files.mkdir(Access.root(of: n), parents: true)
         }
         return .ok
     }

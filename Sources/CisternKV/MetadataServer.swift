@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternMeta
 import CisternMgmtd
@@ -38,8 +39,10 @@ public actor MetadataServer {
     public static func start(kv: any TransactionalKV, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient,
                              remover: any ChunkRemover, lengthProbe: any ChunkLengthProbe,
                              chunkBytes: UInt32 = 1 << 20, stripe: Int = 4, heartbeatNanoseconds: UInt64 = 1_000_000_000,
-                             maintenance settings: MaintenanceSettings = MaintenanceSettings()) async -> MetadataServer {
-        let s = MetadataServer(kv: kv, runtime: runtime, mgmtd: mgmtd, remover: remover, lengthProbe: lengthProbe, chunkBytes: chunkBytes, stripe: stripe, maintenance: settings)
+                             maintenance settings: MaintenanceSettings = MaintenanceSettings(), auth: MetadataAuth? = nil) async -> MetadataServer {
+        let s = MetadataServer(kv: kv, runtime: runtime, mgmtd: mgmtd, remover: remover, lengthProbe: lengthProbe, chunkBytes: chunkBytes, stripe: stripe, maintenance: settings,
+                               auth: auth.map { AuthSettings(key: $0.key, authenticator: TenantAuthenticator(kv: kv, runtime: runtime, cacheNanoseconds: $0.tokenCacheNanoseconds)) })
+        if let digest = auth?.adminTokenDigest { await s.bootstrapAdmin(digest, kv: kv) }
         await s.meta.serve(on: transport)
         await s.kvIndex.serve(on: transport)
         await mgmtd.serveHints()
@@ -50,18 +53,39 @@ public actor MetadataServer {
     }
 
     init(kv: any TransactionalKV, runtime: any Runtime, mgmtd: MgmtdClient, remover: any ChunkRemover, lengthProbe: any ChunkLengthProbe, chunkBytes: UInt32, stripe: Int,
-         maintenance settings: MaintenanceSettings) {
+         maintenance settings: MaintenanceSettings, auth: AuthSettings?) {
         self.runtime = runtime
         self.mgmtd = mgmtd
         self.chunkBytes = chunkBytes
         self.stripe = stripe
         // Until routing names chains, file creation is refused ("no chains") rather
         // than placing files nowhere.
-        self.meta = MetaService(kv: kv, runtime: runtime, policy: LayoutPolicy(table: 0, tableVersion: 0, chains: [], chunkBytes: chunkBytes, stripe: stripe))
-        self.kvIndex = KVIndexService(kv: kv, runtime: runtime, policy: nil)
+        self.meta = MetaService(kv: kv, runtime: runtime, policy: LayoutPolicy(table: 0, tableVersion: 0, chains: [], chunkBytes: chunkBytes, stripe: stripe), auth: auth)
+        self.kvIndex = KVIndexService(kv: kv, runtime: runtime, policy: nil, auth: auth)
         self.maintenance = MetaMaintenance(meta: meta, me: mgmtd.node.rawValue, remover: remover,
                                            probe: lengthProbe, settings: settings, runtime: runtime)
         self.unownedExecutor = runtime.makeActorExecutor()
+    }
+
+    /// Makes sure the admin tenant has the configured token, retrying (a minute at
+    /// most) while the store is unreachable; said in the log if it never succeeds.
+    func bootstrapAdmin(_ digest: [UInt8], kv: any TransactionalKV) async {
+        let now = runtime.nowNanoseconds()
+        let retry = RetryPolicy.fixed(attemptsMax: 120, delayNanoseconds: 500_000_000)
+        var last = ""
+        for attempt in retry.attempts {
+            await retry.wait(beforeAttempt: attempt, on: runtime)
+            do {
+                try await kv.transact(runtime: runtime, idempotent: true) { tx in try await TenantRegistry(tx, now: now).bootstrapAdmin(tokenDigest: digest) }
+                return
+            } catch let e as TenantError {
+                last = "\(e)"
+                break
+            } catch {
+                last = "\(error)"
+            }
+        }
+        runtime.logger("meta").error("the admin tenant's token could not be set up: \(last)")
     }
 
     /// Heartbeats and refreshes the layout policy whenever routing changes.
@@ -80,5 +104,19 @@ public actor MetadataServer {
         policyVersion = routing.version
         await meta.setPolicy(policy)
         await kvIndex.setPolicy(policy)
+    }
+}
+
+/// What a metadata server needs to enforce tenants: the cluster key (shared with the
+/// storage servers) and, optionally, the admin token's digest to set up at start.
+public struct MetadataAuth: Sendable {
+    public var key: CapabilityKey
+    public var adminTokenDigest: [UInt8]?
+    /// How long a token's tenant is remembered (a revoked token works that long).
+    public var tokenCacheNanoseconds: UInt64
+    public init(key: CapabilityKey, adminTokenDigest: [UInt8]? = nil, tokenCacheNanoseconds: UInt64 = 1_000_000_000) {
+        self.key = key
+        self.adminTokenDigest = adminTokenDigest
+        self.tokenCacheNanoseconds = tokenCacheNanoseconds
     }
 }

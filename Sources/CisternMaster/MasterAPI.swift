@@ -264,6 +264,7 @@ struct APIError: HTTPResponseError, CustomStringConvertible {
             case .tooLarge: return APIError(.contentTooLarge, "too_large", text)
             case .store: return APIError(.serviceUnavailable, "metadata_store", text)
             case .noSpace: return APIError(APIError.insufficientStorage, "no_space", text)
+            case .permissionDenied: return APIError(.forbidden, "forbidden", text)
             }
         }
     }

@@ -29,8 +29,8 @@ extension MasterServer {
         // Tenants (admin; a tenant may read its own)
         on(router, .post, "/v1/tenants", .admin) { request, _, _ in
             let body = try await json(API.TenantCreate.self, request)
+            // The index makes the tenant's file tree in the same transaction.
             _ = try await index(.tenant(.create(name: body.name, quota: TenantQuota(bytes: body.quotaBytes, pages: body.quotaPages), capacityBytes: await capacityBytes())))
-            _ = try await client.mkdir("\(Self.filesRoot)/\(body.name)", parents: true)
             return try await tenantAnswer(body.name, status: .created)
         }
         on(router, .get, "/v1/tenants", .admin) { _, _, _ in

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternWire
 
@@ -31,8 +32,14 @@ public actor MetaClient {
         set { retry.attemptsMax = newValue }
     }
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
+    /// The token every request carries (nil on a cluster without authentication).
+    public nonisolated let token: String?
+    /// Where capabilities from replies go, and where inode-addressed requests find theirs.
+    public nonisolated let wallet: CapabilityWallet?
 
-    public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], clientID: UInt64) {
+    public init(runtime: any Runtime, transport: any Transport, servers: [NodeID], clientID: UInt64, token: String? = nil, wallet: CapabilityWallet? = nil) {
+        self.token = token
+        self.wallet = wallet
         precondition(!servers.isEmpty, "a metadata client needs at least one server")
         self.runtime = runtime
         self.transport = transport
@@ -45,14 +52,24 @@ public actor MetaClient {
     /// Runs `op`; refusals (the namespace says no) come back as `.refused`.
     public func call(_ op: MetaOp) async throws(MetaClientError) -> MetaReply {
         nextRequest += 1
-        let request = MetaRequest(client: clientID, request: nextRequest, op: op).message()
+        var request = MetaRequest(client: clientID, request: nextRequest, op: op).message()
+        if token != nil || wallet != nil {
+            let inodes: [UInt64] = switch op {
+            case .batchStat(let ids): ids.map(\.rawValue)
+            case .close(let id, _, _), .sync(let id, _): [id.rawValue]
+            default: []
+            }
+            request.header = AuthTrailer(token: token, capabilities: wallet?.capabilities(for: inodes) ?? []).appended(to: request.header)
+        }
         var last = "no attempt"
         for attempt in retry.attempts {
             await retry.wait(beforeAttempt: attempt, on: runtime)
             let server = servers[cursor % servers.count]
             do {
                 let response = try await transport.call(server, service: metaService, request, timeoutNanoseconds: timeoutNanoseconds)
-                let reply = try MetaReply(wireBytes: response.header)
+                var r = WireReader(response.header)
+                let reply = try MetaReply(from: &r)
+                if let trailer = try AuthTrailer.read(after: &r) { wallet?.insert(trailer.capabilities) }
                 switch reply {
                 case .refused(let code, let text): throw MetaClientError.refused(code, text)
                 case .unavailable(let text): last = "\(server): \(text)"

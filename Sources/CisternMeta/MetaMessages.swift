@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternWire
 
@@ -114,9 +115,19 @@ public struct MetaRequest: Sendable, Equatable {
         return Message(method: op.method, header: w.bytes)
     }
 
+    /// The request and its trailer (token, capabilities; nil if it has none).
+    public static func decode(_ message: Message) throws(WireError) -> (MetaRequest, AuthTrailer?) {
+        var r = WireReader(message.header)
+        let request = try MetaRequest(reading: &r, method: message.method)
+        return (request, try AuthTrailer.read(after: &r))
+    }
+
     public init(_ message: Message) throws(WireError) {
         var r = WireReader(message.header)
-        let method = message.method
+        try self.init(reading: &r, method: message.method)
+    }
+
+    init(reading r: inout WireReader, method: UInt16) throws(WireError) {
         self = try r.readMessage("MetaRequest") { m throws(WireError) -> MetaRequest in
             let client = try m.readVarint("client")
             let request = try m.readVarint("request")
@@ -206,6 +217,9 @@ public enum MetaErrorCode: UInt8, Sendable, WireEnum {
     case notFound = 1, exists, notADirectory, isADirectory, notEmpty, invalidPath, cycle, tooLarge, store
     /// The metadata store is full; retrying does not help until space is freed.
     case noSpace = 10
+    /// The caller's token is missing, unknown or revoked, or its tenant may not use
+    /// the path or inode (see `Access`).
+    case permissionDenied = 11
 
     public init(_ e: MetaError) {
         switch e {

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternWire
 
@@ -6,11 +7,39 @@ extension MetaService {
     /// beyond the retry budget, outages, unknown outcomes) answer `unavailable`: the
     /// client retries the same request, which its identity makes safe. A full store
     /// (`noSpace`) or a lasting store failure (`store`) is refused at once.
+    ///
+    /// With authentication (`auth`), each request's token names its caller (a refusal
+    /// `permissionDenied` otherwise), the caller must be allowed every path the
+    /// operation names (`MetaAccess`), its retried requests are remembered under a
+    /// client number scoped to its tenant, and a reply that returns a file carries a
+    /// capability for the file's chunks.
     public func serve(on transport: any Transport) async {
+        let auth = self.auth
         await transport.serve(metaService) { [self] request in
-            let parsed = try MetaRequest(request.message)
+            guard let auth else {
+                let parsed = try MetaRequest(request.message)
+                return Message(method: 0, header: await self.execute(parsed).wireBytes())
+            }
+            var (parsed, trailer) = try MetaRequest.decode(request.message)
+            let caller: Caller
+            do throws(AuthError) {
+                caller = try await auth.authenticator.caller(token: trailer?.token)
+            } catch .unavailable(let why) {
+                return Message(method: 0, header: MetaReply.unavailable(why).wireBytes())
+            } catch {
+                return Message(method: 0, header: MetaReply.refused(.permissionDenied, "\(error)").wireBytes())
+            }
+            if let why = MetaAccess.refusal(parsed.op, caller: caller, presented: trailer?.capabilities ?? [], key: auth.key) {
+                return Message(method: 0, header: MetaReply.refused(.permissionDenied, "\(AuthError.forbidden(why))").wireBytes())
+            }
+            // Request records are per tenant; keep-alives name the client's own sessions.
+            if parsed.op != .keepAlive { parsed.client = Access.scopedClient(parsed.client, tenant: caller.tenant) }
             let reply = await self.execute(parsed)
-            return Message(method: 0, header: reply.wireBytes())
+            trailer = nil
+            if case .inode(let i?) = reply, i.type == .file {
+                trailer = AuthTrailer(capabilities: [auth.key.mint(inode: i.id.rawValue, rights: .readWrite)])
+            }
+            return Message(method: 0, header: trailer.map { $0.appended(to: reply.wireBytes()) } ?? reply.wireBytes())
         }
     }
 
@@ -76,5 +105,34 @@ extension MetaService {
         } catch {
             return .unavailable("\(error)")
         }
+    }
+}
+
+/// Which metadata operations a caller may run (pure): the admin everything; another
+/// tenant only operations whose every path is in its tree (`Access.mayUse(path:)`),
+/// and operations addressed by inode only with a valid capability for each inode
+/// (which it got when it opened or created the file).
+public enum MetaAccess {
+    /// Why `caller` may not run `op` (nil: it may).
+    public static func refusal(_ op: MetaOp, caller: Caller, presented: [Capability], key: CapabilityKey) -> String? {
+        if caller.isAdmin { return nil }
+        let paths: [String]
+        switch op {
+        case .stat(let p), .create(let p, _, _), .mkdir(let p, _), .symlink(let p, _), .remove(let p, _), .list(let p, _, _),
+             .open(let p, _, _), .setattr(let p, _), .truncate(let p, _):
+            paths = [p]
+        case .link(let a, let b), .rename(let a, let b):
+            paths = [a, b]
+        case .statfs, .keepAlive:
+            paths = []
+        case .batchStat(let ids):
+            return key.check(needed: .read, inodes: ids.map(\.rawValue), presented: presented)
+        case .close(let id, _, _), .sync(let id, _):
+            return key.check(needed: .write, inodes: [id.rawValue], presented: presented)
+        }
+        for p in paths where !Access.mayUse(path: p, tenant: caller.tenant) {
+            return "\(caller) may use only \(Access.root(of: caller.tenant)) and what is under it, not '\(p.prefix(200))'"
+        }
+        return nil
     }
 }

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternWire
 
@@ -12,8 +13,12 @@ public actor MetaService {
     let kv: any TransactionalKV
     let runtime: any Runtime
     public var policy: LayoutPolicy
+    /// Tenants and capabilities (nil: a cluster without authentication, where every
+    /// caller may do everything).
+    public nonisolated let auth: AuthSettings?
 
-    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy) {
+    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy, auth: AuthSettings? = nil) {
+        self.auth = auth
         self.kv = kv
         self.runtime = runtime
         self.policy = policy

@@ -1,4 +1,5 @@
 import Cistern
+import CisternAuth
 import CisternCore
 import CisternMaster
 import CisternNIO
@@ -88,6 +89,8 @@ public struct LocalCluster: Sendable {
         let mgmtd = ServerConfig.Peer(id: 1, address: "127.0.0.1:\(try Self.freePort())")
         let metas = try (0..<max(1, min(metaServers, 9))).map { ServerConfig.Peer(id: UInt32(10 + $0), address: "127.0.0.1:\(try Self.freePort())") }
         let cluster = ServerConfig.Cluster(mgmtd: [mgmtd], meta: metas)
+        let storageAuth = ServerConfig.Auth(clusterKeyFile: clusterKeyFile)
+        let metaAuth = ServerConfig.Auth(clusterKeyFile: clusterKeyFile, adminTokenFile: adminTokenFile)
         var out = [
             ServerConfig(node: .init(id: 1, name: "mgmtd1", role: .mgmtd, listen: mgmtd.address), cluster: cluster,
                          kv: .init(kind: "sqlite", path: path("kv", "mgmtd.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")),
@@ -95,13 +98,13 @@ public struct LocalCluster: Sendable {
         for (i, m) in metas.enumerated() {
             out.append(ServerConfig(node: .init(id: m.id, name: "meta\(i + 1)", role: .meta, listen: m.address), cluster: cluster,
                                     kv: .init(kind: "sqlite", path: path("kv", "meta", "meta.sqlite")), meta: settings,
-                                    metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")))
+                                    metrics: .init(listen: "127.0.0.1:\(try Self.freePort())"), auth: metaAuth))
         }
         for i in 1...storageNodes {
             let id = UInt32(100 + i)
             out.append(ServerConfig(node: .init(id: id, name: "storage\(i)", role: .storage, listen: "127.0.0.1:\(try Self.freePort())"), cluster: cluster,
                                     storage: .init(dataDir: path("data", "storage\(i)"), targets: (1...max(1, min(targetsPerNode, 99))).map { UInt64(id) * 100 + UInt64($0) }),
-                                    metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")))
+                                    metrics: .init(listen: "127.0.0.1:\(try Self.freePort())"), auth: storageAuth))
         }
         return out
     }
@@ -125,6 +128,18 @@ public struct LocalCluster: Sendable {
         return token
     }
 
+    /// Where `cistern up` keeps the cluster key that metadata and storage servers
+    /// share (mode 0600).
+    public var clusterKeyFile: String { path("cluster.key") }
+
+    /// Makes the cluster key if there is none.
+    func ensureClusterKey() throws {
+        if FileManager.default.fileExists(atPath: clusterKeyFile) { return }
+        guard FileManager.default.createFile(atPath: clusterKeyFile, contents: Data((CapabilityKey.generateHex() + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw LocalClusterError.io("cannot write \(clusterKeyFile)")
+        }
+    }
+
     /// The master's base URL (`http://127.0.0.1:PORT`), if this cluster has one.
     public func masterURL() -> String? {
         guard let text = try? String(contentsOfFile: path("config", "master1.yaml"), encoding: .utf8),
@@ -143,6 +158,8 @@ public struct LocalCluster: Sendable {
         if !runningNodes().isEmpty { throw LocalClusterError.alreadyRunning(dataDir) }
         let fm = FileManager.default
         for d in ["config", "logs", "pids", "data", "kv"] { try fm.createDirectory(atPath: path(d), withIntermediateDirectories: true) }
+        _ = try adminToken()
+        try ensureClusterKey()
         let configs = try configs(storageNodes: storageNodes, targetsPerNode: targetsPerNode, metaServers: metaServers, meta: meta)
         let encoder = YAMLEncoder()
         for c in configs { try encoder.encode(c).write(toFile: path("config", "\(c.node.name).yaml"), atomically: true, encoding: .utf8) }
@@ -160,7 +177,6 @@ public struct LocalCluster: Sendable {
             try await session.waitUntilServing(storageNodes: storageNodes, replicas: min(3, storageNodes), progress: progress)
             await session.close()
             if master {
-                _ = try adminToken()
                 let m = try masterConfig(cluster: configs[0].cluster)
                 try encoder.encode(m).write(toFile: path("config", "\(m.node.name).yaml"), atomically: true, encoding: .utf8)
                 try start(m.node.name, role: m.node.role.rawValue, binary: binary)
@@ -228,7 +244,9 @@ public struct LocalCluster: Sendable {
 
 extension ClientSession {
     /// Connects to the cluster described by `cluster.yaml` in the data dir.
+    /// Requests carry the token `ClientToken.locate` finds (`CISTERN_TOKEN`, or the
+    /// data dir's admin token).
     public static func connect(_ cluster: LocalCluster, name: String = "cli") async throws -> ClientSession {
-        try await connect(cluster.clusterConfig(), name: name)
+        try await connect(cluster.clusterConfig(), name: name, token: ClientToken.locate(cluster.dataDir))
     }
 }

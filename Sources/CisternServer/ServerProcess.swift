@@ -1,4 +1,5 @@
 import Cistern
+import CisternAuth
 import CisternCore
 import CisternKV
 import CisternMaster
@@ -87,14 +88,18 @@ public struct ServerProcess: Service {
         case .mgmtd:
             service = await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: try openKV())
         case .meta:
+            let auth = try metadataAuth()
+            if auth == nil { log.warning("no auth section: this metadata server serves every caller as the admin (see docs/operations.md, Tenants and authentication)") }
             service = await MetadataServer.start(kv: try openKV(), runtime: runtime, transport: transport, mgmtd: mgmtd,
-                                                 maintenance: Self.maintenanceSettings(config.meta))
+                                                 maintenance: Self.maintenanceSettings(config.meta), auth: auth)
         case .storage:
             guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
             let (disk, kind) = try openDisk(s)
             log.info("storage disk: \(kind) at \(s.dataDir)")
+            let key = try clusterKey()
+            if key == nil { log.warning("no auth section: this storage node serves chunk requests without capabilities (see docs/operations.md, Tenants and authentication)") }
             service = try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
-                                                     targets: s.targets.map(TargetID.init))
+                                                     targets: s.targets.map(TargetID.init), capabilityKey: key)
         case .master:
             preconditionFailure("the master runs in runMaster()")
         }
@@ -120,7 +125,7 @@ public struct ServerProcess: Service {
         if let b = m.bodyBytesMax { settings.bodyBytesMax = b }
         if let t = m.idleTimeoutSeconds { settings.idleTimeoutSeconds = Int64(t) }
         if let c = m.connectionsMax { settings.connectionsMax = c }
-        let session = try await ClientSession.connect(config.cluster, name: config.node.name)
+        let session = try await ClientSession.connect(config.cluster, name: config.node.name, token: token)
         let master = MasterServer(client: session.client, settings: settings, metricsText: metricsText)
         // The cluster may still be starting: retry the bootstrap until it answers (a minute).
         let retry = RetryPolicy.fixed(attemptsMax: 120, delayNanoseconds: 500_000_000)
@@ -135,6 +140,39 @@ public struct ServerProcess: Service {
         }
         try await master.run(onReady: onReady)
         await session.close()
+    }
+
+    /// The cluster key named by `auth.cluster_key_file` (nil without an auth section).
+    func clusterKey() throws -> CapabilityKey? {
+        guard let a = config.auth else { return nil }
+        let text: String
+        do {
+            text = try String(contentsOfFile: a.clusterKeyFile, encoding: .utf8)
+        } catch {
+            throw ConfigError.unreadable(path: a.clusterKeyFile, reason: "auth.cluster_key_file: \((error as NSError).localizedDescription); make one with: cistern keygen > \(a.clusterKeyFile)")
+        }
+        do {
+            return try CapabilityKey(hex: text)
+        } catch {
+            throw ConfigError.invalid(path: a.clusterKeyFile, problems: ["\(error)"])
+        }
+    }
+
+    /// A metadata server's authentication settings from `auth:` (nil without it).
+    func metadataAuth() throws -> MetadataAuth? {
+        guard let a = config.auth, let key = try clusterKey() else { return nil }
+        var digest: [UInt8]?
+        if let f = a.adminTokenFile {
+            let token: String
+            do {
+                token = try String(contentsOfFile: f, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ConfigError.unreadable(path: f, reason: "auth.admin_token_file: \((error as NSError).localizedDescription)")
+            }
+            guard token.count >= 16 else { throw ConfigError.invalid(path: f, problems: ["the admin token must have at least 16 characters"]) }
+            digest = TokenDigest.of(token)
+        }
+        return MetadataAuth(key: key, adminTokenDigest: digest, tokenCacheNanoseconds: UInt64((a.tokenCacheSeconds ?? 1) * 1e9))
     }
 
     /// The config's `meta:` section over the defaults.

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternMgmtd
 import CisternRouting
@@ -10,12 +11,16 @@ public enum StorageClientError: Error, Equatable, Sendable, CustomStringConverti
     /// A replica of the chain has no room for the write (not retried: it would fail
     /// again until space is freed); the text names the target, node, path and fix.
     case noSpace(String)
+    /// A storage node refused the request for want of a valid capability (not
+    /// retried): the text names the inode and the fix.
+    case forbidden(String)
 
     public var description: String {
         switch self {
         case .exhausted(let n, let e): return "gave up after \(n) attempts (last: \(e)); the chain may have no serving replica"
         case .unknownChain(let c): return "\(c) is not in the routing information; is the chain table created?"
         case .noSpace(let why): return why
+        case .forbidden(let why): return "storage refused: \(why)"
         }
     }
 }
@@ -46,6 +51,9 @@ public actor StorageClient {
     public var timeoutNanoseconds: UInt64 = 1_000_000_000
     /// Requests in flight to one storage node at most; more wait their turn.
     public nonisolated let limiter: InFlightLimiter<NodeID>
+    /// The capabilities requests carry (a client's, from the metadata servers, or a
+    /// server's service capability); nil on a cluster without authentication.
+    public nonisolated let wallet: CapabilityWallet?
 
     /// Sets how many times a request is tried before giving up.
     public func setAttempts(_ n: Int) { attemptsMax = max(1, n) }
@@ -53,7 +61,8 @@ public actor StorageClient {
     /// Sets how long one request may take before it is retried.
     public func setTimeout(_ nanoseconds: UInt64) { timeoutNanoseconds = max(1_000_000, nanoseconds) }
 
-    public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32, perNodeInFlightMax: Int = 32) {
+    public init(runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, clientID: UInt32, perNodeInFlightMax: Int = 32, wallet: CapabilityWallet? = nil) {
+        self.wallet = wallet
         self.limiter = InFlightLimiter(perKeyMax: max(1, perNodeInFlightMax))
         self.runtime = runtime
         self.transport = transport
@@ -69,11 +78,19 @@ public actor StorageClient {
         return await mgmtd.routing?.chain(id)
     }
 
-    /// One call to a storage node, within the per-node in-flight limit.
-    private func send(_ node: NodeID, _ message: Message) async throws -> Message {
+    /// One call to a storage node, within the per-node in-flight limit, with the
+    /// capabilities for the chunks it names. A `forbidden` answer is thrown as
+    /// `StorageClientError.forbidden` (retrying cannot help).
+    private func send(_ node: NodeID, _ request: StorageRequest, bulk: [UInt8] = []) async throws -> Message {
+        let trailer = wallet.map { AuthTrailer(capabilities: $0.capabilities(for: request.inodes)) }
+        let message = request.message(bulk: bulk, trailer: trailer)
         await limiter.acquire(node)
         defer { limiter.release(node) }
-        return try await transport.call(node, service: storageService, message, timeoutNanoseconds: timeoutNanoseconds)
+        let response = try await transport.call(node, service: storageService, message, timeoutNanoseconds: timeoutNanoseconds)
+        if response.header.first == 16, case .forbidden(let why)? = try? StorageReply(wireBytes: response.header) {
+            throw StorageClientError.forbidden(why)
+        }
+        return response
     }
 
     /// A random SERVING replica of `chain`, preferring ones that have not failed this
@@ -124,8 +141,10 @@ public actor StorageClient {
             let args = WriteArgs(target: head.target, chain: id, chainVersion: chain.version, chunk: chunk, offset: offset, tag: tag, durable: durable)
             let reply: StorageReply
             do {
-                let response = try await send(node, StorageRequest.write(args).message(bulk: data))
+                let response = try await send(node, .write(args), bulk: data)
                 reply = try StorageReply(wireBytes: response.header)
+            } catch let e as StorageClientError {
+                throw e
             } catch {
                 last = "\(head.target): \(error)"
                 continue
@@ -178,7 +197,7 @@ public actor StorageClient {
             bulk.reserveCapacity(pending.reduce(0) { $0 + items[$1].data.count })
             for i in pending { bulk += items[i].data }
             do {
-                let response = try await send(node, StorageRequest.writeBatch(args).message(bulk: bulk))
+                let response = try await send(node, .writeBatch(args), bulk: bulk)
                 let reply = try StorageReply(wireBytes: response.header)
                 guard case .batchWritten(let answers) = reply, answers.count == pending.count else {
                     for i in pending { last[i] = "\(head.target): \(reply)" }
@@ -196,6 +215,9 @@ public actor StorageClient {
                 }
                 pending = pending.filter { results[$0] == nil }
                 newRequest = true
+            } catch let e as StorageClientError {
+                for i in pending { results[i] = .failure(e) }
+                pending = []
             } catch {
                 for i in pending { last[i] = "\(head.target): \(error)" }
             }
@@ -216,11 +238,11 @@ public actor StorageClient {
         var result: [ChunkID: (version: UInt64, data: [UInt8], checksum: UInt32)?] = [:]
         if let chain = await chain(id, refresh: false), !chunks.isEmpty {
             let routing = await mgmtd.routing
-            var plans: [(node: NodeID, request: Message, chunks: [ChunkID])] = []
+            var plans: [(node: NodeID, request: StorageRequest, chunks: [ChunkID])] = []
             for range in Self.readGroups(count: chunks.count, expectedBytes: expectedBytes) {
                 let group = Array(chunks[range])
                 guard let target = pickReplica(chain, avoiding: []), let node = routing?.target(target)?.node else { continue }
-                plans.append((node, StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: group).message(), group))
+                plans.append((node, StorageRequest.readBatch(target: target, chain: id, chainVersion: chain.version, chunks: group), group))
             }
             let responses = await runtime.concurrentMap(plans, limit: Self.readRequestsInFlightMax) { plan in
                 try? await self.send(plan.node, plan.request)
@@ -274,7 +296,7 @@ public actor StorageClient {
     /// reply, preferring replicas that have not failed this request yet, refreshing
     /// routing and backing off between tries.
     private func fromServingReplica<T>(
-        _ id: ChainID, request: (TargetID, Chain) -> Message, answer: (Message) throws -> ReplicaAnswer<T>
+        _ id: ChainID, request: (TargetID, Chain) -> StorageRequest, answer: (Message) throws -> ReplicaAnswer<T>
     ) async throws(StorageClientError) -> T {
         var last = "no attempt"
         var avoid: Set<TargetID> = []
@@ -299,6 +321,8 @@ public actor StorageClient {
                 case .done(let value): return value
                 case .retry(let why): last = "\(target): \(why)"
                 }
+            } catch let e as StorageClientError {
+                throw e
             } catch {
                 last = "\(target): \(error)"
             }
@@ -309,7 +333,7 @@ public actor StorageClient {
     /// The committed length of `chunk`, or nil if it does not exist (no data moves).
     public func length(of chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> Int? {
         try await fromServingReplica(id, request: { target, chain in
-            StorageRequest.statChunk(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
+            StorageRequest.statChunk(target: target, chain: id, chainVersion: chain.version, chunk: chunk)
         }) { response -> ReplicaAnswer<Int?> in
             switch try StorageReply(wireBytes: response.header) {
             case .chunkStat(_, let length): return .done(length)
@@ -322,7 +346,7 @@ public actor StorageClient {
     /// The committed content of `chunk` and its version, or nil if it does not exist.
     public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
         try await fromServingReplica(id, request: { target, chain in
-            StorageRequest.read(target: target, chain: id, chainVersion: chain.version, chunk: chunk).message()
+            StorageRequest.read(target: target, chain: id, chainVersion: chain.version, chunk: chunk)
         }) { response -> ReplicaAnswer<(version: UInt64, data: [UInt8])?> in
             let reply = try StorageReply(wireBytes: response.header)
             switch reply {

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternRouting
 import CisternWire
@@ -203,6 +204,41 @@ public enum StorageRequest: Sendable, Equatable {
         }
     }
 
+    /// The files (inodes) whose chunks the request names.
+    public var inodes: [UInt64] {
+        switch self {
+        case .write(let a): return [a.chunk.inode]
+        case .writeBatch(let b): return b.items.map(\.chunk.inode)
+        case .read(_, _, _, let c), .statChunk(_, _, _, let c): return [c.inode]
+        case .readBatch(_, _, _, let chunks): return chunks.map(\.inode)
+        case .dumpMeta, .syncDone, .dumpMetaPage, .removeChunk: return []
+        }
+    }
+
+    /// What a capability must allow for this request: clients read and write; the
+    /// resync and garbage-collection requests are for servers only.
+    public var neededRights: Rights {
+        switch self {
+        case .write, .writeBatch: return .write
+        case .read, .readBatch, .statChunk: return .read
+        case .dumpMeta, .syncDone, .dumpMetaPage, .removeChunk: return .service
+        }
+    }
+
+    /// The request as a message, with `trailer` (token, capabilities) behind it.
+    public func message(bulk: [UInt8] = [], trailer: AuthTrailer?) -> Message {
+        var m = message(bulk: bulk)
+        if let trailer { m.header = trailer.appended(to: m.header) }
+        return m
+    }
+
+    /// The request and its trailer (nil if it has none).
+    public static func decode(_ message: Message) throws(WireError) -> (StorageRequest, AuthTrailer?) {
+        var r = WireReader(message.header)
+        let request = try StorageRequest(reading: &r, method: message.method)
+        return (request, try AuthTrailer.read(after: &r))
+    }
+
     public func message(bulk: [UInt8] = []) -> Message {
         var w = WireWriter()
         w.writeMessage { m in
@@ -238,7 +274,10 @@ public enum StorageRequest: Sendable, Equatable {
 
     public init(_ message: Message) throws(WireError) {
         var r = WireReader(message.header)
-        let method = message.method
+        try self.init(reading: &r, method: message.method)
+    }
+
+    init(reading r: inout WireReader, method: UInt16) throws(WireError) {
         self = try r.readMessage("StorageRequest") { m throws(WireError) -> StorageRequest in
             switch method {
             case 1: return .write(try m.read(WriteArgs.self))
@@ -337,6 +376,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
     /// One page of a target's chunk metadata, sorted by id; `more` when chunks with
     /// larger ids follow (ask again after the last one).
     case metaPage([ChunkMeta], more: Bool)
+    /// The request carried no valid capability for a chunk it names (or a server-only
+    /// request came from a client); the text says which. Not retried.
+    case forbidden(String)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -386,6 +428,9 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
                 w.write(metas)
                 w.write(more)
             }
+        case .forbidden(let why):
+            writer.writeVarint(16)
+            writer.writeMessage { $0.writeString(why) }
         }
     }
 
@@ -419,6 +464,7 @@ public enum StorageReply: Sendable, Equatable, WireCodable {
                 return .batchWritten(replies)
             case 14: return .noSpace(try m.readString())
             case 15: return .metaPage(try m.read([ChunkMeta].self), more: try m.read(Bool.self))
+            case 16: return .forbidden(try m.readString())
             default: throw .unknownTag(type: "StorageReply", tag: tag)
             }
         }

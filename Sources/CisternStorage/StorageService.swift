@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternMgmtd
 import CisternRouting
@@ -68,8 +69,17 @@ public actor StorageService {
     public private(set) var repairs = 0
 
     static let markerPath = "storage-node.state"
+    /// The cluster key: with one, every request must carry a capability for the
+    /// chunks it names (see `CapabilityKey.check`); without one, the node serves
+    /// anyone (a cluster without authentication).
+    nonisolated let capabilityKey: CapabilityKey?
+    /// What this node's own requests to other storage nodes carry (the service capability).
+    nonisolated let serviceTrailer: AuthTrailer?
 
-    init(node: NodeID, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, config: StorageConfig, targets: [TargetID], restarted: Bool, disk: any Disk) {
+    init(node: NodeID, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, config: StorageConfig, targets: [TargetID], restarted: Bool, disk: any Disk,
+         capabilityKey: CapabilityKey?) {
+        self.capabilityKey = capabilityKey
+        self.serviceTrailer = capabilityKey.map { AuthTrailer(capabilities: [$0.service]) }
         self.node = node
         self.disk = disk
         self.runtime = runtime
@@ -89,7 +99,7 @@ public actor StorageService {
     /// targets offline, so each goes through a resync.
     public static func start(
         node: NodeID, runtime: any Runtime, transport: any Transport, disk: any Disk, mgmtd: MgmtdClient,
-        targets: [TargetID], config: StorageConfig = StorageConfig()
+        targets: [TargetID], config: StorageConfig = StorageConfig(), capabilityKey: CapabilityKey? = nil
     ) async throws -> StorageService {
         var restarted = false
         if (try? await disk.open(markerPath, create: false)) != nil {
@@ -99,14 +109,20 @@ public actor StorageService {
             try await disk.write(f, offset: 0, Array("started".utf8))
             try await disk.fsync(f)
         }
-        let service = StorageService(node: node, runtime: runtime, transport: transport, mgmtd: mgmtd, config: config, targets: targets, restarted: restarted, disk: disk)
+        let service = StorageService(node: node, runtime: runtime, transport: transport, mgmtd: mgmtd, config: config, targets: targets, restarted: restarted, disk: disk, capabilityKey: capabilityKey)
         for t in targets {
             let engine = try await ChunkEngine.open(disk: SubdirectoryDisk(disk, folder: "targets/t\(t.rawValue)"), runtime: runtime)
             await service.attach(t, engine)
         }
         let metrics = StorageMetrics()
         await transport.serve(storageService) { [service] request in
-            let parsed = try StorageRequest(request.message)
+            let (parsed, trailer) = try StorageRequest.decode(request.message)
+            if let key = service.capabilityKey,
+               let why = key.check(needed: parsed.neededRights, inodes: parsed.inodes, presented: trailer?.capabilities ?? []) {
+                let reply = StorageReply.forbidden(why)
+                metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: 0)
+                return Message(method: 0, header: reply.wireBytes())
+            }
             let (reply, bulk) = await service.handle(parsed, bulk: request.message.bulk)
             metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: bulk.count)
             return Message(method: 0, header: reply.wireBytes(), bulk: bulk)
@@ -370,7 +386,7 @@ public actor StorageService {
             f.target = next.target
             f.chainVersion = chain.version
             f.fullReplace = next.state == .syncing
-            let request = StorageRequest.write(f).message(bulk: content)
+            let request = StorageRequest.write(f).message(bulk: content, trailer: serviceTrailer)
             do {
                 let response = try await transport.call(nextNode, service: storageService, request, timeoutNanoseconds: config.callTimeoutNanoseconds)
                 let reply = try StorageReply(wireBytes: response.header)
@@ -606,7 +622,7 @@ public actor StorageService {
                 return x
             }
             do {
-                let response = try await transport.call(nextNode, service: storageService, StorageRequest.writeBatch(f).message(bulk: bulk), timeoutNanoseconds: config.callTimeoutNanoseconds)
+                let response = try await transport.call(nextNode, service: storageService, StorageRequest.writeBatch(f).message(bulk: bulk, trailer: serviceTrailer), timeoutNanoseconds: config.callTimeoutNanoseconds)
                 let reply = try StorageReply(wireBytes: response.header)
                 if case .batchWritten(let answers) = reply, answers.count == items.count {
                     return await commitBatch(b, items, successor: answers, engine: engine)
@@ -728,7 +744,7 @@ public actor StorageService {
             guard let engine = engines[t], let chain = await chain(of: t), let r = await mgmtd.routing else { return }
             for peer in chain.targets where peer.state == .serving && peer.target != t {
                 guard let peerNode = r.target(peer.target)?.node else { continue }
-                let request = StorageRequest.read(target: peer.target, chain: chain.id, chainVersion: chain.version, chunk: chunk).message()
+                let request = StorageRequest.read(target: peer.target, chain: chain.id, chainVersion: chain.version, chunk: chunk).message(trailer: serviceTrailer)
                 guard let response = try? await transport.call(peerNode, service: storageService, request, timeoutNanoseconds: config.callTimeoutNanoseconds),
                       let reply = try? StorageReply(wireBytes: response.header),
                       case .data(let version, let checksum) = reply, CRC32C.checksum(response.bulk) == checksum
@@ -863,7 +879,7 @@ public actor StorageService {
     private func resync(from t: TargetID, to successor: TargetID, on successorNode: NodeID, chain: Chain) async {
         guard let engine = engines[t] else { return }
         func call(_ request: StorageRequest, bulk: [UInt8] = []) async -> (StorageReply, [UInt8])? {
-            guard let response = try? await transport.call(successorNode, service: storageService, request.message(bulk: bulk), timeoutNanoseconds: config.callTimeoutNanoseconds),
+            guard let response = try? await transport.call(successorNode, service: storageService, request.message(bulk: bulk, trailer: serviceTrailer), timeoutNanoseconds: config.callTimeoutNanoseconds),
                   let reply = try? StorageReply(wireBytes: response.header) else { return nil }
             return (reply, response.bulk)
         }

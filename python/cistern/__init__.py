@@ -9,9 +9,9 @@ Connectors: `cistern.sglang.CisternHiCacheStorage` (SGLang HiCache, dynamic back
 and `cistern.lmcache.CisternConnector` (LMCache remote storage plugin, for vLLM).
 """
 from .errors import (BufferTooSmall, CisternError, ConfigError, Forked, Full, InvalidArgument, IOFailure, Mismatch,
-                     NoSpace, NotFound, TooLarge, Unavailable)
+                     NoSpace, NotFound, PermissionDenied, TooLarge, Unavailable)
 from .store import Stats, Store, Usage, buffer_of
 
 __all__ = ["Store", "Usage", "Stats", "buffer_of", "CisternError", "InvalidArgument", "NotFound", "Unavailable", "TooLarge",
-           "Full", "ConfigError", "Forked", "IOFailure", "Mismatch", "BufferTooSmall", "NoSpace"]
+           "Full", "ConfigError", "Forked", "IOFailure", "Mismatch", "BufferTooSmall", "NoSpace", "PermissionDenied"]
 __version__ = "0.1.0"

@@ -71,7 +71,15 @@ class NoSpace(CisternError, OSError):
     code = n.ENOSPACE
 
 
-_BY_CODE = {c.code: c for c in (InvalidArgument, NotFound, Unavailable, TooLarge, Full, ConfigError, Forked, IOFailure, Mismatch, BufferTooSmall, NoSpace)}
+class PermissionDenied(CisternError, PermissionError):
+    """The token is missing, unknown or revoked (pass one with CISTERN_TOKEN or
+    CISTERN_TOKEN_FILE), or its tenant may not use this namespace (a tenant T
+    uses namespaces named 'T.NAME')."""
+
+    code = n.EPERM
+
+
+_BY_CODE = {c.code: c for c in (InvalidArgument, NotFound, Unavailable, TooLarge, Full, ConfigError, Forked, IOFailure, Mismatch, BufferTooSmall, NoSpace, PermissionDenied)}
 
 
 def error_for(code: int, message: str | None = None) -> CisternError:

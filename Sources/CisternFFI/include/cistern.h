@@ -50,7 +50,8 @@ enum {
     CISTERN_EMISMATCH = -9,    /* the namespace exists with another page size or capacity */
     CISTERN_ESMALL = -10,      /* a destination buffer is smaller than the stored page */
     CISTERN_EINTERNAL = -11,   /* a bug: please report it with cistern_last_error() */
-    CISTERN_ENOSPACE = -12     /* a replica's disk or the metadata store is full: free space or add storage */
+    CISTERN_ENOSPACE = -12,    /* a replica's disk or the metadata store is full: free space or add storage */
+    CISTERN_EPERM = -13        /* the token is missing, unknown or revoked, or its tenant may not use this */
 };
 
 /* Outcomes of one page in cistern_batch_put_from (negative values are error codes). */
