@@ -1,3 +1,4 @@
+import CisternAuth
 import Cistern
 import CisternCore
 import CisternKV
@@ -48,11 +49,33 @@ final class KVCacheRun: @unchecked Sendable {
     var nextPutID: UInt64 = 0
     var counters: [String: Double] = [:]
 
+    // Tenants (workload `tenants: N`): the cluster runs with authentication; tenant k
+    // has the namespace `tk.kvcache`, a token and a quota of exactly that namespace.
+    let tenantCount: Int?
+    let authKey: CapabilityKey?
+    var adminToken: String { "sim-admin-token-\(seed)" }
+    func tenantToken(_ k: Int) -> String { "sim-token-t\(k)-\(seed)" }
+    func namespaceName(_ tenant: Int?) -> String { tenant.map { "t\($0).kvcache" } ?? namespace }
+    /// Each tenant's namespace as created (for the probes of the other tenants).
+    var tenantConfigs: [Int: KVNamespaceConfig] = [:]
+    var clientNames: [String] = []
+    /// A key as recorded: qualified by its tenant (tenants' keys coincide on purpose).
+    func recorded(_ key: String, _ tenant: Int?) -> String { tenant.map { "t\($0)/\(key)" } ?? key }
+
     init(scenario: Scenario, world: SimWorld, seed: UInt64) {
         self.scenario = scenario
         self.world = world
         self.seed = seed
         self.cluster = StorageRun(scenario: scenario, world: world, seed: seed)
+        self.tenantCount = scenario.workload.tenants
+        if scenario.workload.tenants != nil {
+            var rng = DeterministicRandom(seed: seed ^ 0x7E4A_47C0_FFEE)
+            let secret = (0..<32).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            self.authKey = try? CapabilityKey(secret: secret)
+        } else {
+            self.authKey = nil
+        }
+        cluster.capabilityKey = authKey
         for p in 0..<prefixes {
             var h = StableHash.fnv1a64("prompt/\(p)")
             keyTable.append((0..<prefixPages).map { i in
@@ -87,9 +110,14 @@ final class KVCacheRun: @unchecked Sendable {
 
     /// The put id a page read for `key` names, or nil (with a violation) when the
     /// bytes are not exactly some page of that key.
-    func inspect(_ data: [UInt8], key: String) -> UInt64? {
+    func inspect(_ data: [UInt8], key: String, raw: String? = nil, tenant: Int? = nil) -> UInt64? {
         guard data.count == pageBytes, let kh = KeyCoding.bigEndianValue(data[0..<8]), let id = KeyCoding.bigEndianValue(data[8..<16]) else {
             violations.append("pages_intact: a read of \(key) returned \(data.count) bytes that no put wrote")
+            return nil
+        }
+        if let raw, let tenant, let n = tenantCount, kh != StableHash.fnv1a64(key),
+           let other = (0..<n).first(where: { $0 != tenant && kh == StableHash.fnv1a64(recorded(raw, $0)) }) {
+            violations.append("tenant_isolation: tenant t\(tenant) read \(raw) and got tenant t\(other)'s page (put \(id))")
             return nil
         }
         guard kh == StableHash.fnv1a64(key) else {
@@ -114,6 +142,7 @@ final class KVCacheRun: @unchecked Sendable {
         cluster.mgmtdIDs = scenario.topology.nodes.filter { $0.role == .mgmtd }.compactMap { try? world.node(named: $0.name).id }.sorted()
         metaIDs = scenario.topology.nodes.filter { $0.role == .meta }.compactMap { try? world.node(named: $0.name).id }.sorted()
         let storageCount = scenario.topology.nodes.filter { $0.role == .storage }.count
+        clientNames = scenario.topology.nodes.filter { $0.role == .client }.map(\.name)
         for spec in scenario.topology.nodes {
             guard let node = try? world.node(named: spec.name) else { continue }
             if cluster.assignClusterRole(spec, node) {
@@ -127,7 +156,8 @@ final class KVCacheRun: @unchecked Sendable {
                 node.boot = { [unowned self] ctx in
                     let mgmtd = self.cluster.mgmtdClient(ctx, role: .meta)
                     ctx.retain(await MetadataServer.start(kv: ctx.kv, runtime: ctx.runtime, transport: ctx.transport, mgmtd: mgmtd,
-                                                          chunkBytes: 64 << 10, heartbeatNanoseconds: self.cluster.config.heartbeatIntervalNanoseconds))
+                                                          chunkBytes: 64 << 10, heartbeatNanoseconds: self.cluster.config.heartbeatIntervalNanoseconds,
+                                                          auth: self.authKey.map { MetadataAuth(key: $0, adminTokenDigest: TokenDigest.of(self.adminToken)) }))
                 }
             case .client:
                 node.boot = { [unowned self] ctx in await self.clientLoop(ctx) }
@@ -183,8 +213,13 @@ final class KVCacheRun: @unchecked Sendable {
 
     func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async {
         await cluster.bootstrap(ctx, storageNodes: storageNodes)
-        let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs)
+        let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+                                   token: authKey == nil ? nil : adminToken)
         await client.start()
+        if let n = tenantCount {
+            await bootstrapTenants(ctx, admin: client, count: n)
+            return
+        }
         while !namespaceReady {
             if (try? await client.kvNamespace(namespace, pageBytes: pageBytes, capacityPages: UInt64(capacity), files: 2, durability: durability)) != nil {
                 namespaceReady = true
@@ -194,18 +229,114 @@ final class KVCacheRun: @unchecked Sendable {
         }
     }
 
-    func openNamespace(_ ctx: SimProcessContext, clientTag: UInt32) async -> KVNamespace {
+    /// Tenant mode: the admin creates the tenants (quota: one namespace of the
+    /// workload's shape) and their tokens; each tenant creates its namespace. Every
+    /// step is retried through faults (a repeat that finds its work done is fine).
+    func bootstrapTenants(_ ctx: SimProcessContext, admin: CisternClient, count: Int) async {
+        let quota = TenantQuota(bytes: UInt64(capacity) * UInt64(pageBytes), pages: UInt64(capacity))
+        for k in 0..<count {
+            func settled(_ r: KVRequest) async {
+                while true {
+                    do {
+                        _ = try await admin.kvIndex.call(r)
+                        return
+                    } catch .tenant(.tenantExists), .tenant(.limit) {
+                        return  // an earlier try that seemed lost went through
+                    } catch {
+                        try? await ctx.runtime.sleep(nanoseconds: 300_000_000)
+                    }
+                }
+            }
+            await settled(.tenant(.create(name: "t\(k)", quota: quota, capacityBytes: 1 << 50)))
+            await settled(.tenant(.addToken(tenant: "t\(k)", id: "sim", hash: TokenDigest.of(tenantToken(k)))))
+            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+                                       incarnation: UInt32(0xE0 + k), token: tenantToken(k))
+            await client.start()
+            while tenantConfigs[k] == nil {
+                if let ns = try? await client.kvNamespace(namespaceName(k), pageBytes: pageBytes, capacityPages: UInt64(capacity), files: 2, durability: durability) {
+                    tenantConfigs[k] = ns.config
+                } else {
+                    try? await ctx.runtime.sleep(nanoseconds: 300_000_000)
+                }
+            }
+        }
+        namespaceReady = true
+    }
+
+    /// The tenant a client node works for (tenant mode), spread round-robin.
+    func tenant(of name: String) -> Int? {
+        guard let n = tenantCount, let i = clientNames.firstIndex(of: name) else { return nil }
+        return i % n
+    }
+
+    /// A client of `tenant`'s namespace (the admin's with nil in tenant mode: it may
+    /// use every namespace).
+    func openNamespace(_ ctx: SimProcessContext, clientTag: UInt32, tenant: Int? = nil, name: String? = nil) async -> KVNamespace {
+        let token: String? = authKey == nil ? nil : tenant.map(tenantToken) ?? adminToken
         let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
-                                   incarnation: clientTag)
+                                   incarnation: clientTag, token: token)
         await client.start()
         while true {
-            if namespaceReady, let ns = try? await client.kvNamespace(namespace) { return ns }
+            if namespaceReady, let ns = try? await client.kvNamespace(name ?? namespaceName(tenant)) { return ns }
             try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
         }
     }
 
+    /// Tenant mode: one attempt by `tenant`'s client to reach another tenant's
+    /// namespace, files or chunks. Any answer other than a refusal for permission
+    /// (or a failure to get an answer at all, under faults) is a violation.
+    func probe(_ client: CisternClient, tenant: Int, rng: inout DeterministicRandom) async {
+        guard let n = tenantCount, n >= 2 else { return }
+        var other = Int.random(in: 0..<(n - 1), using: &rng)
+        if other >= tenant { other += 1 }
+        guard let victim = tenantConfigs[other], let file = victim.files.first else { return }
+        let kind = Int.random(in: 0..<4, using: &rng)
+        let what: String
+        var outcome: Result<Void, any Error>
+        switch kind {
+        case 0:
+            what = "describe namespace \(victim.name)"
+            do { _ = try await client.kvIndex.call(.describe(name: victim.name)); outcome = .success(()) } catch { outcome = .failure(error) }
+        case 1:
+            what = "look up \(keyTable[0][0]) in \(victim.name)"
+            do { _ = try await client.kvIndex.call(.lookup(name: victim.name, keys: [keyTable[0][0]], leaseNanoseconds: 1_000_000_000)); outcome = .success(()) } catch { outcome = .failure(error) }
+        case 2:
+            let index = UInt64.random(in: 0..<max(1, victim.slotsPerFile), using: &rng)
+            let chunk = ChunkID(inode: file.inode.rawValue, index: index)
+            what = "read chunk \(chunk) of \(victim.name)'s data file"
+            guard let chain = file.layout.chain(ofChunk: index) else { return }
+            do { _ = try await client.storage.read(chunk, chain: chain); outcome = .success(()) } catch { outcome = .failure(error) }
+        default:
+            what = "stat /tenants/t\(other)"
+            do { _ = try await client.stat("/tenants/t\(other)"); outcome = .success(()) } catch { outcome = .failure(error) }
+        }
+        switch outcome {
+        case .success:
+            violations.append("tenant_isolation: tenant t\(tenant) could \(what)")
+        case .failure(let e):
+            if Self.isPermissionRefusal(e) {
+                counters["probes_refused", default: 0] += 1
+            } else {
+                counters["probes_unanswered", default: 0] += 1
+            }
+        }
+    }
+
+    static func isPermissionRefusal(_ e: any Error) -> Bool {
+        switch e {
+        case let e as CisternError:
+            switch e {
+            case .meta(.refused(.permissionDenied, _)), .kv(.tenant(.forbidden)), .kv(.tenant(.unauthenticated)), .storage(.forbidden): return true
+            default: return false
+            }
+        case KVCacheError.tenant(.forbidden), KVCacheError.tenant(.unauthenticated), StorageClientError.forbidden: return true
+        default: return false
+        }
+    }
+
     func clientLoop(_ ctx: SimProcessContext) async {
-        let ns = await openNamespace(ctx, clientTag: UInt32(ctx.process.incarnation))
+        let tenant = tenant(of: ctx.name)
+        let ns = await openNamespace(ctx, clientTag: UInt32(ctx.process.incarnation), tenant: tenant)
         var rng = ctx.runtime.random("workload")
         let think = Double((scenario.workload.thinkTime ?? SimDuration(nanoseconds: 50_000_000)).nanoseconds)
         while self.world.nowNanoseconds < scenario.duration.nanoseconds {
@@ -215,7 +346,8 @@ final class KVCacheRun: @unchecked Sendable {
             let n = Int.random(in: 1...prefixPages, using: &rng)
             let keys = Array(keyTable[p][0..<n])
             counters["requests", default: 0] += 1
-            await serve(ns, keys: keys, ctx: ctx)
+            await serve(ns, keys: keys, ctx: ctx, tenant: tenant)
+            if let tenant, rng.unit() < 0.15 { await probe(ns.client, tenant: tenant, rng: &rng) }
             try? await ctx.runtime.sleep(nanoseconds: UInt64(-think * log(max(rng.unit(), 1e-12))))
         }
     }
@@ -233,12 +365,13 @@ final class KVCacheRun: @unchecked Sendable {
     }
 
     /// One inference request: exists, get the hits, put the rest.
-    func serve(_ ns: KVNamespace, keys: [String], ctx: SimProcessContext) async {
+    func serve(_ ns: KVNamespace, keys: [String], ctx: SimProcessContext, tenant: Int? = nil) async {
+        let q = { (k: String) in self.recorded(k, tenant) }
         let now = { self.world.nowNanoseconds }
         let t0 = now()
         guard let e = try? await ns.exists(keys) else { return }
         let t1 = now()
-        for (k, present) in zip(keys, e.present) { reads.append(ReadRecord(key: k, invoke: t0, complete: t1, observed: present ? .present : .missing)) }
+        for (k, present) in zip(keys, e.present) { reads.append(ReadRecord(key: q(k), invoke: t0, complete: t1, observed: present ? .present : .missing)) }
         counters["pages_looked_up", default: 0] += Double(keys.count)
         var ok = true
         let hits = e.consecutiveHits
@@ -250,10 +383,10 @@ final class KVCacheRun: @unchecked Sendable {
                     switch g {
                     case .found(let bytes):
                         counters["pages_read", default: 0] += 1
-                        if let id = inspect(bytes, key: k) { reads.append(ReadRecord(key: k, invoke: t2, complete: t3, observed: .page(id))) }
+                        if let id = inspect(bytes, key: q(k), raw: k, tenant: tenant) { reads.append(ReadRecord(key: q(k), invoke: t2, complete: t3, observed: .page(id))) }
                     case .missing:
                         counters["pages_missing_on_get", default: 0] += 1
-                        reads.append(ReadRecord(key: k, invoke: t2, complete: t3, observed: .missing))
+                        reads.append(ReadRecord(key: q(k), invoke: t2, complete: t3, observed: .missing))
                     case .failed:
                         counters["page_reads_failed", default: 0] += 1
                         ok = false
@@ -270,23 +403,24 @@ final class KVCacheRun: @unchecked Sendable {
             for k in keys[hits...] {
                 nextPutID += 1
                 ids.append(nextPutID)
-                puts[k, default: []].append(PutRecord(id: nextPutID, invoke: t4, complete: nil, installed: false))
-                pages.append((k, page(key: k, id: nextPutID)))
+                puts[q(k), default: []].append(PutRecord(id: nextPutID, invoke: t4, complete: nil, installed: false))
+                pages.append((k, page(key: q(k), id: nextPutID)))
             }
             if let outcomes = try? await ns.put(pages) {
                 let t5 = now()
                 for ((k, _), (id, o)) in zip(pages, zip(ids, outcomes)) {
-                    guard let i = puts[k]?.lastIndex(where: { $0.id == id }) else { continue }
+                    let rk = q(k)
+                    guard let i = puts[rk]?.lastIndex(where: { $0.id == id }) else { continue }
                     switch o {
                     case .stored:
-                        puts[k]![i].complete = t5
-                        puts[k]![i].installed = true
+                        puts[rk]![i].complete = t5
+                        puts[rk]![i].installed = true
                         counters["pages_stored", default: 0] += 1
                     case .existed:
-                        puts[k]![i].complete = t5
+                        puts[rk]![i].complete = t5
                         counters["pages_existed", default: 0] += 1
                     case .full:
-                        puts[k]![i].complete = t5
+                        puts[rk]![i].complete = t5
                         counters["pages_full", default: 0] += 1
                     case .failed, .noSpace:
                         counters["page_puts_failed", default: 0] += 1
@@ -303,8 +437,55 @@ final class KVCacheRun: @unchecked Sendable {
     /// After the workload: read every key a put may have stored until each read
     /// finishes (found or missing), then audit the index.
     func verify(_ ctx: SimProcessContext) async {
-        let ns = await openNamespace(ctx, clientTag: 0xF0)
-        let keys = puts.keys.sorted()
+        let tenants: [Int?] = tenantCount.map { n in (0..<n).map { Optional($0) } } ?? [nil]
+        for (i, tenant) in tenants.enumerated() {
+            await verify(ctx, tenant: tenant, clientTag: UInt32(0xF0 + i))
+        }
+        if let n = tenantCount { await verifyQuotas(ctx, count: n) }
+        verifierDone = true
+    }
+
+    /// Tenant mode: no tenant can create more than its quota (one namespace), and
+    /// the registry's accounting stays within every quota.
+    func verifyQuotas(_ ctx: SimProcessContext, count: Int) async {
+        let admin = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+                                  incarnation: 0xD0, token: adminToken)
+        await admin.start()
+        for k in 0..<count {
+            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+                                       incarnation: UInt32(0xD1 + k), token: tenantToken(k))
+            await client.start()
+            var answered = false
+            for _ in 0..<20 where !answered {
+                do {
+                    _ = try await client.kvNamespace("t\(k).extra", pageBytes: pageBytes, capacityPages: 1, files: 1)
+                    violations.append("quotas_hold: tenant t\(k) created a second namespace beyond its quota of one")
+                    answered = true
+                } catch .kv(.tenant(.quotaExceeded)) {
+                    answered = true
+                } catch {
+                    try? await ctx.runtime.sleep(nanoseconds: 300_000_000)
+                }
+            }
+            while true {
+                if case .tenants(let infos)? = try? await admin.kvIndex.call(.tenant(.info(name: "t\(k)"))), let info = infos.first {
+                    if info.used.bytes > info.quota.bytes || info.used.pages > info.quota.pages {
+                        violations.append("quotas_hold: tenant t\(k) uses \(info.used.bytes) bytes / \(info.used.pages) pages beyond its quota of \(info.quota.bytes) / \(info.quota.pages)")
+                    }
+                    if info.namespaces != ["t\(k).kvcache"] { violations.append("quotas_hold: tenant t\(k) owns \(info.namespaces)") }
+                    break
+                }
+                try? await ctx.runtime.sleep(nanoseconds: 300_000_000)
+            }
+        }
+    }
+
+    /// Reads back every key of one namespace (all of them without tenants).
+    func verify(_ ctx: SimProcessContext, tenant: Int?, clientTag: UInt32) async {
+        let ns = await openNamespace(ctx, clientTag: clientTag, name: namespaceName(tenant))
+        let prefix = tenant.map { "t\($0)/" } ?? ""
+        let keys = puts.keys.sorted().filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+        let q = { (k: String) in self.recorded(k, tenant) }
         for batch in stride(from: 0, to: keys.count, by: 64).map({ Array(keys[$0..<min($0 + 64, keys.count)]) }) {
             var pending = batch
             while !pending.isEmpty {
@@ -318,9 +499,9 @@ final class KVCacheRun: @unchecked Sendable {
                 for (k, g) in zip(pending, got) {
                     switch g {
                     case .found(let bytes):
-                        if let id = inspect(bytes, key: k) { reads.append(ReadRecord(key: k, invoke: t0, complete: t1, observed: .page(id))) }
+                        if let id = inspect(bytes, key: q(k), raw: k, tenant: tenant) { reads.append(ReadRecord(key: q(k), invoke: t0, complete: t1, observed: .page(id))) }
                     case .missing:
-                        reads.append(ReadRecord(key: k, invoke: t0, complete: t1, observed: .missing))
+                        reads.append(ReadRecord(key: q(k), invoke: t0, complete: t1, observed: .missing))
                     case .failed:
                         again.append(k)
                     }
@@ -330,17 +511,16 @@ final class KVCacheRun: @unchecked Sendable {
             }
         }
         while true {
-            if case .problems(let p)? = try? await ns.client.kvIndex.call(.audit(name: namespace)) {
+            if case .problems(let p)? = try? await ns.client.kvIndex.call(.audit(name: ns.name)) {
                 violations += p.map { "index_sound: \($0)" }
                 break
             }
             try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
         }
         if let u = try? await ns.usage() {
-            counters["slots_confirmed_at_end"] = Double(u.confirmed)
-            counters["slots_high_water"] = Double(u.highWater)
+            counters["slots_confirmed_at_end", default: 0] += Double(u.confirmed)
+            counters["slots_high_water", default: 0] += Double(u.highWater)
         }
-        verifierDone = true
     }
 
     // MARK: Checks

@@ -206,8 +206,13 @@ public struct Workload: Codable, Sendable {
     /// KV cache workload: the namespace's durability, `cache` (the default) or
     /// `durable`.
     public var durability: String?
+    /// KV cache workload: run with authentication and this many tenants (1...8), each
+    /// with its own namespace, token and quota; clients are spread over them and probe
+    /// the other tenants' namespaces, files and chunks (`tenant_isolation`,
+    /// `quotas_hold`). Without it the cluster runs without authentication.
+    public var tenants: Int?
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kind, keys, replicas, chunks, prefixes, durability
+        case kind, keys, replicas, chunks, prefixes, durability, tenants
         case pageBytes = "page_bytes", capacityPages = "capacity_pages", prefixPages = "prefix_pages"
         case chunkBytes = "chunk_bytes"
         case readFraction = "read_fraction", opTimeout = "op_timeout", thinkTime = "think_time", plantedBug = "planted_bug"
@@ -233,6 +238,7 @@ public struct Workload: Codable, Sendable {
         prefixes = try c.decodeIfPresent(Int.self, forKey: .prefixes)
         prefixPages = try c.decodeIfPresent(Int.self, forKey: .prefixPages)
         durability = try c.decodeIfPresent(String.self, forKey: .durability)
+        tenants = try c.decodeIfPresent(Int.self, forKey: .tenants)
     }
 }
 

@@ -13,7 +13,8 @@ public enum ScenarioValidator {
         return all
     }
     public static let metaInvariants = ["namespace_model", "namespace_integrity", "liveness"]
-    public static let kvcacheInvariants = ["pages_intact", "last_put", "no_lost_pages", "index_sound", "single_head", "routing_monotonic", "liveness"]
+    public static let kvcacheInvariants = ["pages_intact", "last_put", "no_lost_pages", "index_sound", "single_head", "routing_monotonic", "liveness",
+                                           "tenant_isolation", "quotas_hold"]
     public static let knownWorkloads = ["register", "cluster", "storage", "meta", "kvcache"]
     /// Node names faults may use besides the topology's: `kv` is the transactional KV
     /// store (for partitions), `@mgmtd-primary` is whichever replica holds the lease
@@ -58,6 +59,7 @@ public enum ScenarioValidator {
             if capacity < 1 { out.append("workload.capacity_pages: must be at least 1") }
             if let d = s.workload.durability, KVDurability(d) == nil { out.append("workload.durability: '\(d)' is not cache or durable") }
             if prefixes < 1 || perPrefix < 1 { out.append("workload.prefixes and workload.prefix_pages: must be at least 1") }
+            if let t = s.workload.tenants, !(1...8).contains(t) { out.append("workload.tenants: \(t) is outside 1...8") }
             let invariants = s.invariants ?? kvcacheInvariants
             if invariants.contains("no_lost_pages") && capacity < prefixes * perPrefix {
                 out.append("invariants: no_lost_pages holds only under capacity, but capacity_pages (\(capacity)) is below prefixes x prefix_pages (\(prefixes * perPrefix)); raise the capacity or drop the invariant")
@@ -81,7 +83,7 @@ public enum ScenarioValidator {
             }
         }
         if let bug = s.workload.plantedBug {
-            let bugs = ["register": "stale_reads", "cluster": "early_takeover", "storage": "early_ack"]
+            let bugs = ["register": "stale_reads", "cluster": "early_takeover", "storage": "early_ack", "kvcache": "open_storage"]
             if bugs[s.workload.kind] != bug {
                 out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; \(bugs[s.workload.kind].map { "the planted bug there is \($0)" } ?? "it has no planted bug")")
             }

@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternMgmtd
 import CisternRouting
@@ -20,6 +21,8 @@ final class StorageRun: @unchecked Sendable {
     let history = History()
     let config: MgmtdConfig
     var mgmtdIDs: [NodeID] = []
+    /// The cluster key storage nodes check capabilities with (nil: no authentication).
+    var capabilityKey: CapabilityKey?
     var services: [NodeID: StorageService] = [:]
     /// Chunks live in generations: generation g holds chunks g*chunkCount ..<
     /// (g+1)*chunkCount on the chains the g-th chain-table version added (a table
@@ -213,8 +216,9 @@ final class StorageRun: @unchecked Sendable {
         storageConfig.heartbeatIntervalNanoseconds = config.heartbeatIntervalNanoseconds
         storageConfig.isolationNanoseconds = config.failureTimeoutNanoseconds / 2
         storageConfig.plantedEarlyAck = scenario.workload.plantedBug == "early_ack"
+        storageConfig.plantedOpenStorage = scenario.workload.plantedBug == "open_storage"
         for _ in 0..<50 {
-            if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: targets, config: storageConfig) {
+            if let s = try? await StorageService.start(node: ctx.node, runtime: ctx.runtime, transport: ctx.transport, disk: ctx.disk, mgmtd: client, targets: targets, config: storageConfig, capabilityKey: capabilityKey) {
                 ctx.retain(s)
                 services[ctx.node] = s
                 return

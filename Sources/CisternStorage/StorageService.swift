@@ -25,6 +25,9 @@ public struct StorageConfig: Sendable, Equatable {
     /// A deliberate bug for checker self-tests: the head acknowledges a write as soon
     /// as it has staged it, before the tail commits (the forward goes on behind).
     public var plantedEarlyAck = false
+    /// A deliberate bug for checker self-tests: the node checks no capability (as if
+    /// it had no cluster key), so any client reaches any tenant's chunks.
+    public var plantedOpenStorage = false
     /// A target taken out of service for a failed commit probes its disk this often;
     /// once a probe (write, sync, read back) succeeds it rejoins through a resync.
     public var failedTargetProbeNanoseconds: UInt64 = 5_000_000_000
@@ -117,7 +120,7 @@ public actor StorageService {
         let metrics = StorageMetrics()
         await transport.serve(storageService) { [service] request in
             let (parsed, trailer) = try StorageRequest.decode(request.message)
-            if let key = service.capabilityKey,
+            if let key = service.capabilityKey, !service.config.plantedOpenStorage,
                let why = key.check(needed: parsed.neededRights, inodes: parsed.inodes, presented: trailer?.capabilities ?? []) {
                 let reply = StorageReply.forbidden(why)
                 metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: 0)

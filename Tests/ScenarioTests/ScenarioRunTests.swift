@@ -91,6 +91,25 @@ func scenario(_ name: String) throws -> (String, Scenario) {
         }
     }
 
+    @Test func plantedOpenStorageIsCaught() throws {
+        let (path, s) = try scenario("selftest-planted-open-storage.yaml")
+        for seed in UInt64(1)...3 {
+            let r = ScenarioRunner.run(s, path: path, seed: seed)
+            #expect(r.violations.contains { $0.hasPrefix("tenant_isolation:") }, "seed \(seed): a storage node serving any tenant's chunks went unnoticed")
+            #expect(r.passed)
+        }
+    }
+
+    @Test func tenantsStayApartUnderFaults() throws {
+        let (path, s) = try scenario("kvcache-tenants.yaml")
+        for seed in UInt64(1)...3 {
+            let r = ScenarioRunner.run(s, path: path, seed: seed)
+            #expect(r.violations.isEmpty, "seed \(seed): \(r.violations.prefix(3))")
+            #expect((r.metrics["probes_refused"] ?? 0) >= 20, "seed \(seed): the tenants hardly probed each other")
+            #expect((r.metrics["pages_read"] ?? 0) > 100)
+        }
+    }
+
     @Test func replayCommandNamesTheFileAndSeed() throws {
         let (path, s) = try scenario("register-kill-partition-ipchange.yaml")
         let r = ScenarioRunner.run(s, path: path, seed: 17)
