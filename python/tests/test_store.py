@@ -213,3 +213,40 @@ def test_store_made_before_fork_works_in_the_child(cluster, ns_name):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_tenants_through_the_c_library(cluster, store, ns_name, monkeypatch):
+    """A tenant's token (CISTERN_TOKEN) reaches its own namespaces only: the admin's
+    namespace and a made-up token give PermissionDenied with the servers' reason."""
+    import json
+    import urllib.request
+    import uuid as _uuid
+
+    def call(method, path, body):
+        req = urllib.request.Request(cluster.master_url() + path, method=method, data=json.dumps(body).encode())
+        req.add_header("Authorization", "Bearer " + cluster.admin_token())
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read() or b"{}")
+
+    tenant = "py" + _uuid.uuid4().hex[:8]
+    call("POST", "/v1/tenants", {"name": tenant, "quotaBytes": 1 << 30, "quotaPages": 1 << 16})
+    token = call("POST", f"/v1/tenants/{tenant}/tokens", {})["token"]
+    store.put("admins-page", b"secret" * 100)
+
+    monkeypatch.setenv("CISTERN_TOKEN", token)
+    mine = Store(cluster.data_dir, f"{tenant}.kv", page_bytes=PAGE, capacity_pages=64)
+    mine.connect()
+    page = np.arange(PAGE, dtype=np.uint8)
+    mine.put("k", page)
+    out = np.zeros(PAGE, dtype=np.uint8)
+    assert mine.batch_get_into(["k"], [out.ctypes.data], [PAGE]) == [PAGE]
+    assert (out == page).all()
+    mine.close()
+    with pytest.raises(cistern.PermissionDenied, match="may use only namespaces named"):
+        Store(cluster.data_dir, ns_name).connect()
+    with pytest.raises(cistern.PermissionDenied):
+        Store(cluster.data_dir, "other.kv", page_bytes=PAGE, capacity_pages=4).connect()
+    monkeypatch.setenv("CISTERN_TOKEN", "cst_" + "0" * 40)
+    with pytest.raises(cistern.PermissionDenied):
+        Store(cluster.data_dir, f"{tenant}.kv").connect()
