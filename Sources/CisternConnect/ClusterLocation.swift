@@ -86,7 +86,7 @@ extension ServerConfig.Cluster {
 /// Where a client finds its tenant token.
 public enum ClientToken {
     /// The token for a client of the cluster named by `clusterText` (what `locate`
-    /// takes), in this order: `tokenFile` (e.g. `--token-file`), `CISTERN_TOKEN`,
+    /// takes), in this order: `tokenFile` (a caller's explicit choice), `CISTERN_TOKEN`,
     /// `CISTERN_TOKEN_FILE`, then `admin.token` beside the cluster file (a data dir of
     /// `cistern up`). Nil when there is none: the cluster must then run without
     /// authentication.

@@ -23,7 +23,7 @@ public actor TenantAuthenticator: CallerAuthenticator {
 
     public func caller(token: String?) async throws(AuthError) -> Caller {
         guard let token, !token.isEmpty else {
-            throw .unauthenticated("the request carries no token; pass your tenant's token (cistern --token-file FILE, CISTERN_TOKEN, or auth.token_file in the client config)")
+            throw .unauthenticated("the request carries no token; give the client its tenant's token (CISTERN_TOKEN=TOKEN or CISTERN_TOKEN_FILE=FILE; a cistern up data dir's admin.token is found by itself)")
         }
         let digest = TokenDigest.of(token)
         let now = runtime.nowNanoseconds()

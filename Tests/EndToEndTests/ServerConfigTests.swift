@@ -25,6 +25,10 @@ import Testing
         ("node: { id: 101, name: s1, role: archive, listen: \"127.0.0.1:1\" }", "unknown role 'archive'"),
         ("kv: { kind: sqlite, path: /tmp/x }", "kv: the storage role keeps no KV"),
         ("storage: { data_dir: /tmp/s1, targets: [] }", "storage.targets: list at least one target id"),
+        ("auth: { cluster_key_file: \"\" }", "auth.cluster_key_file: name the cluster key file"),
+        ("auth: { cluster_key_file: /k, admin_token_file: /t }", "auth.admin_token_file: only metadata servers"),
+        ("auth: { cluster_key_file: /k, token_cache_seconds: -1 }", "auth.token_cache_seconds: -1.0 is outside"),
+        ("auth: { cluster_key: /k }", "unknown key 'cluster_key'"),
     ])
     func mistakesAreNamed(change: String, expected: String) {
         // Replace the line that starts with the same key, or append.
@@ -37,6 +41,26 @@ import Testing
         } catch {
             #expect("\(error)".contains(expected), "\(error)")
             #expect("\(error)".hasPrefix("s1.yaml"), "\(error)")
+        }
+    }
+
+    @Test func anAuthSectionNamesTheKeyAndOnlyMetadataServersTheAdminToken() throws {
+        let storage = try ServerConfig.parse(Self.good + "\nauth: { cluster_key_file: /etc/cistern/cluster.key }")
+        #expect(storage.auth?.clusterKeyFile == "/etc/cistern/cluster.key" && storage.auth?.adminTokenFile == nil)
+        let meta = try ServerConfig.parse("""
+        node: { id: 10, name: meta1, role: meta, listen: "127.0.0.1:9010" }
+        cluster: { mgmtd: [{ id: 1, address: "127.0.0.1:9001" }] }
+        kv: { kind: sqlite, path: /tmp/m.sqlite }
+        auth: { cluster_key_file: /k, admin_token_file: /t, token_cache_seconds: 2 }
+        """)
+        #expect(meta.auth?.adminTokenFile == "/t" && meta.auth?.tokenCacheSeconds == 2)
+        #expect(throws: ConfigError.self) {
+            try ServerConfig.parse("""
+            node: { id: 1, name: m1, role: mgmtd, listen: "127.0.0.1:9001" }
+            cluster: { mgmtd: [{ id: 1, address: "127.0.0.1:9001" }] }
+            kv: { kind: sqlite, path: /tmp/m.sqlite }
+            auth: { cluster_key_file: /k }
+            """)
         }
     }
 
