@@ -71,7 +71,7 @@ let package = Package(
         // pure rules of who may use which paths and namespaces.
         .target(name: "CisternAuth", dependencies: ["CisternWire", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // The cluster manager service and its client.
-        .target(name: "CisternMgmtd", dependencies: ["CisternRouting", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
+        .target(name: "CisternMgmtd", dependencies: ["CisternRouting", "CisternAuth", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
         .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
@@ -118,7 +118,7 @@ let package = Package(
         // the C library).
         .target(
             name: "CisternConnect",
-            dependencies: ["Cistern", "CisternNIO", .product(name: "Yams", package: "Yams")],
+            dependencies: ["Cistern", "CisternAuth", "CisternNIO", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         // `libcistern`: the C ABI (see include/cistern.h) that Python and inference
         // engines load; no server code, so it links only the client stack.

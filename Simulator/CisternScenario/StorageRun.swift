@@ -189,7 +189,8 @@ final class StorageRun: @unchecked Sendable {
     }
 
     func mgmtdClient(_ ctx: SimProcessContext, role: CisternRouting.NodeRole) -> MgmtdClient {
-        MgmtdClient(node: ctx.node, role: role, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: mgmtdIDs, observer: recorder)
+        MgmtdClient(node: ctx.node, role: role, name: ctx.name, runtime: ctx.runtime, transport: ctx.transport, replicas: mgmtdIDs, observer: recorder,
+                    service: capabilityKey?.service)
     }
 
     /// Sets the boot of a cluster-manager or storage node (shared by the workloads
@@ -198,7 +199,8 @@ final class StorageRun: @unchecked Sendable {
         switch spec.role {
         case .mgmtd:
             node.boot = { [unowned self] ctx in
-                ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv, config: self.config, observer: self.recorder))
+                ctx.retain(await Mgmtd.start(id: ctx.node, runtime: ctx.runtime, transport: ctx.transport, kv: ctx.kv, config: self.config, observer: self.recorder,
+                                             capabilityKey: self.capabilityKey))
             }
             return true
         case .storage:

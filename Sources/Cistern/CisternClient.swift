@@ -85,13 +85,13 @@ public actor CisternClient {
     ///   - meta: the metadata servers (which also serve the KV index).
     ///   - token: the tenant token every request carries (clusters with authentication).
     public init(runtime: any Runtime, transport: any Transport, node: NodeID, name: String = "client", mgmtd replicas: [NodeID], meta servers: [NodeID], options: ClientOptions = ClientOptions(), incarnation: UInt32 = 0,
-                token: String? = nil) {
+                token: String? = nil, mgmtdService: Capability? = nil) {
         let wallet = token.map { _ in CapabilityWallet() }
         self.wallet = wallet
         self.runtime = runtime
         self.options = options
         self.clientID = node.rawValue << 8 | (incarnation & 0xFF)
-        self.mgmtd = MgmtdClient(node: node, role: .client, name: name, runtime: runtime, transport: transport, replicas: replicas)
+        self.mgmtd = MgmtdClient(node: node, role: .client, name: name, runtime: runtime, transport: transport, replicas: replicas, service: mgmtdService)
         self.meta = MetaClient(runtime: runtime, transport: transport, servers: servers, clientID: UInt64(clientID), token: token, wallet: wallet)
         self.storage = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: clientID, perNodeInFlightMax: options.perNodeInFlightMax, wallet: wallet)
         self.pageStorage = StorageClient(runtime: runtime, transport: transport, mgmtd: mgmtd, clientID: clientID ^ 0x8000_0000, perNodeInFlightMax: options.perNodeInFlightMax, wallet: wallet)

@@ -1,4 +1,5 @@
 import Cistern
+import CisternAuth
 import CisternCore
 import CisternNIO
 import Foundation
@@ -29,7 +30,10 @@ public final class ClientSession: Sendable {
     /// - Parameter options: the client's settings; by default those of the CLI (60
     ///   attempts of at most 5 s per chunk request, for slow loopback disks).
     /// - Parameter token: the tenant token requests carry (see `ClientToken.locate`).
-    public static func connect(_ config: ServerConfig.Cluster, name: String = "cli", options: ClientOptions? = nil, token: String? = nil) async throws -> ClientSession {
+    /// - Parameter clusterKey: the cluster key, for administrators (routing changes such
+    ///   as creating chains need it on a cluster with authentication).
+    public static func connect(_ config: ServerConfig.Cluster, name: String = "cli", options: ClientOptions? = nil, token: String? = nil,
+                               clusterKey: CapabilityKey? = nil) async throws -> ClientSession {
         var seeds: [NodeID: [NodeAddress]] = [:]
         for p in config.mgmtd + (config.meta ?? []) { seeds[NodeID(p.id), default: []].append(try ServerConfig.address(p.address)) }
         let resolver = ClusterResolver(seeds: seeds)
@@ -45,7 +49,8 @@ public final class ClientSession: Sendable {
             return o
         }()
         let client = CisternClient(runtime: runtime, transport: transport, node: me, name: name, mgmtd: config.mgmtd.map { NodeID($0.id) },
-                                   meta: (config.meta ?? []).map { NodeID($0.id) }, options: options, incarnation: UInt32.random(in: 0...255, using: &rng), token: token)
+                                   meta: (config.meta ?? []).map { NodeID($0.id) }, options: options, incarnation: UInt32.random(in: 0...255, using: &rng), token: token,
+                                   mgmtdService: clusterKey?.service)
         await client.start()
         if let r = await client.mgmtd.routing { resolver.update(from: r) }
         resolver.follow(client.mgmtd, runtime: runtime)

@@ -361,7 +361,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         }
         if master != nil && node.role != .master { out.append("master: only the master role has a master section") }
         if let a = auth {
-            if node.role != .meta && node.role != .storage { out.append("auth: only the meta and storage roles have an auth section (the master uses master.admin_token_file)") }
+            if node.role == .master { out.append("auth: the master has no auth section (it acts with master.admin_token_file)") }
             if a.clusterKeyFile.isEmpty { out.append("auth.cluster_key_file: name the cluster key file (make one with: cistern keygen > FILE)") }
             if a.adminTokenFile != nil && node.role != .meta { out.append("auth.admin_token_file: only metadata servers set up the admin token") }
             if a.adminTokenFile?.isEmpty == true { out.append("auth.admin_token_file: name a file holding the admin token, or remove the line") }

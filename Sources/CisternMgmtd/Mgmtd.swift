@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternRouting
 import CisternWire
@@ -54,11 +55,18 @@ public actor Mgmtd {
     /// Starts a replica: serves requests and runs the lease and scan loops.
     public static func start(
         id: NodeID, runtime: any Runtime, transport: any Transport, kv: any TransactionalKV,
-        config: MgmtdConfig = MgmtdConfig(), observer: (any MgmtdObserver)? = nil
+        config: MgmtdConfig = MgmtdConfig(), observer: (any MgmtdObserver)? = nil, capabilityKey: CapabilityKey? = nil
     ) async -> Mgmtd {
         let m = Mgmtd(id: id, runtime: runtime, transport: transport, kv: kv, config: config, observer: observer)
         await transport.serve(mgmtdService) { [m] request in
-            let parsed = try MgmtdRequest(request.message)
+            let (parsed, trailer) = try MgmtdRequest.decode(request.message)
+            // With a cluster key, only servers and administrators holding it change
+            // routing or speak for a server.
+            if let key = capabilityKey, parsed.needsService,
+               key.check(needed: .service, inodes: [UInt64](), presented: trailer?.capabilities ?? []) != nil {
+                let why = "permission denied: \(parsed.kindName) needs the cluster key (auth.cluster_key_file on servers; the cluster.key of the data dir for cistern admin)"
+                return Message(method: 0, header: MgmtdReply.refused(why).wireBytes())
+            }
             let reply = await m.handle(parsed)
             return Message(method: 0, header: reply.wireBytes())
         }

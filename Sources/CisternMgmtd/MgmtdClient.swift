@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CoreMetrics
 import CisternRouting
@@ -59,8 +60,14 @@ public actor MgmtdClient {
     public func advertise(_ addresses: [String]) { advertisedAddresses = addresses }
     private var refreshing = false
 
-    public init(node: NodeID, role: NodeRole, name: String, runtime: any Runtime, transport: any Transport, replicas: [NodeID], observer: (any RoutingObserver)? = nil) {
+    /// The service capability requests carry (servers and administrators on a
+    /// cluster with a key; nil otherwise).
+    public nonisolated let serviceTrailer: AuthTrailer?
+
+    public init(node: NodeID, role: NodeRole, name: String, runtime: any Runtime, transport: any Transport, replicas: [NodeID], observer: (any RoutingObserver)? = nil,
+                service: Capability? = nil) {
         precondition(!replicas.isEmpty, "a mgmtd client needs at least one cluster manager replica")
+        self.serviceTrailer = service.map { AuthTrailer(capabilities: [$0]) }
         self.node = node
         self.role = role
         self.name = name
@@ -76,7 +83,8 @@ public actor MgmtdClient {
 
     /// Sends `request` to the primary, wherever it is.
     public func call(_ request: MgmtdRequest) async throws(MgmtdClientError) -> MgmtdReply {
-        let message = request.message()
+        var message = request.message()
+        if let t = serviceTrailer, request.needsService { message.header = t.appended(to: message.header) }
         var lastError = "none"
         for attempt in retry.attempts {
             let target = primary ?? replicas[cursor % replicas.count]

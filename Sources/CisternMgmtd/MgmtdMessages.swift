@@ -1,3 +1,4 @@
+import CisternAuth
 import CisternCore
 import CisternRouting
 import CisternWire
@@ -110,6 +111,30 @@ public enum MgmtdRequest: Sendable, Equatable {
         }
     }
 
+    /// Whether the request is for servers and administrators only: on a cluster with
+    /// a key it must carry the key's service capability. Clients only read routing
+    /// and announce themselves.
+    /// The request's name in messages.
+    public var kindName: String {
+        switch self {
+        case .heartbeat: return "a server heartbeat"
+        case .getRouting: return "getRouting"
+        case .setNodeEnabled: return "setNodeEnabled"
+        case .offlineTarget: return "offlineTarget"
+        case .removeTarget: return "removeTarget"
+        case .rotateLastsrv: return "rotateLastsrv"
+        case .createChains: return "createChains"
+        }
+    }
+
+    public var needsService: Bool {
+        switch self {
+        case .getRouting: return false
+        case .heartbeat(let h): return h.role != .client
+        case .setNodeEnabled, .offlineTarget, .removeTarget, .rotateLastsrv, .createChains: return true
+        }
+    }
+
     /// Whether the request changes routing (and so needs the primary's lease).
     public var isWrite: Bool {
         switch self {
@@ -135,9 +160,19 @@ public enum MgmtdRequest: Sendable, Equatable {
         return Message(method: method, header: w.bytes)
     }
 
+    /// The request and its trailer (nil if it has none).
+    public static func decode(_ message: Message) throws(WireError) -> (MgmtdRequest, AuthTrailer?) {
+        var r = WireReader(message.header)
+        let request = try MgmtdRequest(reading: &r, method: message.method)
+        return (request, try AuthTrailer.read(after: &r))
+    }
+
     public init(_ message: Message) throws(WireError) {
         var r = WireReader(message.header)
-        let method = message.method
+        try self.init(reading: &r, method: message.method)
+    }
+
+    init(reading r: inout WireReader, method: UInt16) throws(WireError) {
         self = try r.readMessage("MgmtdRequest") { m throws(WireError) -> MgmtdRequest in
             switch method {
             case 1: return .heartbeat(try m.read(Heartbeat.self))

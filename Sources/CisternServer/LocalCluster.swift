@@ -93,7 +93,7 @@ public struct LocalCluster: Sendable {
         let metaAuth = ServerConfig.Auth(clusterKeyFile: clusterKeyFile, adminTokenFile: adminTokenFile)
         var out = [
             ServerConfig(node: .init(id: 1, name: "mgmtd1", role: .mgmtd, listen: mgmtd.address), cluster: cluster,
-                         kv: .init(kind: "sqlite", path: path("kv", "mgmtd.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())")),
+                         kv: .init(kind: "sqlite", path: path("kv", "mgmtd.sqlite")), metrics: .init(listen: "127.0.0.1:\(try Self.freePort())"), auth: storageAuth),
         ]
         for (i, m) in metas.enumerated() {
             out.append(ServerConfig(node: .init(id: m.id, name: "meta\(i + 1)", role: .meta, listen: m.address), cluster: cluster,
@@ -131,6 +131,13 @@ public struct LocalCluster: Sendable {
     /// Where `cistern up` keeps the cluster key that metadata and storage servers
     /// share (mode 0600).
     public var clusterKeyFile: String { path("cluster.key") }
+
+    /// The cluster key, if this data dir has one (the administrator's: it lets
+    /// `cistern admin` change routing).
+    public func clusterKey() -> CapabilityKey? {
+        guard let text = try? String(contentsOfFile: clusterKeyFile, encoding: .utf8) else { return nil }
+        return try? CapabilityKey(hex: text)
+    }
 
     /// Makes the cluster key if there is none.
     func ensureClusterKey() throws {
@@ -247,6 +254,6 @@ extension ClientSession {
     /// Requests carry the token `ClientToken.locate` finds (`CISTERN_TOKEN`, or the
     /// data dir's admin token).
     public static func connect(_ cluster: LocalCluster, name: String = "cli") async throws -> ClientSession {
-        try await connect(cluster.clusterConfig(), name: name, token: ClientToken.locate(cluster.dataDir))
+        try await connect(cluster.clusterConfig(), name: name, token: ClientToken.locate(cluster.dataDir), clusterKey: cluster.clusterKey())
     }
 }

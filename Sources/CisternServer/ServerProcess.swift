@@ -79,14 +79,16 @@ public struct ServerProcess: Service {
         case .storage: .storage
         case .master: preconditionFailure("the master runs in runMaster()")
         }
-        let mgmtd = MgmtdClient(node: me, role: role, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs)
+        let key = try clusterKey()
+        let mgmtd = MgmtdClient(node: me, role: role, name: config.node.name, runtime: runtime, transport: transport, replicas: mgmtdIDs, service: key?.service)
         await mgmtd.advertise(advertised)
         resolver.follow(mgmtd, runtime: runtime)
         runtime.spawn("metrics.routing") { await RoutingGauges().follow(mgmtd, runtime: runtime) }
         let service: any Sendable
         switch config.node.role {
         case .mgmtd:
-            service = await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: try openKV())
+            if key == nil { log.warning("no auth section: this cluster manager takes routing changes and server heartbeats from anyone (see docs/operations.md, Tenants and authentication)") }
+            service = await Mgmtd.start(id: me, runtime: runtime, transport: transport, kv: try openKV(), capabilityKey: key)
         case .meta:
             let auth = try metadataAuth()
             if auth == nil { log.warning("no auth section: this metadata server serves every caller as the admin (see docs/operations.md, Tenants and authentication)") }
@@ -96,7 +98,6 @@ public struct ServerProcess: Service {
             guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
             let (disk, kind) = try openDisk(s)
             log.info("storage disk: \(kind) at \(s.dataDir)")
-            let key = try clusterKey()
             if key == nil { log.warning("no auth section: this storage node serves chunk requests without capabilities (see docs/operations.md, Tenants and authentication)") }
             service = try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
                                                      targets: s.targets.map(TargetID.init), capabilityKey: key)

@@ -54,12 +54,19 @@ import Testing
         auth: { cluster_key_file: /k, admin_token_file: /t, token_cache_seconds: 2 }
         """)
         #expect(meta.auth?.adminTokenFile == "/t" && meta.auth?.tokenCacheSeconds == 2)
+        let mgmtd = try ServerConfig.parse("""
+        node: { id: 1, name: m1, role: mgmtd, listen: "127.0.0.1:9001" }
+        cluster: { mgmtd: [{ id: 1, address: "127.0.0.1:9001" }] }
+        kv: { kind: sqlite, path: /tmp/m.sqlite }
+        auth: { cluster_key_file: /k }
+        """)
+        #expect(mgmtd.auth?.clusterKeyFile == "/k")
         #expect(throws: ConfigError.self) {
             try ServerConfig.parse("""
             node: { id: 1, name: m1, role: mgmtd, listen: "127.0.0.1:9001" }
             cluster: { mgmtd: [{ id: 1, address: "127.0.0.1:9001" }] }
             kv: { kind: sqlite, path: /tmp/m.sqlite }
-            auth: { cluster_key_file: /k }
+            auth: { cluster_key_file: /k, admin_token_file: /t }
             """)
         }
     }

@@ -4,6 +4,7 @@ import CisternConnect
 import CisternCore
 import CisternKV
 import CisternMeta
+import CisternMgmtd
 import CisternRouting
 import CisternServer
 import CisternStorage
@@ -151,6 +152,22 @@ import Testing
                 guard case .forbidden = reply else { Issue.record("\(what): \(reply)"); continue }
                 #expect(response.bulk.isEmpty, "\(what) returned bytes")
             }
+            // Routing changes and server heartbeats need the cluster key, which tenants lack.
+            let storageNode = try #require(routing.nodes.first { $0.role == .storage })
+            let mgmtdRequests: [MgmtdRequest] = [
+                .createChains(replicas: 1), .setNodeEnabled(storageNode.id, enabled: false), .offlineTarget(replica),
+                .heartbeat(Heartbeat(node: storageNode.id, role: .storage, name: "forged", sequence: 1 << 40, targets: [])),
+            ]
+            for request in mgmtdRequests {
+                do {
+                    _ = try await b.mgmtd.call(request)
+                    Issue.record("\(request.kindName) was allowed without the cluster key")
+                } catch {
+                    #expect("\(error)".contains("needs the cluster key"), "\(error)")
+                }
+            }
+            #expect(await admin.client.mgmtd.routing?.nodes.first { $0.id == storageNode.id }?.status == storageNode.status)
+
             // A client without a token gets nothing.
             let anonymous = try await ClientSession.connect(cluster.clusterConfig(), name: "anonymous", token: nil)
             #expect(await Self.refused("anonymous stat") { _ = try await anonymous.client.stat("/tenants/alpha/dir/secret") })
