@@ -133,7 +133,7 @@ let package = Package(
         .target(
             name: "CisternMaster",
             dependencies: [
-                "Cistern", "CisternKV", "CisternMeta",
+                "Cistern", "CisternAuth", "CisternKV", "CisternMeta",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -314,23 +314,11 @@ final class KVCacheRun: @unchecked Sendable {
         case .success:
             violations.append("tenant_isolation: tenant t\(tenant) could \(what)")
         case .failure(let e):
-            if Self.isPermissionRefusal(e) {
+            if CisternError.isPermissionDenied(e) {
                 counters["probes_refused", default: 0] += 1
             } else {
                 counters["probes_unanswered", default: 0] += 1
             }
-        }
-    }
-
-    static func isPermissionRefusal(_ e: any Error) -> Bool {
-        switch e {
-        case let e as CisternError:
-            switch e {
-            case .meta(.refused(.permissionDenied, _)), .kv(.tenant(.forbidden)), .kv(.tenant(.unauthenticated)), .storage(.forbidden): return true
-            default: return false
-            }
-        case KVCacheError.tenant(.forbidden), KVCacheError.tenant(.unauthenticated), StorageClientError.forbidden: return true
-        default: return false
         }
     }
 

@@ -21,7 +21,7 @@ struct FFIError: Error {
         self.message = error.description
         switch error {
         case .kv(.noSuchNamespace): code = Code.notFound
-        case .kv(.tenant(.unauthenticated)), .kv(.tenant(.forbidden)), .meta(.refused(.permissionDenied, _)), .storage(.forbidden): code = Code.permission
+        case _ where error.isPermissionDenied: code = Code.permission
         case .kv(.namespaceMismatch): code = Code.mismatch
         case .kv(.invalidKey), .kv(.invalidNamespace), .kv(.invalidConfig), .kv(.tenant), .invalidArgument: code = Code.invalid
         case .kv(.batchTooLarge), .kv(.pageTooLarge): code = Code.tooLarge

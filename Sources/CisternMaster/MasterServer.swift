@@ -1,8 +1,8 @@
+import CisternAuth
 import Cistern
 import CisternCore
 import CisternKV
 import CisternMeta
-import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -49,7 +49,7 @@ public struct MasterServer: Sendable {
     }
 
     /// SHA-256 of a token: what the registry stores and looks up.
-    public static func digest(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Data(token.utf8))) }
+    public static func digest(_ token: String) -> [UInt8] { TokenDigest.of(token) }
 
     /// A new token secret (256 bits from the system's generator, never stored).
     public static func newToken() -> String {

@@ -44,21 +44,7 @@ import Testing
         return (try await ClientSession.connect(cluster.clusterConfig(), name: name, token: token), token)
     }
 
-    static func isPermissionDenied(_ e: any Error) -> Bool {
-        switch e {
-        case let e as CisternError:
-            switch e {
-            case .meta(let m): return isPermissionDenied(m)
-            case .kv(let k): return isPermissionDenied(k)
-            case .storage(let s): return isPermissionDenied(s)
-            default: return false
-            }
-        case MetaClientError.refused(.permissionDenied, _): return true
-        case KVCacheError.tenant(.forbidden), KVCacheError.tenant(.unauthenticated): return true
-        case StorageClientError.forbidden: return true
-        default: return false
-        }
-    }
+    static func isPermissionDenied(_ e: any Error) -> Bool { CisternError.isPermissionDenied(e) }
 
     /// Runs `body` and says whether it was refused for permission (anything else,
     /// success included, is a failure of the test).
