@@ -37,6 +37,8 @@ let package = Package(
     ],
     targets: [
         // System libraries, linked through module maps; apt names the packages to install.
+        // glibc's malloc.h (mallopt), for the servers' allocator settings.
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         .systemLibrary(
             name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]),
@@ -73,7 +75,7 @@ let package = Package(
         // The cluster manager service and its client.
         .target(name: "CisternMgmtd", dependencies: ["CisternRouting", "CisternAuth", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // The storage service: chunk engine, CRAQ chains, resync.
-        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
+        .target(name: "CisternStorage", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "HeapModule", package: "swift-collections"), .product(name: "DequeModule", package: "swift-collections")], swiftSettings: strict),
         // The metadata service: namespace over the transactional KV.
         .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
@@ -147,7 +149,7 @@ let package = Package(
         .target(
             name: "CisternServer",
             dependencies: [
-                "Cistern", "CisternAuth", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternMaster",
+                "Cistern", "CisternAuth", "CisternConnect", "CisternKV", "CisternNIO", "CisternPOSIX", "CisternURing", "CisternSQLite", "CisternPostgres", "CisternRDMA", "CisternMaster", "CMalloc",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

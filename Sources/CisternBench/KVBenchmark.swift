@@ -44,7 +44,7 @@ public enum KVBenchmark {
     /// Runs everything; `progress` gets a line per step. `python` runs
     /// `scripts/bench_mooncake.py` (nil: Mooncake Store is left out, with a note).
     public static func run(binary: String, workDir: String, storageNodes: Int = 3, targetsPerNode: Int = 4, batch: Int = 128, bytesPerSize: Int = 256 << 20,
-                           python: String? = nil, mooncakeScript: String? = nil,
+                           python: String? = nil, mooncakeScript: String? = nil, nativeOnly: Bool = false,
                            progress: @Sendable (String) -> Void) async throws -> Report {
         var notes: [String] = []
         progress("loopback TCP limit")
@@ -66,7 +66,7 @@ public enum KVBenchmark {
                 let pages = max(batch, bytesPerSize / pageBytes / batch * batch)
                 let payload = (0..<pageBytes).map { UInt8(truncatingIfNeeded: $0 &* 31) }
                 for streams in streamCounts {
-                    for durability in [KVDurability.cache, .durable] {
+                    for durability in nativeOnly ? [KVDurability.cache] : [KVDurability.cache, .durable] {
                         let system = durability == .cache ? "cistern" : "cistern (durable)"
                         let ns = try await session.client.kvNamespace("bench\(pageBytes >> 10)k-\(durability)-\(streams)", pageBytes: pageBytes,
                                                                       capacityPages: UInt64(pages), files: 4, durability: durability)
@@ -86,6 +86,7 @@ public enum KVBenchmark {
                         rows.append(Row(system: "cistern", operation: "get", pageBytes: pageBytes, streams: streams, bytesPerSecond: Double(pages * pageBytes) / get.seconds))
                         notes += get.notes
                     }
+                    if nativeOnly { continue }
                     // The same pages through the master's HTTP batch endpoints (bodies of
                     // at most 32 MiB: a batch of 1 MiB pages goes as several requests).
                     let name = "http\(pageBytes >> 10)k-\(streams)"
@@ -134,7 +135,7 @@ public enum KVBenchmark {
             throw error
         }
         try await cluster.down()
-        notes.append("cistern: \(storageNodes) storage nodes of \(targetsPerNode) targets, 3-way replicated chains (CRAQ), on this machine's disk; put: cache durability (acknowledged when all 3 replicas hold the page, on disk by group commit right behind); durable: acknowledged after every replica's fsync (group commit)")
+        notes.append("cistern: \(storageNodes) storage nodes of \(targetsPerNode) targets, 3-way replicated chains (CRAQ), on this machine's disk; put: cache durability (acknowledged when all 3 replicas hold the page in their memory tier, 1 GiB per node; written to disk behind, made durable by group commit); get: from the memory tier when it holds the page (here it holds the pages just put: each get follows its put), else from disk; durable: acknowledged after every replica's fsync (group commit)")
         notes.append("cistern (HTTP): the same cache namespace through the master (one process on this machine) with POST batch/put and batch/get, bodies of at most 32 MiB, from URLSession; the master adds a hop and a copy")
         notes.append("redis: in memory, one copy, no persistence (--save '' --appendonly no), each connection pipelining a batch")
         if python == nil {

@@ -108,9 +108,16 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var targets: [UInt64]
         /// `auto` (io_uring when the kernel allows, else POSIX), `io_uring` or `posix`.
         public var disk: String?
+        /// The node's memory tier in MiB (recently written and read chunks served from
+        /// memory; `cache` writes written behind): absent for the default (1024), 0
+        /// for none.
+        public var memoryCacheMiB: Int?
+        /// Most memory tier a node may ask for (MiB): a typo guard, not a policy.
+        public static let memoryCacheMiBMax = 1 << 22
         enum CodingKeys: String, CodingKey, CaseIterable {
             case targets, disk
             case dataDir = "data_dir"
+            case memoryCacheMiB = "memory_cache_mib"
         }
         public init(from decoder: any Decoder) throws {
             try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -118,11 +125,13 @@ public struct ServerConfig: Codable, Sendable, Equatable {
             dataDir = try c.decode(String.self, forKey: .dataDir)
             targets = try c.decode([UInt64].self, forKey: .targets)
             disk = try c.decodeIfPresent(String.self, forKey: .disk)
+            memoryCacheMiB = try c.decodeIfPresent(Int.self, forKey: .memoryCacheMiB)
         }
-        public init(dataDir: String, targets: [UInt64], disk: String? = nil) {
+        public init(dataDir: String, targets: [UInt64], disk: String? = nil, memoryCacheMiB: Int? = nil) {
             self.dataDir = dataDir
             self.targets = targets
             self.disk = disk
+            self.memoryCacheMiB = memoryCacheMiB
         }
     }
 
@@ -343,6 +352,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
                 if Set(storage.targets).count != storage.targets.count { out.append("storage.targets: target ids must be unique") }
                 if storage.targets.contains(0) { out.append("storage.targets: 0 is reserved") }
                 if let d = storage.disk, !["auto", "io_uring", "posix"].contains(d) { out.append("storage.disk: unknown disk '\(d)'; expected auto, io_uring or posix") }
+                if let m = storage.memoryCacheMiB, m < 0 || m > Storage.memoryCacheMiBMax {
+                    out.append("storage.memory_cache_mib: \(m) is out of range; give 0 (no memory tier) to \(Storage.memoryCacheMiBMax) MiB")
+                }
             } else {
                 out.append("storage: the storage role needs a storage section (data_dir, targets)")
             }

@@ -38,6 +38,7 @@ public struct ServerProcess: Service {
     /// Runs the process under a service group that turns SIGTERM/SIGINT into a
     /// graceful shutdown.
     public static func runUntilSignalled(_ config: ServerConfig, pidFile: String? = nil) async throws {
+        LargeBuffers.tuneAllocator()
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let process = ServerProcess(config: config, metricsText: { registry.emitToString() }) { address in
@@ -99,8 +100,11 @@ public struct ServerProcess: Service {
             let (disk, kind) = try openDisk(s)
             log.info("storage disk: \(kind) at \(s.dataDir)")
             if key == nil { log.warning("no auth section: this storage node serves chunk requests without capabilities (see docs/operations.md, Tenants and authentication)") }
+            var storageConfig = StorageConfig()
+            if let m = s.memoryCacheMiB { storageConfig.memoryCacheBytes = m << 20 }
+            log.info("storage memory tier: \(storageConfig.memoryCacheBytes >> 20) MiB")
             service = try await StorageService.start(node: me, runtime: runtime, transport: transport, disk: disk, mgmtd: mgmtd,
-                                                     targets: s.targets.map(TargetID.init), capabilityKey: key)
+                                                     targets: s.targets.map(TargetID.init), config: storageConfig, capabilityKey: key)
         case .master:
             preconditionFailure("the master runs in runMaster()")
         }

@@ -21,6 +21,15 @@ import CisternRouting
 ///
 /// Every read verifies the checksum; a corrupt replica is reported, never returned.
 ///
+/// With a node's `HotPages` (its memory tier), written and read chunks are also held
+/// in memory and reads of them skip the disk, and `cache` updates are written behind:
+/// the new state (and the bytes, pinned in memory) serve reads at once and the call
+/// returns without waiting for the block write, which goes on in the background. The
+/// metadata group commit and checkpoints wait for every block write started before
+/// their records, so no record on the disk ever names a block that was not written.
+/// A write behind that fails is retried; if it keeps failing the target reports it
+/// (`writeBehindFailures`) and is taken out of service and resynced.
+///
 /// Callers serialize operations on one chunk (the storage service holds a per-chunk
 /// lock); different chunks proceed concurrently.
 public actor ChunkEngine {
@@ -34,6 +43,21 @@ public actor ChunkEngine {
     private var logEnd: UInt64
     /// Checksum failures seen since start (reported in heartbeats and metrics).
     public private(set) var corruptionsDetected = 0
+    /// The node's memory tier (nil: every read goes to the disk, every write through).
+    let hot: HotPages?
+    /// This engine's owner id in `hot`.
+    let hotOwner: UInt64
+    /// Block writes behind that failed every attempt since start (the service takes
+    /// the target out of service when this grows).
+    public private(set) var writeBehindFailures = 0
+    /// Write-behind groups in flight, by ticket; the next ticket; and who waits for all
+    /// groups before a ticket to finish.
+    private var writesBehind: Set<UInt64> = []
+    private var writeBehindNext: UInt64 = 0
+    private var writeBehindWaiters: [(before: UInt64, done: UnsafeContinuation<Void, Never>)] = []
+    /// Attempts of one write behind before it counts as failed.
+    static let writeBehindAttemptsMax = 5
+    static let writeBehindRetryNanoseconds: UInt64 = 50_000_000
 
     /// Which slot of `ChunkMetaLog.paths` the log is appended to, and the newest
     /// checkpoint generation on the disk.
@@ -50,7 +74,9 @@ public actor ChunkEngine {
     static let estimatedRecordBytes: UInt64 = 96
 
     init(disk: any Disk, runtime: any Runtime, chunks: [ChunkID: ChunkMeta], allocator: SlabAllocator, log: DiskFile, logEnd: UInt64,
-         logSlot: Int, generation: UInt64, compactionSlackBytes: UInt64) {
+         logSlot: Int, generation: UInt64, compactionSlackBytes: UInt64, hot: HotPages?, hotOwner: UInt64) {
+        self.hot = hot
+        self.hotOwner = hotOwner
         self.disk = disk
         self.runtime = runtime
         self.chunks = chunks
@@ -77,7 +103,7 @@ public actor ChunkEngine {
     /// before it is compacted (at least this much, and at least the live size).
     public static func open(
         disk: any Disk, runtime: any Runtime, growBlocks: UInt32 = 16, blocksPerFile: UInt32 = 256,
-        compactionSlackBytes: UInt64 = ChunkEngine.defaultCompactionSlackBytes
+        compactionSlackBytes: UInt64 = ChunkEngine.defaultCompactionSlackBytes, hotPages: HotPages? = nil, hotOwner: UInt64 = 0
     ) async throws(ChunkError) -> ChunkEngine {
         do throws(DiskError) {
             var replays: [ChunkMetaLog.Replay?] = []
@@ -142,7 +168,7 @@ public actor ChunkEngine {
             let generation = replays.compactMap { $0?.generation }.max() ?? 0
             return ChunkEngine(
                 disk: disk, runtime: runtime, chunks: chunks, allocator: allocator, log: log, logEnd: UInt64(replay.validBytes),
-                logSlot: slot, generation: generation, compactionSlackBytes: compactionSlackBytes)
+                logSlot: slot, generation: generation, compactionSlackBytes: compactionSlackBytes, hot: hotPages, hotOwner: hotOwner)
         } catch {
             throw .disk(error)
         }
@@ -215,9 +241,15 @@ public actor ChunkEngine {
     public var usedBytes: UInt64 { allocator.usedBytes }
 
     /// The committed data of `id`, verified against its checksum.
-    public func read(_ id: ChunkID) async throws(ChunkError) -> (data: [UInt8], version: ChunkVersion) {
+    /// The committed data of `id`, verified against its checksum. `fromDisk`: read the
+    /// block even when the memory tier holds the bytes (the scrubber checks the disk).
+    public func read(_ id: ChunkID, fromDisk: Bool = false) async throws(ChunkError) -> (data: [UInt8], version: ChunkVersion) {
         guard let committed = chunks[id]?.committed else { throw .notFound(id) }
-        let data = try await readBlock(committed, id)
+        if fromDisk, !writesBehind.isEmpty {
+            // A block written behind may not be on the disk yet: check what is.
+            await waitForWritesBehind(before: writeBehindNext)
+        }
+        let data = try await readBlock(committed, id, fromDisk: fromDisk)
         return (data, committed)
     }
 
@@ -241,6 +273,10 @@ public actor ChunkEngine {
                 results[i] = .failure(.notFound(id))
                 continue
             }
+            if let data = held(id, committed) {
+                results[i] = .success((data, committed))
+                continue
+            }
             do throws(ChunkError) {
                 ops.append(.read(try await handle(committed.block.path), offset: committed.block.offset, length: committed.length))
                 reads.append((i, committed))
@@ -259,6 +295,7 @@ public actor ChunkEngine {
                 if let e = verify(data, r.version, ids[r.index]) {
                     results[r.index] = .failure(e)
                 } else {
+                    hold(ids[r.index], r.version, data)
                     results[r.index] = .success((data, r.version))
                 }
             }
@@ -266,7 +303,8 @@ public actor ChunkEngine {
         return results.map { $0 ?? .failure(.disk(.ioError(path: "", detail: "internal error: read not run"))) }
     }
 
-    private func readBlock(_ v: ChunkVersion, _ id: ChunkID) async throws(ChunkError) -> [UInt8] {
+    private func readBlock(_ v: ChunkVersion, _ id: ChunkID, fromDisk: Bool = false) async throws(ChunkError) -> [UInt8] {
+        if !fromDisk, let data = held(id, v) { return data }
         let file = try await handle(v.block.path)
         let data: [UInt8]
         do {
@@ -275,7 +313,64 @@ public actor ChunkEngine {
             throw .disk(error)
         }
         if let e = verify(data, v, id) { throw e }
+        hold(id, v, data)
         return data
+    }
+
+    // MARK: Memory tier
+
+    private func hotKey(_ id: ChunkID, _ version: UInt64) -> HotPageSet.Key {
+        HotPageSet.Key(owner: hotOwner, chunk: id, version: version)
+    }
+
+    /// `v`'s bytes from the memory tier, if it holds exactly them.
+    private func held(_ id: ChunkID, _ v: ChunkVersion) -> [UInt8]? {
+        hot?.lookup(hotKey(id, v.version), length: v.length, checksum: v.checksum)
+    }
+
+    /// Keeps verified bytes of `v` (still named by the metadata) in the memory tier.
+    private func hold(_ id: ChunkID, _ v: ChunkVersion, _ data: [UInt8]) {
+        guard let hot, chunks[id]?.committed == v || chunks[id]?.pending == v else { return }
+        hot.insert(hotKey(id, v.version), checksum: v.checksum, data: data)
+    }
+
+    /// Drops memory-tier entries of versions `before` names and `after` does not.
+    private func discardDropped(_ id: ChunkID, before: ChunkMeta?, after: ChunkMeta?) {
+        guard let hot, let before else { return }
+        let kept = [after?.committed?.version, after?.pending?.version]
+        for v in [before.committed, before.pending].compactMap({ $0 }) where !kept.contains(v.version) {
+            hot.discard(hotKey(id, v.version))
+        }
+    }
+
+    /// Waits until every write-behind group started before ticket `before` finished.
+    private func waitForWritesBehind(before: UInt64) async {
+        while let oldest = writesBehind.min(), oldest < before {
+            await withUnsafeContinuation { writeBehindWaiters.append((before, $0)) }
+        }
+    }
+
+    /// Writes a group of blocks behind (their bytes pinned in the memory tier),
+    /// retrying failures; then unpins them and wakes the commits waiting for them.
+    private func writeBehind(_ ticket: UInt64, _ writes: [(DiskFile, UInt64, [UInt8])], _ pins: [(HotPageSet.Key, UInt64)]) async {
+        var left = Array(writes.indices)
+        for attempt in 0..<Self.writeBehindAttemptsMax where !left.isEmpty {
+            if attempt > 0 { try? await runtime.sleep(nanoseconds: Self.writeBehindRetryNanoseconds) }
+            let failures = await writeCacheBlocks(left.map { writes[$0] })
+            left = zip(left, failures).compactMap { $0.1 == nil ? nil : $0.0 }
+        }
+        if !left.isEmpty {
+            writeBehindFailures += 1
+            runtime.logger("chunk").error("\(left.count) block write(s) behind failed \(Self.writeBehindAttemptsMax) times; the target must be resynced")
+        }
+        for (key, t) in pins { hot?.unpin(key, ticket: t) }
+        writesBehind.remove(ticket)
+        let oldest = writesBehind.min() ?? .max
+        var still: [(before: UInt64, done: UnsafeContinuation<Void, Never>)] = []
+        for w in writeBehindWaiters {
+            if oldest >= w.before { w.done.resume() } else { still.append(w) }
+        }
+        writeBehindWaiters = still
     }
 
     /// Why `data`, read from the block of version `v` of `id` (committed or pending),
@@ -421,7 +516,24 @@ public actor ChunkEngine {
                 results[i] = .failure(error)
             }
         }
-        let failures = await writeBlocks(pending.map { ($0.file, $0.block.offset, writes[$0.index].data) }, durable: durable)
+        let blockWrites = pending.map { ($0.file, $0.block.offset, writes[$0.index].data) }
+        let checksums = pending.map { CRC32C.checksum(writes[$0.index].data) }
+        var failures: [DiskError?]
+        var behind = false
+        if !durable, let hot, !pending.isEmpty,
+           let tickets = hot.insertPinned(pending.indices.map { (hotKey(writes[pending[$0].index].id, writes[pending[$0].index].version), checksums[$0], writes[pending[$0].index].data) }) {
+            // Written behind: the bytes serve reads from memory until the block is on
+            // the disk; the records wait for it in the group commit.
+            behind = true
+            let ticket = writeBehindNext
+            writeBehindNext += 1
+            writesBehind.insert(ticket)
+            let pins = pending.indices.map { (hotKey(writes[pending[$0].index].id, writes[pending[$0].index].version), tickets[$0]) }
+            runtime.spawn("chunk.write-behind") { [self] in await self.writeBehind(ticket, blockWrites, pins) }
+            failures = Array(repeating: nil, count: pending.count)
+        } else {
+            failures = await writeBlocks(blockWrites, durable: durable)
+        }
         var changes: [MetaChange] = []
         var staged: [(index: Int, version: ChunkVersion)] = []
         for (k, p) in pending.enumerated() {
@@ -431,7 +543,7 @@ public actor ChunkEngine {
                 continue
             }
             let w = writes[p.index]
-            let v = ChunkVersion(version: w.version, chainVersion: chainVersion, length: w.data.count, checksum: CRC32C.checksum(w.data), block: p.block)
+            let v = ChunkVersion(version: w.version, chainVersion: chainVersion, length: w.data.count, checksum: checksums[k], block: p.block)
             let (after, frees) = change(w.id, chunks[w.id], v)
             changes.append(MetaChange(id: w.id, after: after, frees: frees))
             staged.append((p.index, v))
@@ -442,7 +554,10 @@ public actor ChunkEngine {
                 results[s.index] = .failure(.disk(failure))
             }
         } else {
-            for s in staged { results[s.index] = .success(s.version) }
+            for s in staged {
+                results[s.index] = .success(s.version)
+                if !behind { hold(writes[s.index].id, s.version, writes[s.index].data) }
+            }
         }
         return results.map { $0 ?? .failure(.disk(.ioError(path: "", detail: "internal error: write not run"))) }
     }
@@ -560,7 +675,10 @@ public actor ChunkEngine {
         var frame: [UInt8] = []
         for c in changes { ChunkMetaLog.append(c.after.map { .put($0) } ?? .remove(c.id), to: &frame) }
         if !durable {
-            for c in changes { chunks[c.id] = c.after }
+            for c in changes {
+                discardDropped(c.id, before: chunks[c.id], after: c.after)
+                chunks[c.id] = c.after
+            }
             queued.append(QueuedRecord(frame: frame, frees: changes.flatMap(\.frees), states: [], done: nil))
             startFlush()
             return nil
@@ -688,6 +806,8 @@ public actor ChunkEngine {
             let take = min(queued.count, Self.recordsPerCommitMax)
             let batch = Array(queued.prefix(take))
             queued.removeFirst(take)
+            // Records may name blocks still being written behind: those first.
+            await waitForWritesBehind(before: writeBehindNext)
             var failure: DiskError?
             let dirty = unsyncedFiles.keys.sorted().compactMap { unsyncedFiles[$0] }
             unsyncedFiles.removeAll()
@@ -717,7 +837,10 @@ public actor ChunkEngine {
                 tornTail = false
                 flushFailing = false
                 for item in batch {
-                    for (id, after) in item.states { chunks[id] = after }
+                    for (id, after) in item.states {
+                        discardDropped(id, before: chunks[id], after: after)
+                        chunks[id] = after
+                    }
                     for b in item.frees { allocator.free(b) }
                     item.done?.resume(returning: nil)
                 }
@@ -741,6 +864,7 @@ public actor ChunkEngine {
         let next = 1 - logSlot
         let g = generation + 1
         let snapshot = ChunkMetaLog.checkpoint(chunks, generation: g)
+        await waitForWritesBehind(before: writeBehindNext)
         let dirty = unsyncedFiles.keys.sorted().compactMap { unsyncedFiles[$0] }
         unsyncedFiles.removeAll()
         var failure: DiskError?

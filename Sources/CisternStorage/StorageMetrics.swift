@@ -26,3 +26,22 @@ struct StorageMetrics: Sendable {
         }
     }
 }
+
+/// The memory tier's figures (`HotPages`), published from the heartbeat loop: bytes
+/// held and pinned as gauges, hits, misses and evictions as counters.
+struct MemoryTierMetrics: Sendable {
+    let bytes = Gauge(label: "cistern_storage_memory_tier_bytes")
+    let pinnedBytes = Gauge(label: "cistern_storage_memory_tier_pinned_bytes")
+    let hits = Counter(label: "cistern_storage_memory_tier_hits_total")
+    let misses = Counter(label: "cistern_storage_memory_tier_misses_total")
+    let evictions = Counter(label: "cistern_storage_memory_tier_evictions_total")
+
+    /// Publishes `now`, counting what happened since `before`.
+    func publish(_ now: HotPages.Stats, since before: HotPages.Stats?) {
+        bytes.record(now.bytes)
+        pinnedBytes.record(now.pinnedBytes)
+        hits.increment(by: Int64(now.hits - (before?.hits ?? 0)))
+        misses.increment(by: Int64(now.misses - (before?.misses ?? 0)))
+        evictions.increment(by: Int64(now.evictions - (before?.evictions ?? 0)))
+    }
+}

@@ -34,6 +34,10 @@ public struct StorageConfig: Sendable, Equatable {
     /// Chunks a resync asks for per page of the successor's metadata dump (at most
     /// `StorageLimits.dumpPageEntriesMax`).
     public var resyncDumpPageEntries = StorageLimits.dumpPageEntriesMax
+    /// The node's memory tier (`HotPages`): bytes of recently written and read chunks
+    /// kept in memory, half of it at most for `cache` writes behind. 0: none (every
+    /// read from the disk, every write through).
+    public var memoryCacheBytes = 1 << 30
     public init() {}
 }
 
@@ -63,6 +67,12 @@ public actor StorageService {
     private var dedup = DedupTable<StorageReply>()
     private var lastContact: UInt64
     private var repairing: Set<ChunkLocks.Key> = []
+    /// Each target's `writeBehindFailures` already acted on.
+    private var writeBehindFailuresSeen: [TargetID: Int] = [:]
+    /// The node's memory tier, shared by its targets' engines.
+    public nonisolated let hotPages: HotPages?
+    private let memoryTierMetrics = MemoryTierMetrics()
+    private var memoryTierPublished: HotPages.Stats?
     /// Targets whose disk refused a write for lack of space, with the message said:
     /// logged once, reported in heartbeats, cleared by the next write that fits.
     /// Also cleared when the device's free space grows by a largest chunk.
@@ -81,6 +91,7 @@ public actor StorageService {
 
     init(node: NodeID, runtime: any Runtime, transport: any Transport, mgmtd: MgmtdClient, config: StorageConfig, targets: [TargetID], restarted: Bool, disk: any Disk,
          capabilityKey: CapabilityKey?) {
+        self.hotPages = config.memoryCacheBytes > 0 ? HotPages(capacityBytes: config.memoryCacheBytes) : nil
         self.capabilityKey = capabilityKey
         self.serviceTrailer = capabilityKey.map { AuthTrailer(capabilities: [$0.service]) }
         self.node = node
@@ -114,7 +125,8 @@ public actor StorageService {
         }
         let service = StorageService(node: node, runtime: runtime, transport: transport, mgmtd: mgmtd, config: config, targets: targets, restarted: restarted, disk: disk, capabilityKey: capabilityKey)
         for t in targets {
-            let engine = try await ChunkEngine.open(disk: SubdirectoryDisk(disk, folder: "targets/t\(t.rawValue)"), runtime: runtime)
+            let engine = try await ChunkEngine.open(disk: SubdirectoryDisk(disk, folder: "targets/t\(t.rawValue)"), runtime: runtime,
+                                                    hotPages: service.hotPages, hotOwner: t.rawValue)
             await service.attach(t, engine)
         }
         let metrics = StorageMetrics()
@@ -463,10 +475,14 @@ public actor StorageService {
         guard fromClient || b.items.allSatisfy({ $0.version > 0 }) else { return .failed("a write batch mixes client items (version 0) and chain items") }
         var datas: [[UInt8]] = []
         datas.reserveCapacity(b.items.count)
-        var offset = 0
-        for item in b.items {
-            datas.append(Array(bulk[offset..<offset + item.length]))
-            offset += item.length
+        if b.items.count == 1 {
+            datas.append(bulk)  // a whole-bulk item shares the received bytes: no copy
+        } else {
+            var offset = 0
+            for item in b.items {
+                datas.append(Array(bulk[offset..<offset + item.length]))
+                offset += item.length
+            }
         }
         let keys = b.items.map(\.chunk).sorted().map { ChunkLocks.Key(target: b.target.rawValue, chunk: $0) }
         let channel = DedupTable<StorageReply>.Channel(client: b.tag.client, channel: b.tag.channel)
@@ -711,12 +727,13 @@ public actor StorageService {
             }
         }
         var bulk: [UInt8] = []
-        bulk.reserveCapacity(bytes)
-        for (i, r) in zip(serve, await engine.readMany(serve.map { chunks[$0] })) {
+        let read = await engine.readMany(serve.map { chunks[$0] })
+        if read.count > 1 { bulk.reserveCapacity(bytes) }
+        for (i, r) in zip(serve, read) {
             switch r {
             case .success(let (data, v)):
                 items[i] = BatchReadItem(chunk: chunks[i], status: .data, version: v.version, checksum: v.checksum, length: data.count)
-                bulk += data
+                if read.count == 1 { bulk = data } else { bulk += data }  // one chunk: its bytes as they are
             case .failure(.corrupt):
                 corruptionsDetected += 1
                 log.warning("\(chunks[i]) on \(t) failed its checksum; repairing from a peer")
@@ -788,7 +805,7 @@ public actor StorageService {
             let id = metas[(start + k) % metas.count].id
             scrubCursor[t] = id
             do {
-                _ = try await engine.read(id)
+                _ = try await engine.read(id, fromDisk: true)
             } catch ChunkError.corrupt {
                 corruptionsDetected += 1
                 log.warning("scrub: \(id) on \(t) failed its checksum; repairing from a peer")
@@ -808,6 +825,20 @@ public actor StorageService {
 
     private func tick() async {
         await mgmtd.refreshRouting()
+        if let stats = hotPages?.stats {
+            memoryTierMetrics.publish(stats, since: memoryTierPublished)
+            memoryTierPublished = stats
+        }
+        // A block written behind that never reached the disk: the replica no longer
+        // has every version it acknowledged; out of service, then a resync.
+        for (t, engine) in engines {
+            let failures = await engine.writeBehindFailures
+            if failures > writeBehindFailuresSeen[t, default: 0] {
+                writeBehindFailuresSeen[t] = failures
+                recovery.commitFailed(t, reason: "a block write behind failed", nowNanoseconds: runtime.nowNanoseconds())
+                log.error("\(t) is out of service: a block write behind failed (see the chunk log); it rejoins through a resync")
+            }
+        }
         let routing = await mgmtd.routing
         for t in recovery.probeCandidates(routing?.publicStates(of: targetIDs)) {
             // Out of service and out of its chain: once its disk works again, rejoin

@@ -1,4 +1,5 @@
 import CisternServer
+import Foundation
 import Testing
 
 @Suite struct ServerConfigTests {
@@ -15,6 +16,9 @@ import Testing
     @Test func aValidConfigParses() throws {
         let c = try ServerConfig.parse(Self.good)
         #expect(c.node.role == .storage && c.storage?.targets == [10101, 10102] && c.cluster.meta?.first?.address == "localhost:9010")
+        #expect(c.storage?.memoryCacheMiB == nil)
+        let tier = try ServerConfig.parse(Self.good.replacingOccurrences(of: "disk: auto }", with: "disk: auto, memory_cache_mib: 0 }"))
+        #expect(tier.storage?.memoryCacheMiB == 0)
     }
 
     /// Each mistake is refused with a message naming the place and the fix.
@@ -25,6 +29,7 @@ import Testing
         ("node: { id: 101, name: s1, role: archive, listen: \"127.0.0.1:1\" }", "unknown role 'archive'"),
         ("kv: { kind: sqlite, path: /tmp/x }", "kv: the storage role keeps no KV"),
         ("storage: { data_dir: /tmp/s1, targets: [] }", "storage.targets: list at least one target id"),
+        ("storage: { data_dir: /tmp/s1, targets: [1], memory_cache_mib: -5 }", "storage.memory_cache_mib: -5 is out of range; give 0"),
         ("auth: { cluster_key_file: \"\" }", "auth.cluster_key_file: name the cluster key file"),
         ("auth: { cluster_key_file: /k, admin_token_file: /t }", "auth.admin_token_file: only metadata servers"),
         ("auth: { cluster_key_file: /k, token_cache_seconds: -1 }", "auth.token_cache_seconds: -1.0 is outside"),

@@ -3,6 +3,7 @@ import CisternSim
 import CisternStorage
 import Testing
 import CisternRouting
+import CisternWire
 
 /// `n` pseudo-random bytes (eight per draw: debug builds are slow per byte).
 func pattern(_ n: Int, _ seed: UInt64) -> [UInt8] {
@@ -196,7 +197,11 @@ final class Outcome: @unchecked Sendable {
         }
     }
 
-    @Test func cacheDurabilityLosesOnlyRecentStatesInACrashNeverBytes() {
+    /// Without a memory tier (blocks written through) and with one (blocks written
+    /// behind, the group commit waiting for them; a small tier so some groups do not
+    /// fit and go through instead).
+    @Test(arguments: [0, 96 << 10])
+    func cacheDurabilityLosesOnlyRecentStatesInACrashNeverBytes(memoryBytes: Int) {
         // `cache` writes return before any fsync; a machine crash may lose them. After
         // recovery every chunk is one of the states it had (or absent), never bytes
         // that were not written and never a checksum failure: blocks are durable
@@ -218,8 +223,10 @@ final class Outcome: @unchecked Sendable {
                 var rng = DeterministicRandom(seed: seed ^ 0xCAC4E)
                 let crashAt = UInt64.random(in: 1_000_000...30_000_000, using: &rng)
                 let slack: UInt64 = seed % 2 == 0 ? 2_048 : ChunkEngine.defaultCompactionSlackBytes
+                let hot = memoryBytes > 0 ? HotPages(capacityBytes: memoryBytes) : nil
                 world.spawn {
-                    guard let e = try? await ChunkEngine.open(disk: p.disk, runtime: p.runtime, growBlocks: 4, blocksPerFile: 16, compactionSlackBytes: slack) else {
+                    guard let e = try? await ChunkEngine.open(disk: p.disk, runtime: p.runtime, growBlocks: 4, blocksPerFile: 16, compactionSlackBytes: slack,
+                                                              hotPages: hot) else {
                         out.failures.append("open failed")
                         return
                     }
@@ -233,6 +240,10 @@ final class Outcome: @unchecked Sendable {
                                     try await e.stage(id, data: data, version: UInt64(i / 5 + 1), chainVersion: 1, durable: false)
                                     try await e.commit(id, version: UInt64(i / 5 + 1), durable: false)
                                     state.acked[id] = data
+                                    // Served (from memory or disk) as acknowledged.
+                                    if i % 7 == 0, let got = try? await e.read(id).data, got != data {
+                                        out.failures.append("\(id): read back other bytes than acknowledged")
+                                    }
                                 } catch {
                                     out.failures.append("write failed: \(error)")
                                 }
@@ -272,8 +283,8 @@ final class Outcome: @unchecked Sendable {
                 world.run(untilNanoseconds: 120_000_000_000)
                 return out
             }
-            #expect(out.failures.isEmpty, "seed \(seed): \(out.failures)")
-            #expect(out.lines.count == 1, "seed \(seed): recovery did not finish")
+            #expect(out.failures.isEmpty, "seed \(seed), memory \(memoryBytes): \(out.failures)")
+            #expect(out.lines.count == 1, "seed \(seed), memory \(memoryBytes): recovery did not finish")
             lostTotal += state.lost
         }
         #expect(lostTotal > 0, "no crash lost a cache write: the mode may be fsyncing on the ack path")
@@ -309,5 +320,60 @@ final class Outcome: @unchecked Sendable {
         }
         #expect(out.failures.isEmpty, "\(out.failures)")
         #expect(out.lines == ["detected"])
+    }
+
+    @Test func theMemoryTierServesWritesBehindAndFallsBackToTheDiskAfterEviction() {
+        let out = SimWorld.simulate(seed: 3) { world -> Outcome in
+            let out = Outcome()
+            let n = world.addNode(name: "s", host: "10.0.0.1")
+            let p = world.start(n)
+            // Room for two 64 KiB chunks, one of them pinned.
+            let hot = HotPages(capacityBytes: 2 << 16, pinnedBytesMax: 1 << 16)
+            world.spawn {
+                do {
+                    let e = try await ChunkEngine.open(disk: p.disk, runtime: p.runtime, hotPages: hot, hotOwner: 7)
+                    var written: [ChunkID: [UInt8]] = [:]
+                    for i in 0..<6 {
+                        let id = ChunkID(inode: 1, index: UInt64(i))
+                        let data = pattern(65_536, UInt64(100 + i))
+                        try await e.stage(id, data: data, version: 1, chainVersion: 1, durable: false)
+                        try await e.commit(id, version: 1, durable: false)
+                        written[id] = data
+                        // At once, whether written behind (pinned) or through.
+                        if try await e.read(id).data != data { out.failures.append("\(id) read back wrong right after its write") }
+                    }
+                    // A second version replaces the first in memory; the old one is never served.
+                    let id0 = ChunkID(inode: 1, index: 0)
+                    let v2 = pattern(65_536, 999)
+                    try await e.stage(id0, data: v2, version: 2, chainVersion: 1, durable: false)
+                    try await e.commit(id0, version: 2, durable: false)
+                    written[id0] = v2
+                    try await p.runtime.sleep(nanoseconds: 1_000_000_000)
+                    let s = hot.stats
+                    if s.pinnedBytes != 0 { out.failures.append("\(s.pinnedBytes) bytes still pinned after the writes behind finished") }
+                    if s.bytes > 2 << 16 { out.failures.append("the tier holds \(s.bytes) bytes, over its capacity") }
+                    if s.evictions == 0 { out.failures.append("nothing was evicted from a tier smaller than the data") }
+                    // Every chunk reads back right: from memory or, evicted, from the disk.
+                    let many = await e.readMany(written.keys.sorted())
+                    for (id, r) in zip(written.keys.sorted(), many) {
+                        if (try? r.get().data) != written[id] { out.failures.append("\(id) read back wrong after eviction") }
+                    }
+                    if await e.corruptionsDetected != 0 { out.failures.append("a checksum failed: a block was read before it was written") }
+                    if hot.stats.hits == 0 { out.failures.append("no read was served from memory") }
+                    // A removed chunk's entry is gone.
+                    try await e.remove(id0)
+                    if hot.lookup(HotPageSet.Key(owner: 7, chunk: id0, version: 2), length: v2.count, checksum: CRC32C.checksum(v2)) != nil {
+                        out.failures.append("a removed chunk is still served from memory")
+                    }
+                    out.lines.append("done")
+                } catch {
+                    out.failures.append("unexpected: \(error)")
+                }
+            }
+            world.run(untilNanoseconds: 60_000_000_000)
+            return out
+        }
+        #expect(out.failures.isEmpty, "\(out.failures)")
+        #expect(out.lines == ["done"])
     }
 }

@@ -199,8 +199,11 @@ struct KVBench: AsyncParsableCommand {
     @Option(help: "Bytes moved per page size") var megabytes = 256
     @Option(help: "Pages per batch") var batch = 128
     @Flag(help: "Print the result as one JSON object.") var json = false
+    @Flag(help: "Only the native client's cache-durability puts and gets (no durable, HTTP or peer rows): for quick before/after runs while profiling.")
+    var nativeOnly = false
 
     func run() async throws {
+        LargeBuffers.tuneAllocator()
         let work = (dir as NSString).appendingPathComponent("cistern-bench-kv-\(getpid())")
         defer { try? FileManager.default.removeItem(atPath: work) }
         // Mooncake Store runs from the virtual environment scripts/deps.sh --bench makes.
@@ -208,7 +211,8 @@ struct KVBench: AsyncParsableCommand {
         let script = "scripts/bench_mooncake.py"
         let haveMooncake = FileManager.default.isExecutableFile(atPath: python) && FileManager.default.fileExists(atPath: script)
         let report = try await KVBenchmark.run(binary: selfExecutable(), workDir: work, batch: batch, bytesPerSize: megabytes << 20,
-                                               python: haveMooncake ? python : nil, mooncakeScript: haveMooncake ? script : nil) { line in
+                                               python: haveMooncake && !nativeOnly ? python : nil, mooncakeScript: haveMooncake ? script : nil,
+                                               nativeOnly: nativeOnly) { line in
             if !json { FileHandle.standardError.write(Data("... \(line)\n".utf8)) }
         }
         if json {
