@@ -344,6 +344,14 @@ final class StorageRun: @unchecked Sendable {
         // Once every chain is fully serving again, record each live replica's
         // committed bytes of every chunk (checked by replicas_identical).
         while !replicasSettled() { try? await ctx.runtime.sleep(nanoseconds: 200_000_000) }
+        // A write a client started before the end may still be settling down its
+        // chain (a lost reply costs a call timeout per hop, and the head retries):
+        // until it finishes, its replicas may rightly differ by that version.
+        while history.operations.contains(where: { op in
+            op.completedNanoseconds == nil && ((try? world.node(named: op.client))?.process.map { $0.incarnation == op.incarnation && !$0.isDead } ?? false)
+        }) {
+            try? await ctx.runtime.sleep(nanoseconds: 200_000_000)
+        }
         try? await ctx.runtime.sleep(nanoseconds: 2_000_000_000)
         await collectReplicaDigests()
         verifierDone = true
