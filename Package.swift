@@ -201,7 +201,7 @@ let package = Package(
             name: "ConformanceTests",
             dependencies: [
                 "CisternConformance", "CisternSim", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA", "CisternPostgres",
+                "CisternRDMA", "CisternPostgres", .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternWire", "CisternNIO", "CisternConformance", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),

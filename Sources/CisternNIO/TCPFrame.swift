@@ -125,14 +125,16 @@ public struct TCPFrame: Sendable, Equatable {
         return Self.fixedBytes + Int(headerLength) + Int(bulkLength) + Self.trailerBytes
     }
 
-    /// Takes one frame off the front of `buffer`: nil (consuming nothing) when more
-    /// bytes are needed. Throws as soon as the bytes seen cannot begin a valid frame.
-    static func decode(
-        from buffer: inout ByteBuffer, limitBytes: Int = TransportLimits.messageBytesMax
-    ) throws(TCPFrameError) -> TCPFrame? {
+    /// The fixed fields and header of the frame starting at `buffer`'s reader index,
+    /// with its bulk's length (the frame's `bulk` is empty): nil (consuming nothing)
+    /// until the fixed part and the header have arrived. Throws as soon as the bytes
+    /// seen cannot begin a valid frame: each fixed field is checked as soon as it is
+    /// there, and the lengths before any body is buffered.
+    static func decodeHead(
+        from buffer: ByteBuffer, limitBytes: Int = TransportLimits.messageBytesMax
+    ) throws(TCPFrameError) -> (frame: TCPFrame, bulkLength: Int)? {
         let start = buffer.readerIndex
         let available = buffer.readableBytes
-        // Check each fixed field as soon as it is there, so garbage is refused early.
         if available >= 4, let magic = buffer.getInteger(at: start, as: UInt32.self), magic != Self.magic {
             throw .badMagic(found: magic)
         }
@@ -156,20 +158,32 @@ public struct TCPFrame: Sendable, Equatable {
         guard UInt64(headerLength) + UInt64(bulkLength) <= UInt64(max(limitBytes, 0)) else {
             throw .tooLarge(headerBytes: Int(headerLength), bulkBytes: Int(bulkLength), limitBytes: limitBytes)
         }
-        let bodyEnd = Self.fixedBytes + Int(headerLength) + Int(bulkLength)
-        guard available >= bodyEnd + Self.trailerBytes,
-            let stored = buffer.getInteger(at: start + bodyEnd, as: UInt32.self)
+        guard let header = buffer.getBytes(at: start + Self.fixedBytes, length: Int(headerLength)) else { return nil }
+        let frame = TCPFrame(
+            kind: kind, requestID: requestID, source: NodeID(source), destination: NodeID(destination),
+            service: ServiceID(service), method: method, header: header)
+        return (frame, Int(bulkLength))
+    }
+
+    /// Takes one frame off the front of `buffer`: nil (consuming nothing) when more
+    /// bytes are needed. Throws as soon as the bytes seen cannot begin a valid frame.
+    static func decode(
+        from buffer: inout ByteBuffer, limitBytes: Int = TransportLimits.messageBytesMax
+    ) throws(TCPFrameError) -> TCPFrame? {
+        guard let (head, bulkLength) = try decodeHead(from: buffer, limitBytes: limitBytes) else { return nil }
+        let start = buffer.readerIndex
+        let bodyEnd = Self.fixedBytes + head.header.count + bulkLength
+        guard buffer.readableBytes >= bodyEnd + Self.trailerBytes,
+            let stored = buffer.getInteger(at: start + bodyEnd, as: UInt32.self),
+            let bulk = buffer.getBytes(at: start + Self.fixedBytes + head.header.count, length: bulkLength)
         else { return nil }
         let computed = buffer.withUnsafeReadableBytes { raw in
             CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<bodyEnd]))
         }
         guard computed == stored else { throw .checksumMismatch(stored: stored, computed: computed) }
-        guard let header = buffer.getBytes(at: start + Self.fixedBytes, length: Int(headerLength)),
-            let bulk = buffer.getBytes(at: start + Self.fixedBytes + Int(headerLength), length: Int(bulkLength))
-        else { return nil }
         buffer.moveReaderIndex(forwardBy: bodyEnd + Self.trailerBytes)
-        return TCPFrame(
-            kind: kind, requestID: requestID, source: NodeID(source), destination: NodeID(destination),
-            service: ServiceID(service), method: method, header: header, bulk: bulk)
+        var frame = head
+        frame.bulk = bulk
+        return frame
     }
 }
