@@ -392,18 +392,24 @@ public actor ChunkEngine {
         public var id: ChunkID
         public var data: [UInt8]
         public var version: UInt64
-        public init(id: ChunkID, data: [UInt8], version: UInt64) {
+        /// `data`'s CRC32C when the caller already has it (a replica is sent the
+        /// checksum its predecessor computed, inside a checksummed frame): not computed
+        /// again. Were it wrong, the chunk would fail its checksum on every read and be
+        /// repaired from a peer, never returned.
+        public var checksum: UInt32?
+        public init(id: ChunkID, data: [UInt8], version: UInt64, checksum: UInt32? = nil) {
             self.id = id
             self.data = data
             self.version = version
+            self.checksum = checksum
         }
     }
 
     /// Writes `data` as the pending version `version` of `id` (replacing an earlier
     /// pending version). Durable on return when `durable`.
     @discardableResult
-    public func stage(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64, durable: Bool = true) async throws(ChunkError) -> ChunkVersion {
-        let results = await stageMany([BlockWrite(id: id, data: data, version: version)], chainVersion: chainVersion, durable: durable)
+    public func stage(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64, durable: Bool = true, checksum: UInt32? = nil) async throws(ChunkError) -> ChunkVersion {
+        let results = await stageMany([BlockWrite(id: id, data: data, version: version, checksum: checksum)], chainVersion: chainVersion, durable: durable)
         return try results[0].get()
     }
 
@@ -454,8 +460,8 @@ public actor ChunkEngine {
 
     /// Replaces `id` with `data` as its committed version and drops any pending one
     /// (a full-chunk replace, as resync sends).
-    public func replace(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64, durable: Bool = true) async throws(ChunkError) {
-        _ = try await replaceMany([BlockWrite(id: id, data: data, version: version)], chainVersion: chainVersion, durable: durable)[0].get()
+    public func replace(_ id: ChunkID, data: [UInt8], version: UInt64, chainVersion: UInt64, durable: Bool = true, checksum: UInt32? = nil) async throws(ChunkError) {
+        _ = try await replaceMany([BlockWrite(id: id, data: data, version: version, checksum: checksum)], chainVersion: chainVersion, durable: durable)[0].get()
     }
 
     /// Replaces several chunks as `replace` does each, sharing one block submission
@@ -517,7 +523,7 @@ public actor ChunkEngine {
             }
         }
         let blockWrites = pending.map { ($0.file, $0.block.offset, writes[$0.index].data) }
-        let checksums = pending.map { CRC32C.checksum(writes[$0.index].data) }
+        let checksums = pending.map { writes[$0.index].checksum ?? CRC32C.checksum(writes[$0.index].data) }
         var failures: [DiskError?]
         var behind = false
         if !durable, let hot, !pending.isEmpty,

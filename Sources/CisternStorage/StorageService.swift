@@ -361,7 +361,7 @@ public actor StorageService {
             return .failed("\(a.target) has version \(pending) of \(a.chunk) pending, newer than \(got): a late copy of an older attempt")
         case .replace:
             do {
-                try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
+                try await engine.replace(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable, checksum: a.checksum)
                 wrote(a.target)
             } catch {
                 return refusal(a.target, error)
@@ -370,7 +370,7 @@ public actor StorageService {
             return .written(version: a.version)
         case .stage:
             do {
-                try await engine.stage(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable)
+                try await engine.stage(a.chunk, data: content, version: a.version, chainVersion: a.chainVersion, durable: a.durable, checksum: a.checksum)
                 wrote(a.target)
             } catch {
                 return refusal(a.target, error)
@@ -583,7 +583,7 @@ public actor StorageService {
             }
         }
         func writes(_ indices: [Int]) -> [ChunkEngine.BlockWrite] {
-            indices.map { ChunkEngine.BlockWrite(id: b.items[$0].chunk, data: datas[$0], version: b.items[$0].version) }
+            indices.map { ChunkEngine.BlockWrite(id: b.items[$0].chunk, data: datas[$0], version: b.items[$0].version, checksum: b.items[$0].checksum) }
         }
         if !replace.isEmpty {
             // A replaced replica (SYNCING) is the tail of the writes: nothing to forward.
