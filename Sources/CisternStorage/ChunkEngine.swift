@@ -240,7 +240,6 @@ public actor ChunkEngine {
 
     public var usedBytes: UInt64 { allocator.usedBytes }
 
-    /// The committed data of `id`, verified against its checksum.
     /// The committed data of `id`, verified against its checksum. `fromDisk`: read the
     /// block even when the memory tier holds the bytes (the scrubber checks the disk).
     public func read(_ id: ChunkID, fromDisk: Bool = false) async throws(ChunkError) -> (data: [UInt8], version: ChunkVersion) {
@@ -526,15 +525,16 @@ public actor ChunkEngine {
         let checksums = pending.map { writes[$0.index].checksum ?? CRC32C.checksum(writes[$0.index].data) }
         var failures: [DiskError?]
         var behind = false
+        let keys = pending.map { hotKey(writes[$0.index].id, writes[$0.index].version) }
         if !durable, let hot, !pending.isEmpty,
-           let tickets = hot.insertPinned(pending.indices.map { (hotKey(writes[pending[$0].index].id, writes[pending[$0].index].version), checksums[$0], writes[pending[$0].index].data) }) {
+           let tickets = hot.insertPinned(pending.indices.map { (keys[$0], checksums[$0], writes[pending[$0].index].data) }) {
             // Written behind: the bytes serve reads from memory until the block is on
             // the disk; the records wait for it in the group commit.
             behind = true
             let ticket = writeBehindNext
             writeBehindNext += 1
             writesBehind.insert(ticket)
-            let pins = pending.indices.map { (hotKey(writes[pending[$0].index].id, writes[pending[$0].index].version), tickets[$0]) }
+            let pins = Array(zip(keys, tickets))
             runtime.spawn("chunk.write-behind") { [self] in await self.writeBehind(ticket, blockWrites, pins) }
             failures = Array(repeating: nil, count: pending.count)
         } else {
