@@ -171,16 +171,22 @@ public struct TCPFrame: Sendable, Equatable {
         from buffer: inout ByteBuffer, limitBytes: Int = TransportLimits.messageBytesMax
     ) throws(TCPFrameError) -> TCPFrame? {
         guard let (head, bulkLength) = try decodeHead(from: buffer, limitBytes: limitBytes) else { return nil }
+        return try decodeBody(head, bulkLength: bulkLength, from: &buffer)
+    }
+
+    /// The rest of `decode` once `decodeHead` gave `head`: the whole frame taken off
+    /// `buffer` once its bulk and checksum are in (nil, consuming nothing, before).
+    static func decodeBody(_ head: TCPFrame, bulkLength: Int, from buffer: inout ByteBuffer) throws(TCPFrameError) -> TCPFrame? {
         let start = buffer.readerIndex
         let bodyEnd = Self.fixedBytes + head.header.count + bulkLength
         guard buffer.readableBytes >= bodyEnd + Self.trailerBytes,
-            let stored = buffer.getInteger(at: start + bodyEnd, as: UInt32.self),
-            let bulk = buffer.getBytes(at: start + Self.fixedBytes + head.header.count, length: bulkLength)
+            let stored = buffer.getInteger(at: start + bodyEnd, as: UInt32.self)
         else { return nil }
         let computed = buffer.withUnsafeReadableBytes { raw in
             CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<bodyEnd]))
         }
         guard computed == stored else { throw .checksumMismatch(stored: stored, computed: computed) }
+        guard let bulk = buffer.getBytes(at: start + Self.fixedBytes + head.header.count, length: bulkLength) else { return nil }
         buffer.moveReaderIndex(forwardBy: bodyEnd + Self.trailerBytes)
         var frame = head
         frame.bulk = bulk

@@ -33,7 +33,7 @@ public struct TCPFrameStream: Sendable {
     public mutating func next(from buffer: inout ByteBuffer) throws(TCPFrameError) -> TCPFrame? {
         if partial == nil {
             guard let (head, bulkLength) = try TCPFrame.decodeHead(from: buffer, limitBytes: limitBytes) else { return nil }
-            guard bulkLength >= Self.streamedBulkBytesMin else { return try TCPFrame.decode(from: &buffer, limitBytes: limitBytes) }
+            guard bulkLength >= Self.streamedBulkBytesMin else { return try TCPFrame.decodeBody(head, bulkLength: bulkLength, from: &buffer) }
             let headBytes = TCPFrame.fixedBytes + head.header.count
             let crc = buffer.withUnsafeReadableBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<headBytes])) }
             buffer.moveReaderIndex(forwardBy: headBytes)
