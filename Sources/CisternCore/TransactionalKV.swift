@@ -123,6 +123,19 @@ extension KVTransaction {
     }
 }
 
+/// How durable a commit must be before `attempt` returns.
+public enum CommitDurability: Sendable, Equatable {
+    /// On stable storage before the commit returns (the store's configured sync).
+    case synced
+    /// Atomic, isolated and visible to every later transaction, and kept if the
+    /// process crashes, but a machine crash or power loss may lose the last relaxed
+    /// commits: always a suffix in commit order, never part of one, and never one
+    /// that a later `synced` commit followed (that commit makes every earlier one
+    /// durable). For writes whose loss only costs work, such as read leases and
+    /// access times: the index is then as it was a moment earlier.
+    case relaxed
+}
+
 /// A transactional key-value store with serializable transactions. Implementations:
 /// simulated (with injected conflicts, "maybe committed" and outages), SQLite,
 /// PostgreSQL.
@@ -132,6 +145,17 @@ public protocol TransactionalKV: Sendable {
     /// interfered) and rethrows `body`'s errors after rolling back. Makes one attempt;
     /// `transact` retries.
     func attempt<T: Sendable>(_ body: (any KVTransaction) async throws -> T) async throws -> T
+
+    /// `attempt` with a chosen commit durability. Stores that cannot relax a commit
+    /// (or never need to: the simulated store is a replicated service that does not
+    /// lose commits) use the default, which syncs every commit.
+    func attempt<T: Sendable>(durability: CommitDurability, _ body: (any KVTransaction) async throws -> T) async throws -> T
+}
+
+extension TransactionalKV {
+    public func attempt<T: Sendable>(durability: CommitDurability, _ body: (any KVTransaction) async throws -> T) async throws -> T {
+        try await attempt(body)
+    }
 }
 
 /// How `transact` retries: waits from 1 ms doubling to 500 ms, jittered.
@@ -143,10 +167,12 @@ extension TransactionalKV {
     /// Runs `body` in a transaction, retrying conflicts and outages with capped
     /// exponential backoff on `runtime`'s clock. `maybeCommitted` is retried only when
     /// `idempotent` is true (the body must then give the same result if applied twice).
+    /// `durability` says how durable the commit must be (see `CommitDurability`).
     public func transact<T: Sendable>(
         runtime: any Runtime,
         attemptsMax: Int = 12,
         idempotent: Bool = false,
+        durability: CommitDurability = .synced,
         _ body: (any KVTransaction) async throws -> T
     ) async throws -> T {
         var policy = TransactionalKVRetry.policy
@@ -156,7 +182,7 @@ extension TransactionalKV {
         for attempt in policy.attempts {
             if attempt > 0 { try await runtime.sleep(nanoseconds: policy.delayNanoseconds(beforeAttempt: attempt, using: &rng)) }
             do {
-                return try await self.attempt(body)
+                return try await self.attempt(durability: durability, body)
             } catch let error as KVError {
                 let retry = error.isRetryable || (idempotent && error == .maybeCommitted)
                 guard retry else { throw error }

@@ -110,7 +110,13 @@ public actor KVIndexService {
                 return .ok
             case .lookup(let name, let keys, let lease):
                 try KVCacheError.check(keys: keys)
-                return .located(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).lookup(name, keys: keys, leaseNanoseconds: lease) })
+                // A lookup writes only read leases and access times: a relaxed commit
+                // (no fsync on a get's path). Losing one in a power loss costs at most
+                // a hit (a reused slot fails the reader's CRC check and reads as
+                // missing) or an eviction order a moment old.
+                return .located(try await kv.transact(runtime: runtime, idempotent: true, durability: .relaxed) { tx in
+                    try await KVIndex(tx, now: now).lookup(name, keys: keys, leaseNanoseconds: lease)
+                })
             case .exists(let name, let keys):
                 try KVCacheError.check(keys: keys)
                 return .present(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).exists(name, keys: keys) })

@@ -113,10 +113,21 @@ final class PostgresConnection {
     // MARK: - Transactions
 
     /// Starts transaction `serial` (`BEGIN ISOLATION LEVEL SERIALIZABLE`).
-    func begin(_ serial: UInt64) throws(KVError) {
+    /// `relaxed` commits with `synchronous_commit = off` for this transaction only:
+    /// the server acknowledges before its WAL is flushed (a server crash may lose the
+    /// last such commits, never part of one).
+    func begin(_ serial: UInt64, relaxed: Bool = false) throws(KVError) {
         precondition(transaction == nil, "PostgresConnection.begin with a transaction already open")
         aborted = nil
         try query("BEGIN ISOLATION LEVEL SERIALIZABLE", [], operation: "begin transaction") { _ in }
+        if relaxed {
+            do throws(KVError) {
+                try query("SET LOCAL synchronous_commit = off", [], operation: "relax commit") { _ in }
+            } catch {
+                rollbackIfOpen()
+                throw error
+            }
+        }
         transaction = serial
         transactionBytes = 0
     }

@@ -74,8 +74,13 @@ public final class PostgresKV: TransactionalKV {
     /// Runs `body` in one serializable transaction on a connection of its own and
     /// commits it if `body` returns; see the type's promises for the errors.
     public func attempt<T: Sendable>(_ body: (any KVTransaction) async throws -> T) async throws -> T {
+        try await attempt(durability: .synced, body)
+    }
+
+    /// A `relaxed` commit sets `synchronous_commit = off` for its transaction.
+    public func attempt<T: Sendable>(durability: CommitDurability, _ body: (any KVTransaction) async throws -> T) async throws -> T {
         let serial = serials.add(1, ordering: .relaxed).newValue
-        let connection = try await begin(serial)
+        let connection = try await begin(serial, relaxed: durability == .relaxed)
         let transaction = PostgresTransaction(store: self, connection: connection, serial: serial)
         let value: T
         do {
@@ -109,7 +114,7 @@ public final class PostgresKV: TransactionalKV {
     /// A connection with transaction `serial` begun on it. An idle connection that
     /// turns out to be dead (the server restarted, or dropped it) is discarded and the
     /// next one tried, up to a new connection; failing to connect is `unavailable`.
-    private func begin(_ serial: UInt64) async throws(KVError) -> PooledConnection {
+    private func begin(_ serial: UInt64, relaxed: Bool) async throws(KVError) -> PooledConnection {
         var tries = 0
         while true {
             tries += 1
@@ -140,7 +145,7 @@ public final class PostgresKV: TransactionalKV {
                 }
             }
             do {
-                try await perform(connection) { (db) throws(KVError) in try db.begin(serial) }
+                try await perform(connection) { (db) throws(KVError) in try db.begin(serial, relaxed: relaxed) }
                 return connection
             } catch {
                 let broken = connection.database.withLock { $0.broken }

@@ -194,6 +194,15 @@ final class SQLiteDatabase {
         try finish(statement, operation ?? sql)
     }
 
+    /// Sets this connection's `synchronous` level (between transactions only).
+    func setSynchronous(_ level: String) throws(KVError) {
+        precondition(transaction == nil, "SQLiteDatabase.setSynchronous inside a transaction")
+        _ = try pragma("synchronous = \(level)")
+    }
+
+    /// This connection's `synchronous` level as SQLite reports it.
+    func synchronousLevel() throws(KVError) -> String { try pragma("synchronous") }
+
     /// Runs a PRAGMA and returns the first column of its first row ("" if none).
     private func pragma(_ text: String) throws(KVError) -> String {
         let statement = try prepared("PRAGMA " + text)

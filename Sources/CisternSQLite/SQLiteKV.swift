@@ -44,6 +44,8 @@ public final class SQLiteKV: TransactionalKV {
 
     /// The database file (":memory:" for an in-memory store).
     public let path: String
+    /// The sync level of synced commits.
+    public let synchronous: Synchronous
     let database: Mutex<SQLiteDatabase>
     private let gate = AsyncFIFOLock()
 
@@ -52,6 +54,7 @@ public final class SQLiteKV: TransactionalKV {
         path: String, synchronous: Synchronous = .full, busyTimeoutMilliseconds: Int = 5_000
     ) throws(KVError) {
         self.path = path
+        self.synchronous = synchronous
         try Self.makeParentDirectory(of: path)
         let timeout = Int32(clamping: busyTimeoutMilliseconds)
         database = Mutex(try SQLiteDatabase(path: path, synchronous: synchronous.rawValue, busyTimeoutMilliseconds: timeout))
@@ -63,11 +66,29 @@ public final class SQLiteKV: TransactionalKV {
     }
 
     public func attempt<T: Sendable>(_ body: (any KVTransaction) async throws -> T) async throws -> T {
+        try await attempt(durability: .synced, body)
+    }
+
+    /// A `relaxed` commit runs with `synchronous = NORMAL` when the store is
+    /// configured `FULL`: in WAL mode the commit is appended to the log without an
+    /// fsync, so a power loss can drop it (and any relaxed commits after it) but not
+    /// tear it; the next synced commit's fsync of the log makes it durable.
+    public func attempt<T: Sendable>(durability: CommitDurability, _ body: (any KVTransaction) async throws -> T) async throws -> T {
         await gate.lock()
         defer { gate.unlock() }
+        let relax = durability == .relaxed && synchronous == .full
         let serial = try database.withLock { (db) throws(KVError) -> UInt64 in
             guard db.isOpen else { throw SQLiteDatabase.closedError }
-            return try db.begin()
+            if relax { try db.setSynchronous(Synchronous.normal.rawValue) }
+            do throws(KVError) {
+                return try db.begin()
+            } catch {
+                if relax { try? db.setSynchronous(synchronous.rawValue) }
+                throw error
+            }
+        }
+        defer {
+            if relax { database.withLock { db in if db.isOpen { try? db.setSynchronous(synchronous.rawValue) } } }
         }
         let transaction = SQLiteTransaction(store: self, serial: serial)
         let value: T
@@ -79,6 +100,11 @@ public final class SQLiteKV: TransactionalKV {
         }
         try database.withLock { (db) throws(KVError) in try db.commit(serial) }
         return value
+    }
+
+    /// This connection's `PRAGMA synchronous` now ("2" is FULL, "1" NORMAL), for tests.
+    public func synchronousNow() -> String {
+        database.withLock { db in (try? db.synchronousLevel()) ?? "" }
     }
 
     /// Waits for the running transaction to finish, then closes the database. Later

@@ -21,6 +21,7 @@ public enum KVConformance {
         try await limits(harness)
         try await serializableCounter(harness)
         try await bankTransfers(harness)
+        try await relaxedCommits(harness)
     }
 
     struct SuiteError: Error, Equatable {}
@@ -278,6 +279,51 @@ public enum KVConformance {
         try await tally.wait(for: workers, runtime: runtime, what: "counter workers")
         let final = decode(try await read(store, runtime, counter))
         try check(final == UInt64(workers * rounds), "8 × 25 concurrent increments give \(workers * rounds), got \(final)")
+    }
+
+    /// Relaxed commits are transactions like any other: visible to the next
+    /// transaction, all or nothing, and serializable with synced ones running
+    /// alongside (only their survival of a machine crash differs).
+    static func relaxedCommits(_ harness: some KVHarness) async throws {
+        let store = try await harness.makeStore()
+        let runtime = harness.runtime
+        try await store.transact(runtime: runtime, attemptsMax: 40, idempotent: true, durability: .relaxed) { tx in
+            try await tx.set(bytes("relaxed/a"), bytes("1"))
+        }
+        try await checkAsync(try await read(store, runtime, bytes("relaxed/a")) == bytes("1"), "a relaxed commit is visible to the next transaction")
+        try await checkThrows("a relaxed transaction whose body throws") {
+            try await store.attempt(durability: .relaxed) { tx in
+                try await tx.set(bytes("relaxed/a"), bytes("2"))
+                throw SuiteError()
+            }
+        } matches: { $0 is SuiteError }
+        try await checkAsync(try await read(store, runtime, bytes("relaxed/a")) == bytes("1"), "a failed relaxed body applies nothing")
+        let workers = 6
+        let rounds = 10
+        let counter = bytes("relaxed/counter")
+        let tally = Tally()
+        for worker in 0..<workers {
+            runtime.spawn("kv-conformance.relaxed.\(worker)") {
+                do {
+                    for round in 0..<rounds {
+                        let marker = bytes("relaxed/done/\(worker)/\(round)")
+                        let durability: CommitDurability = (worker + round) % 2 == 0 ? .relaxed : .synced
+                        try await store.transact(runtime: runtime, attemptsMax: 40, idempotent: true, durability: durability) { tx in
+                            if try await tx.get(marker) != nil { return }
+                            let value = decode(try await tx.get(counter))
+                            try await tx.set(counter, encode(value + 1))
+                            try await tx.set(marker, [])
+                        }
+                    }
+                } catch {
+                    tally.fail("relaxed counter worker \(worker): \(error)")
+                }
+                tally.finish()
+            }
+        }
+        try await tally.wait(for: workers, runtime: runtime, what: "relaxed counter workers")
+        let final = decode(try await read(store, runtime, counter))
+        try check(final == UInt64(workers * rounds), "\(workers) × \(rounds) increments, half of them relaxed, give \(workers * rounds), got \(final)")
     }
 
     /// Concurrent transfers between 4 accounts keep the total; read-only transactions

@@ -53,6 +53,23 @@ final class SQLiteKVHarness: KVHarness {
         }
     }
 
+    @Test func aRelaxedCommitSurvivesClosingAndReopeningAndLeavesCommitsSyncedAfterIt() async throws {
+        try await SQLiteKVHarness.with { harness in
+            let path = harness.base + "/relaxed/kv.sqlite"
+            let store = try SQLiteKV(path: path)
+            try await store.transact(runtime: harness.runtime, durability: .relaxed) { tx in try await tx.set(Array("lease".utf8), [1]) }
+            try await store.transact(runtime: harness.runtime) { tx in try await tx.set(Array("confirm".utf8), [2]) }
+            #expect(store.synchronousNow() == "2", "a relaxed commit puts synchronous back to FULL (2) for the next commit")
+            await store.close()
+            let reopened = try SQLiteKV(path: path)
+            let values = try await reopened.transact(runtime: harness.runtime) { tx in
+                [try await tx.get(Array("lease".utf8)), try await tx.get(Array("confirm".utf8))]
+            }
+            #expect(values == [[1], [2]])
+            await reopened.close()
+        }
+    }
+
     @Test func anInMemoryStorePassesTheKVConformanceSuite() async throws {
         try await SQLiteKVHarness.with(inMemory: true) { harness in
             try await KVConformance.run(harness)
