@@ -228,12 +228,33 @@ public struct KVIndex: Sendable {
         return out
     }
 
+    /// Most LRU entries one eviction reads past keys it cannot evict (leased, or being
+    /// put by the same batch) before it answers `.full`.
+    public static let evictScanKeysMax = 16_384
+
     /// Evicts up to `count` least recently used keys whose slots no reader holds (and
-    /// that this batch is not putting); returns their slots, now unowned.
+    /// that this batch is not putting); returns their slots, now unowned. Reads the LRU
+    /// list a window at a time, past leased keys, up to `evictScanKeysMax` entries: a
+    /// head of recently read (leased) pages must not make a put find the namespace full
+    /// while evictable pages follow them.
     func evict(_ ns: String, count: Int, sparing: Set<String>) async throws -> [PageSlot] {
         let prefix = KVKeys.tag("l", ns)
-        let pairs = try await tx.getRange(.prefix(prefix), limit: min(count * 4 + 64, KVLimits.rangeLimitMax), reverse: false)
+        let lru = KVRange.prefix(prefix)
+        var begin = lru.begin
+        var scanned = 0
         var out: [PageSlot] = []
+        while out.count < count && scanned < Self.evictScanKeysMax {
+            let limit = min((count - out.count) * 4 + 64, KVLimits.rangeLimitMax, Self.evictScanKeysMax - scanned)
+            let pairs = try await tx.getRange(KVRange(begin: begin, end: lru.end), limit: limit, reverse: false)
+            scanned += pairs.count
+            try await evict(ns, pairs, prefix: prefix, count: count, sparing: sparing, into: &out)
+            guard pairs.count == limit, let last = pairs.last else { break }
+            begin = last.key + [0]
+        }
+        return out
+    }
+
+    private func evict(_ ns: String, _ pairs: [KVPair], prefix: [UInt8], count: Int, sparing: Set<String>, into out: inout [PageSlot]) async throws {
         for p in pairs where out.count < count {
             let rest = p.key.dropFirst(prefix.count)
             guard rest.count >= 8 else { continue }
@@ -246,7 +267,6 @@ public struct KVIndex: Sendable {
             try await tx.clear(KVKeys.slot(ns, record.slot))
             out.append(record.slot)
         }
-        return out
     }
 
     /// Makes confirmed pages visible. A confirm that finds its reservation still held

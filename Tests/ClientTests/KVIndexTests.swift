@@ -130,6 +130,29 @@ struct IndexHarness {
         _ = try await h.run { [confirms] in try await $0.confirm("t", confirms) }
     }
 
+    /// The monitoring test's failure: the least recently used keys are all under read
+    /// leases (read just after their put, so their LRU place did not move) while
+    /// evictable keys follow them. A put must evict one of those, not answer full
+    /// (eviction used to read one bounded window of the LRU list).
+    @Test func aPutEvictsPastAHeadOfLeasedKeysInsteadOfAnsweringFull() async throws {
+        var h = try await IndexHarness(capacity: 400)
+        try await Self.fill(h, 400)
+        let leased = (0..<300).map { "k\($0)" }
+        _ = try await h.run { try await $0.lookup("t", keys: leased, leaseNanoseconds: 5_000_000_000) }
+        h.now += 100_000_000
+        let r = try await h.run { try await $0.reserve("t", keys: ["new0", "new1"], tokens: [9001, 9002], reservationNanoseconds: Self.reservation) }
+        #expect(r.outcomes.allSatisfy { if case .reserved = $0 { return true } else { return false } }, "\(r.outcomes)")
+        #expect(r.evicted == 2)
+        let present = try await h.run { try await $0.exists("t", keys: leased + ["k300", "k301", "k302"]) }
+        #expect(present.prefix(300).allSatisfy { $0 }, "no leased key is evicted")
+        #expect(Array(present.suffix(3)) == [false, false, true], "the two least recently used unleased keys are")
+        // With every key leased the namespace is full.
+        let rest = (300..<400).map { "k\($0)" }
+        _ = try await h.run { try await $0.lookup("t", keys: rest, leaseNanoseconds: 5_000_000_000) }
+        let full = try await h.run { try await $0.reserve("t", keys: ["new2"], tokens: [9003], reservationNanoseconds: Self.reservation) }
+        #expect(full.outcomes == [.full])
+    }
+
     /// The soak's failure: the lowest-numbered free slots all wait on read leases while
     /// later free slots are usable now. A put must take a usable one, not evict a live
     /// page (the free list used to be read in slot order through a bounded window).
