@@ -80,7 +80,7 @@ let package = Package(
         .target(name: "CisternMeta", dependencies: ["CisternRouting", "CisternAuth", "CisternMgmtd", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         .target(name: "CisternDemo", dependencies: ["CisternCore"], swiftSettings: strict),
         // The KV cache index (slab of page slots, LRU, leases) served by the metadata servers.
-        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternRouting", "CisternAuth"], swiftSettings: strict),
+        .target(name: "CisternKV", dependencies: ["CisternMeta", "CisternRouting", "CisternAuth", .product(name: "CoreMetrics", package: "swift-metrics")], swiftSettings: strict),
         // `import Cistern`: the client library.
         .target(name: "Cistern", dependencies: ["CisternKV", "CisternMeta", "CisternStorage", "CisternMgmtd", "CisternRouting", "CisternAuth"], swiftSettings: strict),
 

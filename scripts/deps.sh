@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building Cistern needs, if it is missing: the system libraries the
-# package links (SQLite, liburing, libibverbs, libpq) and pkg-config, and the
+# package links (SQLite, liburing, libibverbs, libpq) and pkg-config, the
 # PostgreSQL server the PostgresKV tests start (scripts/postgres-test-server.sh; the
-# package's own cluster is not used). Idempotent and quick when everything is present.
+# package's own cluster is not used), and Prometheus with promtool, which the
+# monitoring tests run (python/tests/test_monitoring.py; its service is not started). Idempotent and quick when everything is present.
 # Swift itself must already be installed (swift.org).
 set -euo pipefail
 
-packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config)
+packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config prometheus)
 # `scripts/deps.sh --bench` also installs what the benchmarks compare with.
 if [[ "${1:-}" == "--bench" ]]; then packages+=(redis-server); fi
 
@@ -29,6 +30,7 @@ else
     [[ -f /usr/include/postgresql/libpq-fe.h || -f /usr/include/libpq-fe.h ]] || missing+=(libpq-dev)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     if [[ "${1:-}" == "--bench" ]]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
 fi
 

@@ -20,6 +20,7 @@ public actor KVIndexService {
     public var reservationNanoseconds: UInt64 = KVCacheLimits.reservationNanoseconds
     private var rng: DeterministicRandom
     public private(set) var evictions = 0
+    private let metrics = KVIndexMetrics()
     /// The folder of every namespace's data files.
     public static let root = "/.kvcache"
 
@@ -75,9 +76,15 @@ public actor KVIndexService {
         }
     }
 
-    /// Runs one request.
+    /// Runs one request and records it in the metrics.
     public func execute(_ request: KVRequest) async -> KVReply {
-        let now = runtime.nowNanoseconds()
+        let start = runtime.nowNanoseconds()
+        let reply = await run(request, now: start)
+        metrics.record(request, reply, nanoseconds: runtime.nowNanoseconds() &- start)
+        return reply
+    }
+
+    private func run(_ request: KVRequest, now: UInt64) async -> KVReply {
         do {
             if let ns = request.namespace { try KVCacheError.check(namespace: ns) }
             switch request {

@@ -40,7 +40,14 @@ public struct ServerProcess: Service {
     public static func runUntilSignalled(_ config: ServerConfig, pidFile: String? = nil) async throws {
         LargeBuffers.tuneAllocator()
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Storage and index requests take tens of microseconds to seconds.
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .microseconds(2_500), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2_500), .seconds(5), .seconds(10),
+        ]
+        MetricsSystem.bootstrap(factory)
         let process = ServerProcess(config: config, metricsText: { registry.emitToString() }) { address in
             let line = "cistern server: \(config.node.name) (\(config.node.role.rawValue), node \(config.node.id)) serving on \(address)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
@@ -93,8 +100,10 @@ public struct ServerProcess: Service {
         case .meta:
             let auth = try metadataAuth()
             if auth == nil { log.warning("no auth section: this metadata server serves every caller as the admin (see docs/operations.md, Tenants and authentication)") }
-            service = await MetadataServer.start(kv: try openKV(), runtime: runtime, transport: transport, mgmtd: mgmtd,
+            let kv = try openKV()
+            service = await MetadataServer.start(kv: kv, runtime: runtime, transport: transport, mgmtd: mgmtd,
                                                  maintenance: Self.maintenanceSettings(config.meta), auth: auth)
+            runtime.spawn("metrics.tenants") { await TenantGauges().follow(kv, runtime: runtime) }
         case .storage:
             guard let s = config.storage else { throw ConfigError.invalid(path: "config", problems: ["storage: missing"]) }
             let (disk, kind) = try openDisk(s)
@@ -236,10 +245,17 @@ struct RoutingGauges {
     let degraded = Gauge(label: "cistern_chains_degraded")
     let nodesActive = Gauge(label: "cistern_nodes", dimensions: [("status", "active")])
     let nodesFailed = Gauge(label: "cistern_nodes", dimensions: [("status", "failed")])
+    /// Chain members by public state (`cistern_chain_targets{state}`).
+    let targets = Dictionary(uniqueKeysWithValues: PublicState.allCases.map {
+        ($0, Gauge(label: "cistern_chain_targets", dimensions: [("state", "\($0)")]))
+    })
 
     func follow(_ mgmtd: MgmtdClient, runtime: any Runtime) async {
         while true {
             if let r = await mgmtd.routing {
+                var byState: [PublicState: Int] = [:]
+                for c in r.chains { for t in c.targets { byState[t.state, default: 0] += 1 } }
+                for (state, gauge) in targets { gauge.record(byState[state] ?? 0) }
                 version.record(Double(r.version))
                 chains.record(Double(r.chains.count))
                 let full = r.chains.filter { c in c.targets.allSatisfy { $0.state == .serving } }.count
@@ -250,5 +266,42 @@ struct RoutingGauges {
             }
             do { try await runtime.sleep(nanoseconds: 1_000_000_000) } catch { return }
         }
+    }
+}
+
+/// Per-tenant use and quota (`cistern_tenant_{used,quota}_{bytes,pages}{tenant}`,
+/// `cistern_tenant_namespaces{tenant}`), read every 10 s in one read-only
+/// transaction by each metadata server (they agree; dashboards take the max).
+/// A tenant that is deleted drops to zero. At most `tenantsMax` tenants are shown.
+struct TenantGauges {
+    static let intervalNanoseconds: UInt64 = 10_000_000_000
+    static let tenantsMax = 1_000
+
+    func follow(_ kv: any TransactionalKV, runtime: any Runtime) async {
+        var shown: Set<String> = []
+        while true {
+            let now = runtime.nowNanoseconds()
+            if let infos = try? await kv.transact(runtime: runtime, attemptsMax: 3, idempotent: true, { tx in
+                try await TenantRegistry(tx, now: now).list()
+            }) {
+                var seen: Set<String> = []
+                for info in infos.prefix(Self.tenantsMax) {
+                    seen.insert(info.name)
+                    record(info.name, used: info.used, quota: info.quota, namespaces: info.namespaces.count)
+                }
+                for gone in shown.subtracting(seen) { record(gone, used: .init(bytes: 0, pages: 0), quota: .init(bytes: 0, pages: 0), namespaces: 0) }
+                shown = seen
+            }
+            do { try await runtime.sleep(nanoseconds: Self.intervalNanoseconds) } catch { return }
+        }
+    }
+
+    private func record(_ tenant: String, used: TenantQuota, quota: TenantQuota, namespaces: Int) {
+        let d = [("tenant", tenant)]
+        Gauge(label: "cistern_tenant_used_bytes", dimensions: d).record(used.bytes)
+        Gauge(label: "cistern_tenant_used_pages", dimensions: d).record(used.pages)
+        Gauge(label: "cistern_tenant_quota_bytes", dimensions: d).record(quota.bytes)
+        Gauge(label: "cistern_tenant_quota_pages", dimensions: d).record(quota.pages)
+        Gauge(label: "cistern_tenant_namespaces", dimensions: d).record(namespaces)
     }
 }

@@ -72,6 +72,7 @@ public actor StorageService {
     /// The node's memory tier, shared by its targets' engines.
     public nonisolated let hotPages: HotPages?
     private let memoryTierMetrics = MemoryTierMetrics()
+    private let nodeMetrics = NodeStorageMetrics()
     private var memoryTierPublished: HotPages.Stats?
     /// Targets whose disk refused a write for lack of space, with the message said:
     /// logged once, reported in heartbeats, cleared by the next write that fits.
@@ -132,14 +133,16 @@ public actor StorageService {
         let metrics = StorageMetrics()
         await transport.serve(storageService) { [service] request in
             let (parsed, trailer) = try StorageRequest.decode(request.message)
+            let start = runtime.nowNanoseconds()
+            metrics.started()
             if let key = service.capabilityKey, !service.config.plantedOpenStorage,
                let why = key.check(needed: parsed.neededRights, inodes: parsed.inodes, presented: trailer?.capabilities ?? []) {
                 let reply = StorageReply.forbidden(why)
-                metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: 0)
+                metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: 0, nanoseconds: runtime.nowNanoseconds() &- start)
                 return Message(method: 0, header: reply.wireBytes())
             }
             let (reply, bulk) = await service.handle(parsed, bulk: request.message.bulk)
-            metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: bulk.count)
+            metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: bulk.count, nanoseconds: runtime.nowNanoseconds() &- start)
             return Message(method: 0, header: reply.wireBytes(), bulk: bulk)
         }
         await mgmtd.serveHints()
@@ -861,7 +864,16 @@ public actor StorageService {
         }
         // Targets share the node's disk: each reports its own use, and as capacity
         // its use plus the device's free space.
-        let free = (try? await disk.space())?.freeBytes ?? 0
+        let space = try? await disk.space()
+        let free = space?.freeBytes ?? 0
+        if let space {
+            nodeMetrics.diskTotal.record(space.totalBytes)
+            nodeMetrics.diskFree.record(space.freeBytes)
+        }
+        let out = targetIDs.filter { recovery.outOfService($0) != nil }.count
+        nodeMetrics.targetsOut.record(out)
+        nodeMetrics.targetsInService.record(targetIDs.count - out)
+        nodeMetrics.resyncsRunning.record(syncingSuccessors.count)
         var reports: [TargetReport] = []
         for t in targetIDs {
             let used = await engines[t]?.usedBytes ?? 0
@@ -901,17 +913,24 @@ public actor StorageService {
                   let nextNode = r.target(next.target)?.node, !syncingSuccessors.contains(next.target)
             else { continue }
             syncingSuccessors.insert(next.target)
+            nodeMetrics.resyncsRunning.record(syncingSuccessors.count)
             runtime.spawn("storage.resync") { [self] in
-                await self.resync(from: t, to: next.target, on: nextNode, chain: chain)
-                await self.resyncEnded(next.target)
+                let finished = await self.resync(from: t, to: next.target, on: nextNode, chain: chain)
+                await self.resyncEnded(next.target, finished: finished)
             }
         }
     }
 
-    private func resyncEnded(_ t: TargetID) { syncingSuccessors.remove(t) }
+    private func resyncEnded(_ t: TargetID, finished: Bool) {
+        syncingSuccessors.remove(t)
+        nodeMetrics.resyncsRunning.record(syncingSuccessors.count)
+        (finished ? nodeMetrics.resyncsCompleted : nodeMetrics.resyncFailures).increment()
+    }
 
-    private func resync(from t: TargetID, to successor: TargetID, on successorNode: NodeID, chain: Chain) async {
-        guard let engine = engines[t] else { return }
+    /// Brings `successor` up to date; whether the pass ended with sync-done accepted
+    /// (a pass that stops is started over by a later heartbeat).
+    private func resync(from t: TargetID, to successor: TargetID, on successorNode: NodeID, chain: Chain) async -> Bool {
+        guard let engine = engines[t] else { return false }
         func call(_ request: StorageRequest, bulk: [UInt8] = []) async -> (StorageReply, [UInt8])? {
             guard let response = try? await transport.call(successorNode, service: storageService, request.message(bulk: bulk, trailer: serviceTrailer), timeoutNanoseconds: config.callTimeoutNanoseconds),
                   let reply = try? StorageReply(wireBytes: response.header) else { return nil }
@@ -928,21 +947,21 @@ public actor StorageService {
                 // A successor from before paged dumps refuses the request it cannot
                 // parse: ask it for the whole dump in one message, as it understands.
                 guard pages == 0, let (dump, _) = await call(.dumpMeta(target: successor, chainVersion: chain.version)),
-                      case .meta(let all) = dump else { return }
+                      case .meta(let all) = dump else { return false }
                 remote = all
                 pages = 1
                 break
             }
             guard case .metaPage(let metas, let more) = reply else {
                 log.warning("resync of \(successor) from \(t) stopped: its metadata dump answered \(reply); it starts over")
-                return
+                return false
             }
             pages += 1
             remote += metas
             guard more, let last = metas.last else { break }
             // Ids strictly increase page to page; a successor that does not move on
             // would loop forever.
-            if let after, last.id <= after { return }
+            if let after, last.id <= after { return false }
             after = last.id
         }
         let plan = ResyncPlanner.plan(local: await engine.allMeta(), remote: remote)
@@ -958,15 +977,18 @@ public actor StorageService {
                     (data, v) = try await engine.read(chunk)
                 } catch {
                     log.warning("resync of \(successor) from \(t) stopped: cannot read \(chunk): \(error); it starts over")
-                    return
+                    return false
                 }
                 let args = WriteArgs(target: successor, chain: chain.id, chainVersion: chain.version, chunk: chunk, version: v.version, checksum: v.checksum, fullReplace: true, tag: ClientTag(client: 0, channel: 0, sequence: 0))
-                guard let (reply, _) = await call(.write(args), bulk: data), case .written = reply else { return }
+                guard let (reply, _) = await call(.write(args), bulk: data), case .written = reply else { return false }
+                nodeMetrics.resyncChunks.increment()
+                nodeMetrics.resyncBytes.increment(by: data.count)
             case .remove(let chunk):
-                guard let (reply, _) = await call(.removeChunk(target: successor, chainVersion: chain.version, chunk: chunk)), case .done = reply else { return }
+                guard let (reply, _) = await call(.removeChunk(target: successor, chainVersion: chain.version, chunk: chunk)), case .done = reply else { return false }
             }
         }
-        _ = await call(.syncDone(target: successor, chainVersion: chain.version))
+        guard let (reply, _) = await call(.syncDone(target: successor, chainVersion: chain.version)), case .done = reply else { return false }
+        return true
     }
 }
 
