@@ -53,6 +53,13 @@ final class TCPClientHandler: ChannelInboundHandler {
         }
     }
 
+    /// After every socket read (the decoder forwards it whether or not a whole frame
+    /// arrived): the connection is alive.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection.noteRead()
+        context.fireChannelReadComplete()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         let node = connection.node
         if let frameError = error as? TCPFrameError {

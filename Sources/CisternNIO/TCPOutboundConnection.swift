@@ -6,6 +6,12 @@ import Synchronization
 /// calls told apart by request id. Calls wait for their response, their deadline or
 /// the connection's end, whichever comes first; a response that arrives after its
 /// call timed out finds no waiter and is dropped.
+///
+/// A connection that stays silent is abandoned: when a call times out and not a byte
+/// arrived on the connection since that call was sent, the peer is taken to be gone
+/// (its address moved or its host died without a reset, so TCP would retransmit for
+/// many minutes) and the connection closes; the next call connects again, resolving
+/// the node's names afresh.
 final class TCPOutboundConnection: Sendable {
     let node: NodeID
     let address: NodeAddress
@@ -15,6 +21,8 @@ final class TCPOutboundConnection: Sendable {
     private struct Pending {
         let continuation: CheckedContinuation<Result<Message, TransportError>, Never>
         var timer: Scheduled<Void>?
+        /// `State.reads` when the call was sent.
+        let readsAtSend: UInt64
     }
 
     private struct State {
@@ -22,6 +30,8 @@ final class TCPOutboundConnection: Sendable {
         var pending: [UInt64: Pending] = [:]
         /// Set once the connection is closed: why, as calls on it will be told.
         var closed: TransportError?
+        /// Socket reads so far (any bytes, whole frames or not).
+        var reads: UInt64 = 0
     }
 
     /// `onClose` runs once, when the connection closes for any reason.
@@ -62,7 +72,7 @@ final class TCPOutboundConnection: Sendable {
                             reason: "\(TCPTransportLimits.inFlightCallsPerConnectionMax) calls already in flight to \(self.address); the node is overloaded or the caller must limit its concurrency"
                         ))
                 }
-                s.pending[id] = Pending(continuation: continuation, timer: nil)
+                s.pending[id] = Pending(continuation: continuation, timer: nil, readsAtSend: s.reads)
                 return .success(channel)
             }
             let channel: any Channel
@@ -75,7 +85,7 @@ final class TCPOutboundConnection: Sendable {
             }
             let node = self.node
             let timer = channel.eventLoop.scheduleTask(deadline: deadline) { [self] in
-                _ = complete(id, .failure(.timeout(node: node, nanoseconds: timeoutNanoseconds)))
+                timedOut(id, nanoseconds: timeoutNanoseconds)
             }
             let keep = state.withLock { s in
                 guard s.pending[id] != nil else { return false }
@@ -87,6 +97,22 @@ final class TCPOutboundConnection: Sendable {
             channel.writeAndFlush(frame.encodedBuffer()).whenFailure { [self] error in
                 _ = complete(id, .failure(.unreachable(node: node, reason: "cannot send to \(address): \(error)")))
             }
+        }
+    }
+
+    /// Counts a socket read: the peer is alive.
+    func noteRead() {
+        state.withLock { $0.reads &+= 1 }
+    }
+
+    /// Ends call `id` with `.timeout`, and closes the connection if nothing at all
+    /// arrived on it since the call was sent.
+    private func timedOut(_ id: UInt64, nanoseconds: UInt64) {
+        let silent: Bool? = state.withLock { s in s.pending[id].map { $0.readsAtSend == s.reads } }
+        guard let silent else { return }
+        complete(id, .failure(.timeout(node: node, nanoseconds: nanoseconds)))
+        if silent {
+            close(.unreachable(node: node, reason: "nothing came from \(address) for \(nanoseconds / 1_000_000) ms: connection abandoned (the node may have moved or died); the next call connects again"))
         }
     }
 

@@ -19,7 +19,10 @@ import Synchronization
 ///   `TCPTransportLimits.reconnectBackoffNanosecondsMin` to `reconnectBackoffNanosecondsMax`.
 /// - A call ends by its deadline (`timeoutNanoseconds`, at most
 ///   `TransportLimits.timeoutNanosecondsMax`) with `.timeout`; a response that comes
-///   later is dropped.
+///   later is dropped. If not a byte came on the connection since that call was
+///   sent, the connection is abandoned (its other calls fail with `.unreachable`):
+///   a peer whose address vanished or whose host died sends no reset, and the next
+///   call must connect again, resolving afresh, rather than wait on a dead socket.
 /// - Messages over `TransportLimits.messageBytesMax` are refused with
 ///   `.messageTooLarge` before anything is sent; incoming frames that claim more
 ///   are refused before their body is buffered.

@@ -109,6 +109,32 @@ struct TCPTransportConformanceTests {
         await harness.finish()
     }
 
+    @Test("a connection silent past a call's deadline is abandoned, so the next call follows the node's new address")
+    func silentConnectionIsAbandoned() async throws {
+        let harness = TCPHarness()
+        let client = try await harness.start(NodeID(1))
+        let old = try await harness.start(NodeID(2))
+        // Method 2 never answers: the connection carries nothing back, as when the
+        // peer's address vanished without a reset.
+        await old.serve(ServiceID(1)) { request in
+            if request.message.method == 2 { try await Task.sleep(nanoseconds: 3_600_000_000_000) }
+            return Message(method: 1, header: [1])
+        }
+        #expect(try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 10_000_000_000).header == [1])
+        // The node now answers elsewhere (its name resolves to the new address).
+        let moved = TCPTransport(localNode: NodeID(2), listen: NodeAddress(host: "127.0.0.1", port: 0), resolver: harness.resolver, runtime: harness.runtime)
+        let movedAddress = try await moved.start()
+        moved.serve(ServiceID(1)) { _ in Message(method: 1, header: [2]) }
+        harness.resolver.set(NodeID(2), [movedAddress])
+        await #expect(throws: TransportError.self) {
+            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 2, header: []), timeoutNanoseconds: 300_000_000)
+        }
+        let reply = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 10_000_000_000)
+        #expect(reply.header == [2], "the call after the silent timeout connected again and reached the node's new address")
+        await moved.shutdown()
+        await harness.finish()
+    }
+
     @Test("calls after shutdown fail with .shutdown")
     func callsAfterShutdown() async throws {
         let harness = TCPHarness()
