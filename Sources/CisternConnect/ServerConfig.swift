@@ -323,6 +323,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         for (i, a) in (node.advertise ?? []).enumerated() where (try? Self.address(a)) == nil {
             out.append("node.advertise[\(i)]: '\(a)' is not host:port")
         }
+        // A wildcard listen address says where to accept, not where others can reach
+        // this node: advertised as is, every caller would dial itself.
+        if let host = (try? Self.address(node.listen))?.host, ["0.0.0.0", "::", "[::]"].contains(host), (node.advertise ?? []).isEmpty,
+           node.role != .master {
+            out.append("node.advertise: node.listen '\(node.listen)' accepts on every address, so list how others reach this node (for example advertise: [\"\(node.name).example.com:\((try? Self.address(node.listen))?.port ?? 9000)\"])")
+        }
         if cluster.mgmtd.isEmpty { out.append("cluster.mgmtd: list at least one cluster manager (id and address)") }
         for (i, p) in cluster.mgmtd.enumerated() where (try? Self.address(p.address)) == nil {
             out.append("cluster.mgmtd[\(i)].address: '\(p.address)' is not host:port")

@@ -13,6 +13,11 @@ import Testing
     log_level: info
     """
 
+    @Test func aWildcardListenAddressIsAcceptedWithAdvertisedNames() throws {
+        let c = try ServerConfig.parse(Self.good.replacingOccurrences(of: "listen: \"127.0.0.1:9101\" }", with: "listen: \"0.0.0.0:9101\", advertise: [\"s1.example.com:9101\"] }"))
+        #expect(c.node.advertise == ["s1.example.com:9101"])
+    }
+
     @Test func aValidConfigParses() throws {
         let c = try ServerConfig.parse(Self.good)
         #expect(c.node.role == .storage && c.storage?.targets == [10101, 10102] && c.cluster.meta?.first?.address == "localhost:9010")
@@ -34,6 +39,8 @@ import Testing
         ("auth: { cluster_key_file: /k, admin_token_file: /t }", "auth.admin_token_file: only metadata servers"),
         ("auth: { cluster_key_file: /k, token_cache_seconds: -1 }", "auth.token_cache_seconds: -1.0 is outside"),
         ("auth: { cluster_key: /k }", "unknown key 'cluster_key'"),
+        ("node: { id: 101, name: s1, role: storage, listen: \"0.0.0.0:9101\" }", "node.advertise: node.listen '0.0.0.0:9101' accepts on every address"),
+        ("node: { id: 101, name: s1, role: storage, listen: \"[::]:9101\" }", "node.advertise: node.listen '[::]:9101' accepts on every address"),
     ])
     func mistakesAreNamed(change: String, expected: String) {
         // Replace the line that starts with the same key, or append.
