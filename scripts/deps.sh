@@ -3,11 +3,12 @@
 # package links (SQLite, liburing, libibverbs, libpq) and pkg-config, the
 # PostgreSQL server the PostgresKV tests start (scripts/postgres-test-server.sh; the
 # package's own cluster is not used), and Prometheus with promtool, which the
-# monitoring tests run (python/tests/test_monitoring.py; its service is not started). Idempotent and quick when everything is present.
+# monitoring tests run (python/tests/test_monitoring.py; its service is not started),
+# and nftables and dnsmasq for the network-fault harness (scripts/netfaults). Idempotent and quick when everything is present.
 # Swift itself must already be installed (swift.org).
 set -euo pipefail
 
-packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config prometheus)
+packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config prometheus nftables dnsmasq-base iproute2)
 # `scripts/deps.sh --bench` also installs what the benchmarks compare with.
 if [[ "${1:-}" == "--bench" ]]; then packages+=(redis-server); fi
 
@@ -31,6 +32,8 @@ else
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v nft >/dev/null 2>&1 || missing+=(nftables)
+    command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
     if [[ "${1:-}" == "--bench" ]]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
 fi
 
