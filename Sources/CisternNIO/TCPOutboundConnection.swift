@@ -8,18 +8,26 @@ import Synchronization
 /// call timed out finds no waiter and is dropped.
 ///
 /// A connection that stays silent is abandoned: when a call times out and not a byte
-/// arrived on the connection since that call was sent, the peer is taken to be gone
-/// (its address moved or its host died without a reset, so TCP would retransmit for
-/// many minutes) and the connection closes; the next call connects again, resolving
-/// the node's names afresh.
+/// arrived on the connection since that call was sent, the connection sends a probe
+/// (a request for `probeService`, which no node serves: any live peer answers at once
+/// with "no such service", even while its handlers are busy). If nothing answers the
+/// probe within `probeTimeoutNanoseconds`, the peer is taken to be gone (its address
+/// moved or its host died without a reset, so TCP would retransmit for many minutes)
+/// and the connection closes; the next call connects again, resolving the node's
+/// names afresh. A slow handler on a live peer costs a probe, never the connection.
 final class TCPOutboundConnection: Sendable {
     let node: NodeID
     let address: NodeAddress
+    /// This node (the probe's source).
+    let localNode: NodeID
+    /// The service id of liveness probes (reserved: never served).
+    static let probeService = ServiceID(UInt16.max)
+    static let probeTimeoutNanoseconds: UInt64 = 1_000_000_000
     private let onClose: @Sendable (TCPOutboundConnection) -> Void
     private let state = Mutex(State())
 
     private struct Pending {
-        let continuation: CheckedContinuation<Result<Message, TransportError>, Never>
+        let resume: @Sendable (Result<Message, TransportError>) -> Void
         var timer: Scheduled<Void>?
         /// `State.reads` when the call was sent.
         let readsAtSend: UInt64
@@ -32,12 +40,16 @@ final class TCPOutboundConnection: Sendable {
         var closed: TransportError?
         /// Socket reads so far (any bytes, whole frames or not).
         var reads: UInt64 = 0
+        /// Whether a liveness probe is out.
+        var probing = false
+        var probes: UInt64 = 0
     }
 
     /// `onClose` runs once, when the connection closes for any reason.
-    init(node: NodeID, address: NodeAddress, onClose: @escaping @Sendable (TCPOutboundConnection) -> Void) {
+    init(node: NodeID, address: NodeAddress, localNode: NodeID, onClose: @escaping @Sendable (TCPOutboundConnection) -> Void) {
         self.node = node
         self.address = address
+        self.localNode = localNode
         self.onClose = onClose
     }
 
@@ -58,45 +70,51 @@ final class TCPOutboundConnection: Sendable {
 
     /// Sends `frame` and waits for the response with its request id until `deadline`.
     func call(_ frame: TCPFrame, deadline: NIODeadline, timeoutNanoseconds: UInt64) async -> Result<Message, TransportError> {
+        await withCheckedContinuation { continuation in
+            send(frame, deadline: deadline, timeoutNanoseconds: timeoutNanoseconds) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Sends `frame`; `resume` gets the response, the timeout or the failure, once.
+    private func send(_ frame: TCPFrame, deadline: NIODeadline, timeoutNanoseconds: UInt64,
+                      resume: @escaping @Sendable (Result<Message, TransportError>) -> Void) {
         let id = frame.requestID
-        return await withCheckedContinuation { continuation in
-            let admitted: Result<any Channel, TransportError> = state.withLock { s in
-                if let reason = s.closed { return .failure(reason) }
-                guard let channel = s.channel else {
-                    return .failure(.unreachable(node: self.node, reason: "connection to \(self.address) is not established"))
-                }
-                guard s.pending.count < TCPTransportLimits.inFlightCallsPerConnectionMax else {
-                    return .failure(
-                        .unreachable(
-                            node: self.node,
-                            reason: "\(TCPTransportLimits.inFlightCallsPerConnectionMax) calls already in flight to \(self.address); the node is overloaded or the caller must limit its concurrency"
-                        ))
-                }
-                s.pending[id] = Pending(continuation: continuation, timer: nil, readsAtSend: s.reads)
-                return .success(channel)
+        let admitted: Result<any Channel, TransportError> = state.withLock { s in
+            if let reason = s.closed { return .failure(reason) }
+            guard let channel = s.channel else {
+                return .failure(.unreachable(node: self.node, reason: "connection to \(self.address) is not established"))
             }
-            let channel: any Channel
-            switch admitted {
-            case .failure(let error):
-                continuation.resume(returning: .failure(error))
-                return
-            case .success(let c):
-                channel = c
+            guard s.pending.count < TCPTransportLimits.inFlightCallsPerConnectionMax else {
+                return .failure(
+                    .unreachable(
+                        node: self.node,
+                        reason: "\(TCPTransportLimits.inFlightCallsPerConnectionMax) calls already in flight to \(self.address); the node is overloaded or the caller must limit its concurrency"
+                    ))
             }
-            let node = self.node
-            let timer = channel.eventLoop.scheduleTask(deadline: deadline) { [self] in
-                timedOut(id, nanoseconds: timeoutNanoseconds)
-            }
-            let keep = state.withLock { s in
-                guard s.pending[id] != nil else { return false }
-                s.pending[id]!.timer = timer
-                return true
-            }
-            if !keep { timer.cancel() }
-            let address = self.address
-            channel.writeAndFlush(frame.encodedBuffer()).whenFailure { [self] error in
-                _ = complete(id, .failure(.unreachable(node: node, reason: "cannot send to \(address): \(error)")))
-            }
+            s.pending[id] = Pending(resume: resume, timer: nil, readsAtSend: s.reads)
+            return .success(channel)
+        }
+        let channel: any Channel
+        switch admitted {
+        case .failure(let error):
+            resume(.failure(error))
+            return
+        case .success(let c):
+            channel = c
+        }
+        let node = self.node
+        let timer = channel.eventLoop.scheduleTask(deadline: deadline) { [self] in
+            timedOut(id, nanoseconds: timeoutNanoseconds)
+        }
+        let keep = state.withLock { s in
+            guard s.pending[id] != nil else { return false }
+            s.pending[id]!.timer = timer
+            return true
+        }
+        if !keep { timer.cancel() }
+        let address = self.address
+        channel.writeAndFlush(frame.encodedBuffer()).whenFailure { [self] error in
+            _ = complete(id, .failure(.unreachable(node: node, reason: "cannot send to \(address): \(error)")))
         }
     }
 
@@ -105,14 +123,26 @@ final class TCPOutboundConnection: Sendable {
         state.withLock { $0.reads &+= 1 }
     }
 
-    /// Ends call `id` with `.timeout`, and closes the connection if nothing at all
-    /// arrived on it since the call was sent.
+    /// Ends call `id` with `.timeout`; if nothing at all arrived on the connection
+    /// since the call was sent, probes the peer (see the type's comment).
     private func timedOut(_ id: UInt64, nanoseconds: UInt64) {
-        let silent: Bool? = state.withLock { s in s.pending[id].map { $0.readsAtSend == s.reads } }
-        guard let silent else { return }
+        let probe: UInt64? = state.withLock { s in
+            guard let pending = s.pending[id] else { return nil }
+            guard pending.readsAtSend == s.reads, !s.probing, s.closed == nil else { return 0 }
+            s.probing = true
+            s.probes &+= 1
+            return s.probes
+        }
+        guard let probe else { return }
         complete(id, .failure(.timeout(node: node, nanoseconds: nanoseconds)))
-        if silent {
-            close(.unreachable(node: node, reason: "nothing came from \(address) for \(nanoseconds / 1_000_000) ms: connection abandoned (the node may have moved or died); the next call connects again"))
+        guard probe > 0 else { return }
+        let frame = TCPFrame(kind: .request, requestID: (1 << 63) | probe, source: localNode, destination: node,
+                             service: Self.probeService, method: 0, header: [])
+        let wait = Self.probeTimeoutNanoseconds
+        send(frame, deadline: NIODeadline.now() + .nanoseconds(Int64(wait)), timeoutNanoseconds: wait) { [self] result in
+            state.withLock { $0.probing = false }
+            guard case .failure(.timeout) = result else { return }
+            close(.unreachable(node: node, reason: "nothing came from \(address) for \(nanoseconds / 1_000_000) ms nor answered a probe within \(wait / 1_000_000) ms: connection abandoned (the node may have moved or died); the next call connects again"))
         }
     }
 
@@ -121,7 +151,7 @@ final class TCPOutboundConnection: Sendable {
     func complete(_ id: UInt64, _ result: Result<Message, TransportError>) -> Bool {
         guard let entry = state.withLock({ $0.pending.removeValue(forKey: id) }) else { return false }
         entry.timer?.cancel()
-        entry.continuation.resume(returning: result)
+        entry.resume(result)
         return true
     }
 
@@ -139,7 +169,7 @@ final class TCPOutboundConnection: Sendable {
         taken.channel?.close(promise: nil)
         for entry in taken.pending {
             entry.timer?.cancel()
-            entry.continuation.resume(returning: .failure(reason))
+            entry.resume(.failure(reason))
         }
         onClose(self)
     }

@@ -171,7 +171,7 @@ final class TCPPeer: Sendable {
         }
         var failures: [String] = []
         for address in addresses {
-            let connection = TCPOutboundConnection(node: node, address: address) { [self] closed in
+            let connection = TCPOutboundConnection(node: node, address: address, localNode: context.localNode) { [self] closed in
                 connectionClosed(closed)
             }
             let logger = context.logger

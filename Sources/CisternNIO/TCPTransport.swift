@@ -20,8 +20,9 @@ import Synchronization
 /// - A call ends by its deadline (`timeoutNanoseconds`, at most
 ///   `TransportLimits.timeoutNanosecondsMax`) with `.timeout`; a response that comes
 ///   later is dropped. If not a byte came on the connection since that call was
-///   sent, the connection is abandoned (its other calls fail with `.unreachable`):
-///   a peer whose address vanished or whose host died sends no reset, and the next
+///   sent, the connection probes the peer and, when the probe is not answered
+///   within a second, is abandoned (its other calls fail with `.unreachable`): a
+///   peer whose address vanished or whose host died sends no reset, and the next
 ///   call must connect again, resolving afresh, rather than wait on a dead socket.
 /// - Messages over `TransportLimits.messageBytesMax` are refused with
 ///   `.messageTooLarge` before anything is sent; incoming frames that claim more

@@ -1,6 +1,8 @@
 import CisternConformance
 import CisternCore
 import CisternNIO
+import NIOCore
+import NIOPosix
 import Testing
 
 #if canImport(Glibc)
@@ -109,29 +111,54 @@ struct TCPTransportConformanceTests {
         await harness.finish()
     }
 
-    @Test("a connection silent past a call's deadline is abandoned, so the next call follows the node's new address")
+    @Test("a connection whose peer went silent is abandoned after an unanswered probe, so the next call follows the node's new address")
     func silentConnectionIsAbandoned() async throws {
         let harness = TCPHarness()
         let client = try await harness.start(NodeID(1))
-        let old = try await harness.start(NodeID(2))
-        // Method 2 never answers: the connection carries nothing back, as when the
-        // peer's address vanished without a reset.
-        await old.serve(ServiceID(1)) { request in
-            if request.message.method == 2 { try await Task.sleep(nanoseconds: 3_600_000_000_000) }
-            return Message(method: 1, header: [1])
+        let node = try await harness.start(NodeID(2))
+        await node.serve(ServiceID(1)) { _ in Message(method: 1, header: [2]) }
+        let live = harness.resolver.addresses(of: NodeID(2))
+        // A black hole: accepts the connection and reads, never answers (like an
+        // address whose host vanished behind a switch that still takes the bytes).
+        let blackHole = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { _ in MultiThreadedEventLoopGroup.singleton.any().makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let hole = NodeAddress(host: "127.0.0.1", port: UInt16(try #require(blackHole.localAddress?.port)))
+        harness.resolver.set(NodeID(2), [hole])
+        await #expect(throws: TransportError.timeout(node: NodeID(2), nanoseconds: 300_000_000)) {
+            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 300_000_000)
         }
-        #expect(try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 10_000_000_000).header == [1])
-        // The node now answers elsewhere (its name resolves to the new address).
-        let moved = TCPTransport(localNode: NodeID(2), listen: NodeAddress(host: "127.0.0.1", port: 0), resolver: harness.resolver, runtime: harness.runtime)
-        let movedAddress = try await moved.start()
-        moved.serve(ServiceID(1)) { _ in Message(method: 1, header: [2]) }
-        harness.resolver.set(NodeID(2), [movedAddress])
-        await #expect(throws: TransportError.self) {
-            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 2, header: []), timeoutNanoseconds: 300_000_000)
-        }
+        // The node is found at its real address from now on; the silent connection
+        // goes once its probe (1 s) is unanswered, and the next call connects again.
+        harness.resolver.set(NodeID(2), live)
+        try await Task.sleep(nanoseconds: 1_500_000_000)
         let reply = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 10_000_000_000)
-        #expect(reply.header == [2], "the call after the silent timeout connected again and reached the node's new address")
-        await moved.shutdown()
+        #expect(reply.header == [2], "the call after the unanswered probe connected again and reached the node's address")
+        try await blackHole.close()
+        await harness.finish()
+    }
+
+    @Test("a timed-out call on a live but busy peer keeps the connection and the other calls on it")
+    func busyPeerKeepsConnection() async throws {
+        let harness = TCPHarness()
+        let client = try await harness.start(NodeID(1))
+        let server = try await harness.start(NodeID(2))
+        let runtime = harness.runtime
+        await server.serve(ServiceID(1)) { request in
+            switch request.message.method {
+            case 2: try await runtime.sleep(nanoseconds: 1_500_000_000)
+            case 3: try await runtime.sleep(nanoseconds: 3_600_000_000_000)
+            default: break
+            }
+            return Message(method: 1, header: [UInt8(request.message.method)])
+        }
+        _ = try await client.call(NodeID(2), service: ServiceID(1), Message(method: 1, header: []), timeoutNanoseconds: 10_000_000_000)
+        async let slow = client.call(NodeID(2), service: ServiceID(1), Message(method: 2, header: []), timeoutNanoseconds: 10_000_000_000)
+        await #expect(throws: TransportError.self) {
+            try await client.call(NodeID(2), service: ServiceID(1), Message(method: 3, header: []), timeoutNanoseconds: 200_000_000)
+        }
+        // The probe after that silent timeout is answered: the slow call is not cut.
+        #expect(try await slow.header == [2])
         await harness.finish()
     }
 
