@@ -29,12 +29,19 @@ public struct Scenario: Codable, Sendable {
     /// (a power loss of every storage node): the survivability check is skipped, and
     /// the invariants listed must still hold once the nodes return.
     public var allowTotalOutage: Bool?
+    /// How the simulator picks among jobs ready at the same moment: `fifo` (the
+    /// default) or `shuffled` (seed-drawn picks; see `SimExecutor.Scheduling`).
+    /// `cistern sim --scheduling` overrides it for a run.
+    public var scheduling: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, duration, topology, network, disk, kv, workload, faults, invariants, swarm
         case healAt = "heal_at", livenessBound = "liveness_bound", randomFaults = "random_faults", expectViolations = "expect_violations"
         case allowTotalOutage = "allow_total_outage"
+        case scheduling
     }
+
+    public static let schedulingModes = ["fifo", "shuffled"]
 
     public init(from decoder: any Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -55,6 +62,10 @@ public struct Scenario: Codable, Sendable {
         invariants = try c.decodeIfPresent([String].self, forKey: .invariants)
         expectViolations = try c.decodeIfPresent(Bool.self, forKey: .expectViolations)
         allowTotalOutage = try c.decodeIfPresent(Bool.self, forKey: .allowTotalOutage)
+        scheduling = try c.decodeIfPresent(String.self, forKey: .scheduling)
+        if let mode = scheduling, !Self.schedulingModes.contains(mode) {
+            throw DecodingError.dataCorruptedError(forKey: .scheduling, in: c, debugDescription: "scheduling: '\(mode)' is not one of \(Self.schedulingModes.joined(separator: ", "))")
+        }
     }
 
     public var healTime: SimDuration { healAt ?? SimDuration(nanoseconds: duration.nanoseconds / 10 * 7) }

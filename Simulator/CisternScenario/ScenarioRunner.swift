@@ -24,6 +24,8 @@ public struct RunResult: Codable, Sendable {
     public var metrics: [String: Double] = [:]
     /// Swarm scenarios: the fault mix this seed drew.
     public var faultMix: String?
+    /// The seed-drawn scheduling, when not FIFO.
+    public var scheduling: String?
     /// What the run kept for a report (only with `record: true`; not in the JSON).
     public var recording: RunRecording?
 
@@ -32,7 +34,7 @@ public struct RunResult: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed, metrics
-        case faultMix = "fault_mix"
+        case faultMix = "fault_mix", scheduling
         case simulatedSeconds = "simulated_seconds", wallSeconds = "wall_seconds"
         case operationsSucceeded = "operations_succeeded", expectedViolations = "expected_violations"
     }
@@ -56,6 +58,7 @@ public struct RunResult: Codable, Sendable {
         try c.encode(build, forKey: .build)
         try c.encode(metrics, forKey: .metrics)
         try c.encodeIfPresent(faultMix, forKey: .faultMix)
+        try c.encodeIfPresent(scheduling, forKey: .scheduling)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -76,6 +79,7 @@ public struct RunResult: Codable, Sendable {
         build = try c.decode(String.self, forKey: .build)
         metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
         faultMix = try c.decodeIfPresent(String.self, forKey: .faultMix)
+        scheduling = try c.decodeIfPresent(String.self, forKey: .scheduling)
     }
 
     public init(scenario: String, seed: UInt64) {
@@ -106,7 +110,11 @@ public enum CisternBuild {
 public enum ScenarioRunner {
     /// `record`: keep the run's events, operations and chain states in
     /// `RunResult.recording`, for `RunReport` (it does not change the digest).
-    public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false, record: Bool = false) -> RunResult {
+    /// `scheduling` overrides the scenario's (and is named in the replay command).
+    public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false, record: Bool = false,
+                           scheduling: String? = nil) -> RunResult {
+        var scenario = scenario
+        if let scheduling { scenario.scheduling = scheduling }
         let wallStart = DispatchTime.now().uptimeNanoseconds
         var result = SimWorld.simulate(
             seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario),
@@ -117,19 +125,30 @@ public enum ScenarioRunner {
                 world.logLevel = .info
                 world.logSink = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }
-            switch scenario.workload.kind {
-            case "cluster": return ClusterRun(scenario: scenario, world: world, seed: seed).execute()
-            case "storage": return StorageRun(scenario: scenario, world: world, seed: seed).execute()
-            case "meta": return MetaRun(scenario: scenario, world: world, seed: seed).execute()
-            case "kvcache": return KVCacheRun(scenario: scenario, world: world, seed: seed).execute()
-            default: return RegisterRun(scenario: scenario, world: world, seed: seed).execute()
+            if scenario.scheduling == "shuffled" {
+                var random = DeterministicRandom(seed: seed).fork("scheduler")
+                let drawn = SimExecutor.Scheduling.drawn(&random)
+                world.executor.setScheduling(drawn, random: random.fork("picks"))
             }
+            var r: RunResult
+            switch scenario.workload.kind {
+            case "cluster": r = ClusterRun(scenario: scenario, world: world, seed: seed).execute()
+            case "storage": r = StorageRun(scenario: scenario, world: world, seed: seed).execute()
+            case "meta": r = MetaRun(scenario: scenario, world: world, seed: seed).execute()
+            case "kvcache": r = KVCacheRun(scenario: scenario, world: world, seed: seed).execute()
+            default: r = RegisterRun(scenario: scenario, world: world, seed: seed).execute()
+            }
+            if !world.executor.scheduling.isFIFO {
+                r.scheduling = world.executor.scheduling.description
+                r.metrics["jobs_reordered"] = Double(world.executor.jobsReordered)
+            }
+            return r
         }
         result.scenario = scenario.name
         result.seed = seed
         result.wallSeconds = Double(DispatchTime.now().uptimeNanoseconds - wallStart) / 1e9
         result.expectedViolations = scenario.expectViolations ?? false
-        result.replay = "cistern sim \(path) --seed \(seed)"
+        result.replay = "cistern sim \(path) --seed \(seed)" + (scheduling.map { " --scheduling \($0)" } ?? "")
         result.faultMix = FaultPlan(scenario: scenario).draw(seed: seed).mix
         return result
     }

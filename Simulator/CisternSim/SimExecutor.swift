@@ -1,3 +1,4 @@
+import CisternCore
 import DequeModule
 import HeapModule
 import Synchronization
@@ -16,6 +17,42 @@ import Darwin
 /// escaped the simulator (a bare `Task {}`, `Task.detached`, a Dispatch queue, a
 /// thread). The run is failed with `SimError.tripwire`.
 public final class SimExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    /// How the ready queue picks the next job. `fifo` runs jobs in the order they
+    /// became ready. With a reorder probability, each pick instead takes, with that
+    /// chance, a seed-drawn job among the first `windowJobs` ready ones: production
+    /// runs actors on several threads, so jobs ready at the same moment run in any
+    /// order there, and interleavings that actor reentrancy allows get explored here.
+    /// Picks draw from the executor's own stream: the same seed gives the same order.
+    public struct Scheduling: Sendable, Equatable, CustomStringConvertible {
+        public var reorderProbability: Double
+        public var windowJobs: Int
+        public init(reorderProbability: Double, windowJobs: Int) {
+            self.reorderProbability = min(max(reorderProbability, 0), 1)
+            self.windowJobs = max(1, windowJobs)
+        }
+        public static let fifo = Scheduling(reorderProbability: 0, windowJobs: 1)
+        public var isFIFO: Bool { reorderProbability == 0 || windowJobs <= 1 }
+        /// A seed-drawn shuffled scheduling: reorder probability 0.05...0.5, a window
+        /// of 2...16 jobs.
+        public static func drawn(_ random: inout DeterministicRandom) -> Scheduling {
+            let p = [0.05, 0.1, 0.2, 0.35, 0.5][Int(random.next() % 5)]
+            let w = [2, 4, 8, 16][Int(random.next() % 4)]
+            return Scheduling(reorderProbability: p, windowJobs: w)
+        }
+        public var description: String { isFIFO ? "fifo" : "shuffled(p=\(reorderProbability), window=\(windowJobs))" }
+    }
+
+    public private(set) var scheduling = Scheduling.fifo
+    private var scheduleRandom = DeterministicRandom(seed: 0)
+    /// Picks that took a job other than the oldest ready one.
+    public private(set) var jobsReordered: UInt64 = 0
+
+    /// Sets how jobs are picked (before the run; picks draw from `random`).
+    public func setScheduling(_ scheduling: Scheduling, random: DeterministicRandom) {
+        self.scheduling = scheduling
+        self.scheduleRandom = random
+    }
+
     private var ready = Deque<UnownedJob>()
     private var timers = Heap<SimTimer>()
     private var timerSequence: UInt64 = 0
@@ -116,7 +153,7 @@ public final class SimExecutor: SerialExecutor, TaskExecutor, @unchecked Sendabl
         var checkCounter = 0
         while true {
             if trippedFlag.load(ordering: .relaxed) { return .tripwire(tripped ?? "tripwire") }
-            if let job = ready.popFirst() {
+            if let job = nextJob() {
                 jobsRun &+= 1
                 job.runSynchronously(isolatedTo: serial, taskExecutor: task)
                 checkCounter &+= 1
@@ -134,6 +171,18 @@ public final class SimExecutor: SerialExecutor, TaskExecutor, @unchecked Sendabl
             timersFired &+= 1
             timer.action()
         }
+    }
+
+    @inline(__always)
+    private func nextJob() -> UnownedJob? {
+        if scheduling.reorderProbability > 0, ready.count > 1, scheduleRandom.chance(scheduling.reorderProbability) {
+            let i = Int(scheduleRandom.next() % UInt64(min(scheduling.windowJobs, ready.count)))
+            if i > 0 {
+                jobsReordered &+= 1
+                return ready.remove(at: i)
+            }
+        }
+        return ready.popFirst()
     }
 
     /// Drops every pending job and timer (used when a world is torn down).

@@ -42,11 +42,17 @@ struct Sim: ParsableCommand {
     @Option(help: ArgumentHelp("With --shrink: also write the shrunk scenario to this file.", valueName: "FILE.yaml"))
     var shrinkOutput: String?
 
+    @Option(help: ArgumentHelp("How jobs ready at the same moment are picked: fifo, or shuffled (seed-drawn; the scenario's own setting by default).", valueName: "fifo|shuffled"))
+    var scheduling: String?
+
     func validate() throws {
         if seed != nil && seeds != nil { throw ValidationError("give --seed or --seeds, not both") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if (report != nil || shrink) && seeds != nil { throw ValidationError("--report and --shrink take one run: give --seed N, not --seeds") }
         if shrinkOutput != nil && !shrink { throw ValidationError("--shrink-output needs --shrink") }
+        if let scheduling, !Scenario.schedulingModes.contains(scheduling) {
+            throw ValidationError("--scheduling '\(scheduling)' is unknown; give \(Scenario.schedulingModes.joined(separator: " or "))")
+        }
         if let seeds, SeedRange(seeds) == nil {
             throw ValidationError("--seeds '\(seeds)' is not a range; write it as A...B, for example 1...20")
         }
@@ -76,10 +82,11 @@ struct Sim: ParsableCommand {
             FileHandle.standardError.write(Data("error: --report and --shrink take one scenario file; \(path) has \(scenarios.count)\n".utf8))
             throw ExitCode(2)
         }
+        if let scheduling { scenarios = scenarios.map { ($0.0, { var s = $0; s.scheduling = scheduling; return s }($0.1)) } }
         if shrink { return try runShrink(file: scenarios[0].0, scenario: scenarios[0].1, seed: seedList[0]) }
         if let report {
             let (file, scenario) = scenarios[0]
-            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true)
+            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true, scheduling: scheduling)
             try self.report(result, encoder: JSONEncoder())
             let text = try? String(contentsOfFile: file, encoding: .utf8)
             do {
@@ -99,12 +106,12 @@ struct Sim: ParsableCommand {
         var results: [RunResult] = []
         if workers <= 1 {
             for w in work {
-                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose)
+                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose, scheduling: scheduling)
                 results.append(result)
                 try report(result, encoder: encoder)
             }
         } else {
-            results = try SimPool.run(work.map { ($0.file, $0.seed) }, workers: workers, progress: !json)
+            results = try SimPool.run(work.map { ($0.file, $0.seed) }, workers: workers, progress: !json, scheduling: scheduling)
             for r in results { try report(r, encoder: encoder) }
         }
         let failures = results.filter { !$0.passed }
@@ -112,7 +119,7 @@ struct Sim: ParsableCommand {
         if determinismSample > 0 && !results.isEmpty {
             let n = min(determinismSample, results.count)
             let picks = (0..<n).map { results[$0 * results.count / n] }
-            let again = try SimPool.run(picks.map { r in (work.first { $0.scenario.name == r.scenario && $0.seed == r.seed }!.file, r.seed) }, workers: max(workers, 1), progress: false)
+            let again = try SimPool.run(picks.map { r in (work.first { $0.scenario.name == r.scenario && $0.seed == r.seed }!.file, r.seed) }, workers: max(workers, 1), progress: false, scheduling: scheduling)
             for (a, b) in zip(picks, again) where a.digest != b.digest {
                 nondeterministic.append("\(a.scenario) seed \(a.seed): \(a.digest) then \(b.digest); replay: \(a.replay)")
             }
@@ -161,6 +168,7 @@ struct Sim: ParsableCommand {
         print("\(status) \(result.scenario) seed=\(result.seed) digest=\(result.digest) sim=\(String(format: "%.1f", result.simulatedSeconds))s wall=\(String(format: "%.2f", result.wallSeconds))s ops=\(result.operationsSucceeded)/\(result.operations) faults=\(result.faults) msgs=\(result.messages)\(result.metrics.keys.sorted().map { " \($0)=\(String(format: "%.3g", result.metrics[$0]!))" }.joined())")
         if !result.passed {
             if let mix = result.faultMix { print("     swarm: \(mix)") }
+            if let s = result.scheduling { print("     scheduling: \(s)") }
             if result.expectedViolations { print("     expected a violation, none was detected") }
             for v in result.violations.prefix(10) { print("     violation: \(v)") }
             print("     replay: \(result.replay)")
@@ -172,7 +180,7 @@ struct Sim: ParsableCommand {
 /// most `workers` at once, with a progress line on standard error; returns the
 /// results in the order given.
 enum SimPool {
-    static func run(_ work: [(String, UInt64)], workers: Int, progress: Bool) throws -> [RunResult] {
+    static func run(_ work: [(String, UInt64)], workers: Int, progress: Bool, scheduling: String? = nil) throws -> [RunResult] {
         let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var results = [RunResult?](repeating: nil, count: work.count)
         var running: [(index: Int, process: Process, output: Pipe, data: DataBox)] = []
@@ -182,7 +190,7 @@ enum SimPool {
         func launch(_ i: Int) throws {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["sim", work[i].0, "--seed", "\(work[i].1)", "--json", "--jobs", "1"]
+            p.arguments = ["sim", work[i].0, "--seed", "\(work[i].1)", "--json", "--jobs", "1"] + (scheduling.map { ["--scheduling", $0] } ?? [])
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
@@ -207,7 +215,7 @@ enum SimPool {
                 } else {
                     var broken = RunResult(scenario: (work[r.index].0 as NSString).lastPathComponent, seed: work[r.index].1)
                     broken.violations = ["the run's process exited with status \(r.process.terminationStatus) without a result (crash or tripwire); replay it alone"]
-                    broken.replay = "cistern sim \(work[r.index].0) --seed \(work[r.index].1)"
+                    broken.replay = "cistern sim \(work[r.index].0) --seed \(work[r.index].1)" + (scheduling.map { " --scheduling \($0)" } ?? "")
                     results[r.index] = broken
                     failed += 1
                 }
