@@ -33,12 +33,16 @@ public struct Scenario: Codable, Sendable {
     /// default) or `shuffled` (seed-drawn picks; see `SimExecutor.Scheduling`).
     /// `cistern sim --scheduling` overrides it for a run.
     public var scheduling: String?
+    /// Whether fault points in component code may fire (see `Runtime.faultPoint`);
+    /// default false. `cistern sim --fault-points on|off` overrides it for a run.
+    public var faultPoints: Bool?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, duration, topology, network, disk, kv, workload, faults, invariants, swarm
         case healAt = "heal_at", livenessBound = "liveness_bound", randomFaults = "random_faults", expectViolations = "expect_violations"
         case allowTotalOutage = "allow_total_outage"
         case scheduling
+        case faultPoints = "fault_points"
     }
 
     public static let schedulingModes = ["fifo", "shuffled"]
@@ -63,6 +67,7 @@ public struct Scenario: Codable, Sendable {
         expectViolations = try c.decodeIfPresent(Bool.self, forKey: .expectViolations)
         allowTotalOutage = try c.decodeIfPresent(Bool.self, forKey: .allowTotalOutage)
         scheduling = try c.decodeIfPresent(String.self, forKey: .scheduling)
+        faultPoints = try c.decodeIfPresent(Bool.self, forKey: .faultPoints)
         if let mode = scheduling, !Self.schedulingModes.contains(mode) {
             throw DecodingError.dataCorruptedError(forKey: .scheduling, in: c, debugDescription: "scheduling: '\(mode)' is not one of \(Self.schedulingModes.joined(separator: ", "))")
         }

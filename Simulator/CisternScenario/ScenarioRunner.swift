@@ -26,6 +26,8 @@ public struct RunResult: Codable, Sendable {
     public var faultMix: String?
     /// The seed-drawn scheduling, when not FIFO.
     public var scheduling: String?
+    /// Fault points that fired ("name×count, ..."), when fault points were on.
+    public var faultPointsFired: String?
     /// What the run kept for a report (only with `record: true`; not in the JSON).
     public var recording: RunRecording?
 
@@ -34,7 +36,7 @@ public struct RunResult: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed, metrics
-        case faultMix = "fault_mix", scheduling
+        case faultMix = "fault_mix", scheduling, faultPointsFired = "fault_points_fired"
         case simulatedSeconds = "simulated_seconds", wallSeconds = "wall_seconds"
         case operationsSucceeded = "operations_succeeded", expectedViolations = "expected_violations"
     }
@@ -59,6 +61,7 @@ public struct RunResult: Codable, Sendable {
         try c.encode(metrics, forKey: .metrics)
         try c.encodeIfPresent(faultMix, forKey: .faultMix)
         try c.encodeIfPresent(scheduling, forKey: .scheduling)
+        try c.encodeIfPresent(faultPointsFired, forKey: .faultPointsFired)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -80,6 +83,7 @@ public struct RunResult: Codable, Sendable {
         metrics = try c.decodeIfPresent([String: Double].self, forKey: .metrics) ?? [:]
         faultMix = try c.decodeIfPresent(String.self, forKey: .faultMix)
         scheduling = try c.decodeIfPresent(String.self, forKey: .scheduling)
+        faultPointsFired = try c.decodeIfPresent(String.self, forKey: .faultPointsFired)
     }
 
     public init(scenario: String, seed: UInt64) {
@@ -112,9 +116,10 @@ public enum ScenarioRunner {
     /// `RunResult.recording`, for `RunReport` (it does not change the digest).
     /// `scheduling` overrides the scenario's (and is named in the replay command).
     public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false, record: Bool = false,
-                           scheduling: String? = nil) -> RunResult {
+                           scheduling: String? = nil, faultPoints: Bool? = nil) -> RunResult {
         var scenario = scenario
         if let scheduling { scenario.scheduling = scheduling }
+        if let faultPoints { scenario.faultPoints = faultPoints }
         let wallStart = DispatchTime.now().uptimeNanoseconds
         var result = SimWorld.simulate(
             seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario),
@@ -125,6 +130,7 @@ public enum ScenarioRunner {
                 world.logLevel = .info
                 world.logSink = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }
+            world.faultPoints.isOn = scenario.faultPoints ?? false
             if scenario.scheduling == "shuffled" {
                 var random = DeterministicRandom(seed: seed).fork("scheduler")
                 let drawn = SimExecutor.Scheduling.drawn(&random)
@@ -142,6 +148,10 @@ public enum ScenarioRunner {
                 r.scheduling = world.executor.scheduling.description
                 r.metrics["jobs_reordered"] = Double(world.executor.jobsReordered)
             }
+            if world.faultPoints.isOn {
+                r.faultPointsFired = world.faultPoints.summary
+                r.metrics["fault_points_fired"] = Double(world.faultPoints.fired.values.reduce(0, +))
+            }
             return r
         }
         result.scenario = scenario.name
@@ -149,6 +159,7 @@ public enum ScenarioRunner {
         result.wallSeconds = Double(DispatchTime.now().uptimeNanoseconds - wallStart) / 1e9
         result.expectedViolations = scenario.expectViolations ?? false
         result.replay = "cistern sim \(path) --seed \(seed)" + (scheduling.map { " --scheduling \($0)" } ?? "")
+            + (faultPoints.map { " --fault-points \($0 ? "on" : "off")" } ?? "")
         result.faultMix = FaultPlan(scenario: scenario).draw(seed: seed).mix
         return result
     }

@@ -51,6 +51,10 @@ public final class SimRuntime: Runtime, @unchecked Sendable {
         }
     }
 
+    public func faultPoint(_ point: StaticString) -> Bool {
+        process.world.faultPoints.fires(point)
+    }
+
     public func makeActorExecutor() -> UnownedSerialExecutor {
         process.world.executor.asUnownedSerialExecutor()
     }

@@ -28,6 +28,8 @@ public final class SimWorld: @unchecked Sendable {
     public var logLevel: Logger.Level = .critical
     /// Receives log lines when set (for `--verbose`).
     public var logSink: ((String) -> Void)?
+    /// The fault points (off unless a run turns them on).
+    public let faultPoints: SimFaultPoints
 
     public init(seed: UInt64, network: NetworkConfig = NetworkConfig(), disk: DiskConfig = DiskConfig(), kv: KVConfig = KVConfig(), traceLines: Int = 0) {
         self.seed = seed
@@ -36,6 +38,7 @@ public final class SimWorld: @unchecked Sendable {
         self.trace = SimTrace(keepLines: traceLines)
         let root = DeterministicRandom(seed: seed)
         self.rng = root.fork("world")
+        self.faultPoints = SimFaultPoints(seed: seed)
         self.defaultDisk = disk
         self.network = SimNetwork(world: self, config: network, rng: root.fork("network"))
         self.kvStore = SimKVStore(world: self, config: kv, rng: root.fork("kv"))

@@ -130,8 +130,10 @@ public struct KVNamespace: Sendable {
             byChain[chain, default: []].append((k, chunk))
         }
         var subBatches: [(chain: ChainID, items: [(k: Int, chunk: ChunkID)])] = []
+        // Fault point: sub-batches of one page each (many small requests in flight).
+        let itemsMax = runtime.faultPoint("kv.put.subbatch.one-page") ? 1 : StorageLimits.writeBatchItemsMax
         for chain in byChain.keys.sorted() {
-            for group in Self.split(byChain[chain]!, bytes: { pages[writes[$0.k].i].bytes.count }) { subBatches.append((chain, group)) }
+            for group in Self.split(byChain[chain]!, bytes: { pages[writes[$0.k].i].bytes.count }, itemsMax: itemsMax) { subBatches.append((chain, group)) }
         }
         let durable = config.durability == .durable
         let toWrite = writes

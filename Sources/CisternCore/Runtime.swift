@@ -36,6 +36,17 @@ public protocol Runtime: Sendable {
 
     /// The name of the node this runtime belongs to (for logs and traces).
     var nodeName: String { get }
+
+    /// A fault point (FoundationDB's BUGGIFY): true when the simulator chose to make
+    /// the rare path named `point` happen now (a delay, a retryable error, a smaller
+    /// batch: only what production could also do). Production answers false; the
+    /// simulator enables a seed-drawn subset of the points a run meets and fires each
+    /// enabled one at a seed-drawn rate, and reports which fired.
+    func faultPoint(_ point: StaticString) -> Bool
+}
+
+extension Runtime {
+    public func faultPoint(_ point: StaticString) -> Bool { false }
 }
 
 extension Runtime {

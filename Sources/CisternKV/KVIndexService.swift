@@ -79,6 +79,8 @@ public actor KVIndexService {
     /// Runs one request and records it in the metrics.
     public func execute(_ request: KVRequest) async -> KVReply {
         let start = runtime.nowNanoseconds()
+        // Fault point: the index's store is briefly unreachable (clients retry).
+        if runtime.faultPoint("kv.index.unavailable") { return .unavailable("fault point: the KV store did not answer") }
         let reply = await run(request, now: start)
         metrics.record(request, reply, nanoseconds: runtime.nowNanoseconds() &- start)
         return reply

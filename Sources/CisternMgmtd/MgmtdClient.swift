@@ -89,6 +89,11 @@ public actor MgmtdClient {
         for attempt in retry.attempts {
             let target = primary ?? replicas[cursor % replicas.count]
             do {
+                // Fault point: the call times out (the reply was lost or late).
+                if runtime.faultPoint("mgmtd.client.call.timeout") {
+                    try await runtime.sleep(nanoseconds: callTimeoutNanoseconds)
+                    throw TransportError.timeout(node: target, nanoseconds: callTimeoutNanoseconds)
+                }
                 let response = try await transport.call(target, service: mgmtdService, message, timeoutNanoseconds: callTimeoutNanoseconds)
                 let reply: MgmtdReply
                 do {

@@ -355,6 +355,9 @@ public actor ChunkEngine {
         var left = Array(writes.indices)
         for attempt in 0..<Self.writeBehindAttemptsMax where !left.isEmpty {
             if attempt > 0 { try? await runtime.sleep(nanoseconds: Self.writeBehindRetryNanoseconds) }
+            // Fault point: the first attempt waits (a slow disk) so commits and
+            // checkpoints must wait for writes behind still in flight.
+            if attempt == 0, runtime.faultPoint("chunk.write-behind.slow") { try? await runtime.sleep(nanoseconds: 50_000_000) }
             let failures = await writeCacheBlocks(left.map { writes[$0] })
             left = zip(left, failures).compactMap { $0.1 == nil ? nil : $0.0 }
         }

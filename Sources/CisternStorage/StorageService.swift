@@ -141,6 +141,8 @@ public actor StorageService {
                 metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: 0, nanoseconds: runtime.nowNanoseconds() &- start)
                 return Message(method: 0, header: reply.wireBytes())
             }
+            // Fault point: a request waits before it is handled (a busy node).
+            if runtime.faultPoint("storage.request.delay") { try? await runtime.sleep(nanoseconds: 30_000_000) }
             let (reply, bulk) = await service.handle(parsed, bulk: request.message.bulk)
             metrics.record(parsed, requestBulk: request.message.bulk.count, reply: reply, replyBulk: bulk.count, nanoseconds: runtime.nowNanoseconds() &- start)
             return Message(method: 0, header: reply.wireBytes(), bulk: bulk)

@@ -202,6 +202,14 @@ struct TCPTransportConformanceTests {
         await #expect(throws: TransportError.self) { try await dns.resolve(NodeID(3)) }
     }
 
+    @Test("the production runtime's fault points never fire")
+    func productionFaultPointsNeverFire() {
+        let runtime = ProductionRuntime(nodeName: "fault-points", logLevel: .critical)
+        for _ in 0..<1_000 {
+            #expect(!runtime.faultPoint("kv.index.unavailable") && !runtime.faultPoint("storage.request.delay"))
+        }
+    }
+
     @Test("the production runtime's actor executor is a long-lived event loop")
     func actorExecutor() async throws {
         let runtime = ProductionRuntime(nodeName: "n1", baseSeed: 7)

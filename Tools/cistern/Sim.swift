@@ -45,11 +45,24 @@ struct Sim: ParsableCommand {
     @Option(help: ArgumentHelp("How jobs ready at the same moment are picked: fifo, or shuffled (seed-drawn; the scenario's own setting by default).", valueName: "fifo|shuffled"))
     var scheduling: String?
 
+    @Option(help: ArgumentHelp("Whether fault points in component code may fire (the scenario's own setting by default).", valueName: "on|off"))
+    var faultPoints: String?
+
+    var faultPointsFlag: Bool? { faultPoints.map { $0 == "on" } }
+
+    /// The overrides as arguments (for child processes and replay commands).
+    var overrideArguments: [String] {
+        (scheduling.map { ["--scheduling", $0] } ?? []) + (faultPoints.map { ["--fault-points", $0] } ?? [])
+    }
+
     func validate() throws {
         if seed != nil && seeds != nil { throw ValidationError("give --seed or --seeds, not both") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if (report != nil || shrink) && seeds != nil { throw ValidationError("--report and --shrink take one run: give --seed N, not --seeds") }
         if shrinkOutput != nil && !shrink { throw ValidationError("--shrink-output needs --shrink") }
+        if let faultPoints, faultPoints != "on" && faultPoints != "off" {
+            throw ValidationError("--fault-points '\(faultPoints)' is unknown; give on or off")
+        }
         if let scheduling, !Scenario.schedulingModes.contains(scheduling) {
             throw ValidationError("--scheduling '\(scheduling)' is unknown; give \(Scenario.schedulingModes.joined(separator: " or "))")
         }
@@ -82,11 +95,18 @@ struct Sim: ParsableCommand {
             FileHandle.standardError.write(Data("error: --report and --shrink take one scenario file; \(path) has \(scenarios.count)\n".utf8))
             throw ExitCode(2)
         }
-        if let scheduling { scenarios = scenarios.map { ($0.0, { var s = $0; s.scheduling = scheduling; return s }($0.1)) } }
+        if scheduling != nil || faultPoints != nil {
+            scenarios = scenarios.map { (file, scenario) in
+                var s = scenario
+                if let scheduling { s.scheduling = scheduling }
+                if let flag = faultPointsFlag { s.faultPoints = flag }
+                return (file, s)
+            }
+        }
         if shrink { return try runShrink(file: scenarios[0].0, scenario: scenarios[0].1, seed: seedList[0]) }
         if let report {
             let (file, scenario) = scenarios[0]
-            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true, scheduling: scheduling)
+            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true, scheduling: scheduling, faultPoints: faultPointsFlag)
             try self.report(result, encoder: JSONEncoder())
             let text = try? String(contentsOfFile: file, encoding: .utf8)
             do {
@@ -106,12 +126,12 @@ struct Sim: ParsableCommand {
         var results: [RunResult] = []
         if workers <= 1 {
             for w in work {
-                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose, scheduling: scheduling)
+                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose, scheduling: scheduling, faultPoints: faultPointsFlag)
                 results.append(result)
                 try report(result, encoder: encoder)
             }
         } else {
-            results = try SimPool.run(work.map { ($0.file, $0.seed) }, workers: workers, progress: !json, scheduling: scheduling)
+            results = try SimPool.run(work.map { ($0.file, $0.seed) }, workers: workers, progress: !json, overrides: overrideArguments)
             for r in results { try report(r, encoder: encoder) }
         }
         let failures = results.filter { !$0.passed }
@@ -119,7 +139,7 @@ struct Sim: ParsableCommand {
         if determinismSample > 0 && !results.isEmpty {
             let n = min(determinismSample, results.count)
             let picks = (0..<n).map { results[$0 * results.count / n] }
-            let again = try SimPool.run(picks.map { r in (work.first { $0.scenario.name == r.scenario && $0.seed == r.seed }!.file, r.seed) }, workers: max(workers, 1), progress: false, scheduling: scheduling)
+            let again = try SimPool.run(picks.map { r in (work.first { $0.scenario.name == r.scenario && $0.seed == r.seed }!.file, r.seed) }, workers: max(workers, 1), progress: false, overrides: overrideArguments)
             for (a, b) in zip(picks, again) where a.digest != b.digest {
                 nondeterministic.append("\(a.scenario) seed \(a.seed): \(a.digest) then \(b.digest); replay: \(a.replay)")
             }
@@ -169,6 +189,7 @@ struct Sim: ParsableCommand {
         if !result.passed {
             if let mix = result.faultMix { print("     swarm: \(mix)") }
             if let s = result.scheduling { print("     scheduling: \(s)") }
+            if let f = result.faultPointsFired { print("     fault points fired: \(f.isEmpty ? "none" : f)") }
             if result.expectedViolations { print("     expected a violation, none was detected") }
             for v in result.violations.prefix(10) { print("     violation: \(v)") }
             print("     replay: \(result.replay)")
@@ -180,7 +201,7 @@ struct Sim: ParsableCommand {
 /// most `workers` at once, with a progress line on standard error; returns the
 /// results in the order given.
 enum SimPool {
-    static func run(_ work: [(String, UInt64)], workers: Int, progress: Bool, scheduling: String? = nil) throws -> [RunResult] {
+    static func run(_ work: [(String, UInt64)], workers: Int, progress: Bool, overrides: [String] = []) throws -> [RunResult] {
         let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var results = [RunResult?](repeating: nil, count: work.count)
         var running: [(index: Int, process: Process, output: Pipe, data: DataBox)] = []
@@ -190,7 +211,7 @@ enum SimPool {
         func launch(_ i: Int) throws {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["sim", work[i].0, "--seed", "\(work[i].1)", "--json", "--jobs", "1"] + (scheduling.map { ["--scheduling", $0] } ?? [])
+            p.arguments = ["sim", work[i].0, "--seed", "\(work[i].1)", "--json", "--jobs", "1"] + overrides
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
@@ -215,7 +236,7 @@ enum SimPool {
                 } else {
                     var broken = RunResult(scenario: (work[r.index].0 as NSString).lastPathComponent, seed: work[r.index].1)
                     broken.violations = ["the run's process exited with status \(r.process.terminationStatus) without a result (crash or tripwire); replay it alone"]
-                    broken.replay = "cistern sim \(work[r.index].0) --seed \(work[r.index].1)" + (scheduling.map { " --scheduling \($0)" } ?? "")
+                    broken.replay = (["cistern", "sim", work[r.index].0, "--seed", "\(work[r.index].1)"] + overrides).joined(separator: " ")
                     results[r.index] = broken
                     failed += 1
                 }
