@@ -26,7 +26,7 @@ final class StorageMetrics: Sendable {
         var write: Bool
     }
 
-    static let operations = ["write", "write_batch", "read", "read_batch", "stat", "resync", "other"]
+    static let operations = ["write", "write_batch", "read", "read_batch", "stat", "resync"]
 
     init() {
         var d: [String: CoreMetrics.Timer] = [:]

@@ -253,32 +253,8 @@ public enum KVConformance {
     /// 8 workers × 25 read-increment-write transactions on one counter: exactly 200.
     static func serializableCounter(_ harness: some KVHarness) async throws {
         let store = try await harness.makeStore()
-        let runtime = harness.runtime
-        let workers = 8
-        let rounds = 25
-        let counter = bytes("counter")
-        let tally = Tally()
-        for worker in 0..<workers {
-            runtime.spawn("kv-conformance.counter.\(worker)") {
-                do {
-                    for round in 0..<rounds {
-                        let marker = bytes("done/\(worker)/\(round)")
-                        try await store.transact(runtime: runtime, attemptsMax: 40, idempotent: true) { tx in
-                            if try await tx.get(marker) != nil { return }
-                            let value = decode(try await tx.get(counter))
-                            try await tx.set(counter, encode(value + 1))
-                            try await tx.set(marker, [])
-                        }
-                    }
-                } catch {
-                    tally.fail("counter worker \(worker): \(error)")
-                }
-                tally.finish()
-            }
-        }
-        try await tally.wait(for: workers, runtime: runtime, what: "counter workers")
-        let final = decode(try await read(store, runtime, counter))
-        try check(final == UInt64(workers * rounds), "8 × 25 concurrent increments give \(workers * rounds), got \(final)")
+        let final = try await concurrentIncrements(store, harness.runtime, prefix: "", workers: 8, rounds: 25) { _, _ in .synced }
+        try check(final == 200, "8 × 25 concurrent increments give 200, got \(final)")
     }
 
     /// Relaxed commits are transactions like any other: visible to the next
@@ -298,17 +274,28 @@ public enum KVConformance {
             }
         } matches: { $0 is SuiteError }
         try await checkAsync(try await read(store, runtime, bytes("relaxed/a")) == bytes("1"), "a failed relaxed body applies nothing")
-        let workers = 6
-        let rounds = 10
-        let counter = bytes("relaxed/counter")
+        let final = try await concurrentIncrements(store, runtime, prefix: "relaxed/", workers: 6, rounds: 10) { worker, round in
+            (worker + round) % 2 == 0 ? .relaxed : .synced
+        }
+        try check(final == 60, "6 × 10 increments, half of them relaxed, give 60, got \(final)")
+    }
+
+    /// `workers` tasks each commit `rounds` read-increment-write transactions on the
+    /// counter `PREFIX counter` (idempotent through a marker key per transaction),
+    /// each with the durability `durability(worker, round)` gives; returns the final
+    /// count.
+    static func concurrentIncrements(
+        _ store: any TransactionalKV, _ runtime: any Runtime, prefix: String, workers: Int, rounds: Int,
+        durability: @escaping @Sendable (Int, Int) -> CommitDurability
+    ) async throws -> UInt64 {
+        let counter = bytes(prefix + "counter")
         let tally = Tally()
         for worker in 0..<workers {
-            runtime.spawn("kv-conformance.relaxed.\(worker)") {
+            runtime.spawn("kv-conformance.\(prefix)counter.\(worker)") {
                 do {
                     for round in 0..<rounds {
-                        let marker = bytes("relaxed/done/\(worker)/\(round)")
-                        let durability: CommitDurability = (worker + round) % 2 == 0 ? .relaxed : .synced
-                        try await store.transact(runtime: runtime, attemptsMax: 40, idempotent: true, durability: durability) { tx in
+                        let marker = bytes("\(prefix)done/\(worker)/\(round)")
+                        try await store.transact(runtime: runtime, attemptsMax: 40, idempotent: true, durability: durability(worker, round)) { tx in
                             if try await tx.get(marker) != nil { return }
                             let value = decode(try await tx.get(counter))
                             try await tx.set(counter, encode(value + 1))
@@ -316,14 +303,13 @@ public enum KVConformance {
                         }
                     }
                 } catch {
-                    tally.fail("relaxed counter worker \(worker): \(error)")
+                    tally.fail("\(prefix)counter worker \(worker): \(error)")
                 }
                 tally.finish()
             }
         }
-        try await tally.wait(for: workers, runtime: runtime, what: "relaxed counter workers")
-        let final = decode(try await read(store, runtime, counter))
-        try check(final == UInt64(workers * rounds), "\(workers) × \(rounds) increments, half of them relaxed, give \(workers * rounds), got \(final)")
+        try await tally.wait(for: workers, runtime: runtime, what: "\(prefix)counter workers")
+        return decode(try await read(store, runtime, counter))
     }
 
     /// Concurrent transfers between 4 accounts keep the total; read-only transactions
