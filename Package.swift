@@ -52,6 +52,10 @@ let package = Package(
         .systemLibrary(
             name: "CIBVerbs", path: "Sources/CIBVerbs",
             providers: [.apt(["libibverbs-dev"])]),
+        // libfuse 3's low-level API, for `cistern mount`.
+        .systemLibrary(
+            name: "CFuse", path: "Sources/CFuse", pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev", "fuse3"])]),
         .systemLibrary(
             name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]),
@@ -130,6 +134,12 @@ let package = Package(
             exclude: ["include"],
             swiftSettings: strict),
 
+        // `cistern mount`: the FUSE file system over the client (production only).
+        .target(
+            name: "CisternFUSE",
+            dependencies: ["Cistern", "CisternCore", "CisternMeta", "CFuse"],
+            swiftSettings: strict),
+
         // The master HTTP service (`cistern server --role master`): tenants, namespaces,
         // pages and files over HTTP (Hummingbird), a stateless gateway over the client.
         .target(
@@ -179,7 +189,7 @@ let package = Package(
             name: "cistern",
             dependencies: [
                 "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth",
+                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth", "CisternFUSE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/cistern",
@@ -207,6 +217,7 @@ let package = Package(
         .testTarget(name: "RDMATests", dependencies: ["CisternRDMA", "CisternCore", "CisternWire", "CisternNIO", "CisternConformance", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Real processes on loopback (needs the cistern executable, built with the tests).
         .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "CisternRouting", "CisternWire", "cistern", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .testTarget(name: "FUSETests", dependencies: ["CisternFUSE", "Cistern", "CisternMeta"], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
         .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario"], swiftSettings: strict),
     ]

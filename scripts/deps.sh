@@ -4,11 +4,13 @@
 # PostgreSQL server the PostgresKV tests start (scripts/postgres-test-server.sh; the
 # package's own cluster is not used), and Prometheus with promtool, which the
 # monitoring tests run (python/tests/test_monitoring.py; its service is not started),
-# and nftables and dnsmasq for the network-fault harness (scripts/netfaults). Idempotent and quick when everything is present.
+# nftables and dnsmasq for the network-fault harness (scripts/netfaults), and libfuse3
+# (the mount links it) with fuse3, fio, sqlite3 and git, which the mount tests run
+# (python/tests/test_fuse_mount.py). Idempotent and quick when everything is present.
 # Swift itself must already be installed (swift.org).
 set -euo pipefail
 
-packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev postgresql pkg-config prometheus nftables dnsmasq-base iproute2)
+packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev libfuse3-dev fuse3 fio sqlite3 git postgresql pkg-config prometheus nftables dnsmasq-base iproute2)
 # `scripts/deps.sh --bench` also installs what the benchmarks compare with.
 if [[ "${1:-}" == "--bench" ]]; then packages+=(redis-server); fi
 
@@ -29,6 +31,9 @@ else
     [[ -f /usr/include/liburing.h ]] || missing+=(liburing-dev)
     [[ -f /usr/include/infiniband/verbs.h ]] || missing+=(libibverbs-dev)
     [[ -f /usr/include/postgresql/libpq-fe.h || -f /usr/include/libpq-fe.h ]] || missing+=(libpq-dev)
+    [[ -f /usr/include/fuse3/fuse_lowlevel.h ]] || missing+=(libfuse3-dev)
+    command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+    command -v fio >/dev/null 2>&1 || missing+=(fio)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

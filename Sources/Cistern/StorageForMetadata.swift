@@ -33,10 +33,10 @@ public struct StorageChunkRemover: ChunkRemover {
         public let description: String
     }
 
-    public func removeChunks(of inode: InodeID, layout: Layout, count: UInt64) async throws {
+    public func removeChunks(of inode: InodeID, layout: Layout, range: Range<UInt64>) async throws {
         await mgmtd.refreshRouting()
         guard let routing = await mgmtd.routing else { throw Failure(description: "no routing information yet") }
-        for k in 0..<count {
+        for k in range {
             guard let chainID = layout.chain(ofChunk: k), let chain = routing.chain(chainID) else { continue }
             let chunk = ChunkID(inode: inode.rawValue, index: k)
             for member in chain.writeTargets {

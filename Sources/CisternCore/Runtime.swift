@@ -43,10 +43,16 @@ public protocol Runtime: Sendable {
     /// simulator enables a seed-drawn subset of the points a run meets and fires each
     /// enabled one at a seed-drawn rate, and reports which fired.
     func faultPoint(_ point: StaticString) -> Bool
+
+    /// Nanoseconds since the Unix epoch, for what people read as dates (a file's
+    /// modification time). Never for timeouts or ordering: it may jump. The
+    /// simulator answers its virtual time (deterministic); production the real clock.
+    func wallClockNanoseconds() -> UInt64
 }
 
 extension Runtime {
     public func faultPoint(_ point: StaticString) -> Bool { false }
+    public func wallClockNanoseconds() -> UInt64 { nowNanoseconds() }
 }
 
 extension Runtime {

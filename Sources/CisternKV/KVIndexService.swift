@@ -95,7 +95,7 @@ public actor KVIndexService {
             case .createOwnedNamespace(let owner, let name, let pageBytes, let capacity, let files, let durability):
                 return .config(try await createNamespace(name, pageBytes: pageBytes, capacityPages: capacity, files: files, durability: durability, owner: owner, now: now))
             case .tenant(let t):
-                return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await Self.execute(t, TenantRegistry(tx, now: now), Namespace(tx, now: now)) }
+                return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await Self.execute(t, TenantRegistry(tx, now: now), Namespace(tx, now: now, wall: runtime.wallClockNanoseconds())) }
             case .describe(let name):
                 return .config(try await kv.transact(runtime: runtime, idempotent: true) { tx in try await KVIndex(tx, now: now).config(name) })
             case .reserve(let name, let keys):
@@ -140,7 +140,7 @@ public actor KVIndexService {
                     _ = try await index.config(name)
                     for kind in KVKeys.kinds { try await tx.clearRange(.prefix(KVKeys.tag(kind, name))) }
                     try await TenantRegistry(tx, now: now).release(namespace: name)
-                    _ = try await Namespace(tx, now: now).remove("\(Self.root)/\(name)", recursive: true)
+                    _ = try await Namespace(tx, now: now, wall: runtime.wallClockNanoseconds()).remove("\(Self.root)/\(name)", recursive: true)
                 }
                 return .ok
             case .list:
@@ -229,7 +229,7 @@ public actor KVIndexService {
             if let owner {
                 try await tenants.claim(owner, namespace: name, bytes: capacityPages * UInt64(pageBytes), pages: capacityPages)
             }
-            let ns = Namespace(tx, now: now)
+            let ns = Namespace(tx, now: now, wall: runtime.wallClockNanoseconds())
             let folder = "\(Self.root)/\(name)"
             _ = try await ns.mkdir(folder, parents: true)
             var dataFiles: [KVDataFile] = []

@@ -60,7 +60,7 @@ public actor MetadataServer {
         self.stripe = stripe
         // Until routing names chains, file creation is refused ("no chains") rather
         // than placing files nowhere.
-        self.meta = MetaService(kv: kv, runtime: runtime, policy: LayoutPolicy(table: 0, tableVersion: 0, chains: [], chunkBytes: chunkBytes, stripe: stripe), auth: auth)
+        self.meta = MetaService(kv: kv, runtime: runtime, policy: LayoutPolicy(table: 0, tableVersion: 0, chains: [], chunkBytes: chunkBytes, stripe: stripe), auth: auth, remover: remover)
         self.kvIndex = KVIndexService(kv: kv, runtime: runtime, policy: nil, auth: auth)
         self.maintenance = MetaMaintenance(meta: meta, me: mgmtd.node.rawValue, remover: remover,
                                            probe: lengthProbe, settings: settings, runtime: runtime)
@@ -71,12 +71,13 @@ public actor MetadataServer {
     /// most) while the store is unreachable; said in the log if it never succeeds.
     func bootstrapAdmin(_ digest: [UInt8], kv: any TransactionalKV) async {
         let now = runtime.nowNanoseconds()
+        let wall = runtime.wallClockNanoseconds()
         let retry = RetryPolicy.fixed(attemptsMax: 120, delayNanoseconds: 500_000_000)
         var last = ""
         for attempt in retry.attempts {
             await retry.wait(beforeAttempt: attempt, on: runtime)
             do {
-                try await kv.transact(runtime: runtime, idempotent: true) { tx in try await TenantRegistry(tx, now: now).bootstrapAdmin(tokenDigest: digest) }
+                try await kv.transact(runtime: runtime, idempotent: true) { tx in try await TenantRegistry(tx, now: now).bootstrapAdmin(tokenDigest: digest, wall: wall) }
                 return
             } catch let e as TenantError {
                 last = "\(e)"

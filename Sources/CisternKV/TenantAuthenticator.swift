@@ -46,9 +46,9 @@ public actor TenantAuthenticator: CallerAuthenticator {
 extension TenantRegistry {
     /// Makes sure the admin tenant exists and `digest` is one of its tokens
     /// (idempotent: a metadata server does it at every start, several at once).
-    public func bootstrapAdmin(tokenDigest digest: [UInt8]) async throws {
+    public func bootstrapAdmin(tokenDigest digest: [UInt8], wall: UInt64? = nil) async throws {
         try await ensure(TenantLimits.admin, quota: TenantQuota(bytes: 0, pages: 0))
-        _ = try await Namespace(tx, now: now).mkdir(Access.root(of: TenantLimits.admin), parents: true)
+        _ = try await Namespace(tx, now: now, wall: wall).mkdir(Access.root(of: TenantLimits.admin), parents: true)
         if let who = try? await authenticate(digest) {
             guard who == TenantLimits.admin else { throw TenantError.forbidden("the configured admin token belongs to tenant '\(who)'; configure another") }
             return

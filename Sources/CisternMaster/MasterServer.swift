@@ -88,10 +88,7 @@ public struct MasterServer: Sendable {
 
     /// What the chains can hold: each chain stores one copy's worth, the smallest of its replicas.
     func capacityBytes() async -> UInt64 {
-        guard let r = await client.mgmtd.routing else { return 0 }
-        var byTarget: [TargetID: UInt64] = [:]
-        for t in r.targets { byTarget[t.id] = t.capacityBytes }
-        return r.chains.reduce(0) { sum, c in sum + (c.targets.compactMap { byTarget[$0.target] }.min() ?? 0) }
+        await client.capacity().totalBytes
     }
 
     // MARK: Serving

@@ -3,10 +3,17 @@ import CisternWire
 
 /// Deletes a removed file's chunks from storage.
 public protocol ChunkRemover: Sendable {
-    /// Removes chunks `0..<count` of `inode` from every live replica of the chains in
+    /// Removes chunks `range` of `inode` from every live replica of the chains in
     /// `layout`. Removing a missing chunk succeeds. Throws when a replica could not be
     /// reached (the file is tried again later).
-    func removeChunks(of inode: InodeID, layout: Layout, count: UInt64) async throws
+    func removeChunks(of inode: InodeID, layout: Layout, range: Range<UInt64>) async throws
+}
+
+extension ChunkRemover {
+    /// Removes chunks `0..<count` (a whole removed file's).
+    public func removeChunks(of inode: InodeID, layout: Layout, count: UInt64) async throws {
+        try await removeChunks(of: inode, layout: layout, range: 0..<count)
+    }
 }
 
 extension MetaService {

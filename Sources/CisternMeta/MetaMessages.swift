@@ -9,9 +9,11 @@ public let metaService = ServiceID(5)
 public enum MetaOp: Sendable, Equatable {
     case stat(String)
     case batchStat([InodeID])
-    case create(String, mode: UInt32, exclusive: Bool)
-    case mkdir(String, parents: Bool)
-    case symlink(String, target: String)
+    /// `owner` (appended): who owns the new file (nil: root, or the server's choice).
+    case create(String, mode: UInt32, exclusive: Bool, owner: Owner? = nil)
+    /// `mode` and `owner` (appended): the new directories' (nil: 0755, root).
+    case mkdir(String, parents: Bool, mode: UInt32? = nil, owner: Owner? = nil)
+    case symlink(String, target: String, owner: Owner? = nil)
     case link(String, String)
     case remove(String, recursive: Bool)
     case rename(String, String)
@@ -19,7 +21,8 @@ public enum MetaOp: Sendable, Equatable {
     case open(String, write: Bool, session: UInt64)
     case close(InodeID, session: UInt64, length: UInt64?)
     case sync(InodeID, length: UInt64?)
-    case setattr(String, mode: UInt32?)
+    /// Mode first (as first sent); owner and times appended.
+    case setattr(String, AttributeChange)
     case truncate(String, length: UInt64)
     case statfs
     /// The client is alive: its write sessions stay open (sent while it has any).
@@ -74,14 +77,21 @@ public struct MetaRequest: Sendable, Equatable {
             switch op {
             case .stat(let p): m.writeString(p)
             case .batchStat(let ids): m.write(ids)
-            case .create(let p, let mode, let ex):
+            case .create(let p, let mode, let ex, let owner):
                 m.writeString(p)
                 m.write(mode)
                 m.writeBool(ex)
-            case .mkdir(let p, let parents):
+                m.write(owner)
+            case .mkdir(let p, let parents, let mode, let owner):
                 m.writeString(p)
                 m.writeBool(parents)
-            case .symlink(let p, let t), .link(let p, let t), .rename(let p, let t):
+                m.write(mode)
+                m.write(owner)
+            case .symlink(let p, let t, let owner):
+                m.writeString(p)
+                m.writeString(t)
+                m.write(owner)
+            case .link(let p, let t), .rename(let p, let t):
                 m.writeString(p)
                 m.writeString(t)
             case .remove(let p, let r):
@@ -102,9 +112,13 @@ public struct MetaRequest: Sendable, Equatable {
             case .sync(let id, let l):
                 m.write(id)
                 m.write(l)
-            case .setattr(let p, let mode):
+            case .setattr(let p, let change):
                 m.writeString(p)
-                m.write(mode)
+                m.write(change.mode)
+                m.write(change.uid)
+                m.write(change.gid)
+                m.write(change.atimeNanoseconds)
+                m.write(change.mtimeNanoseconds)
             case .truncate(let p, let l):
                 m.writeString(p)
                 m.writeVarint(l)
@@ -135,9 +149,16 @@ public struct MetaRequest: Sendable, Equatable {
             switch method {
             case 1: op = .stat(try m.readString())
             case 2: op = .batchStat(try m.read([InodeID].self))
-            case 3: op = .create(try m.readString(), mode: try m.read(UInt32.self), exclusive: try m.readBool())
-            case 4: op = .mkdir(try m.readString(), parents: try m.readBool())
-            case 5: op = .symlink(try m.readString(), target: try m.readString())
+            case 3:
+                let (p, mode, ex) = (try m.readString(), try m.read(UInt32.self), try m.readBool())
+                op = .create(p, mode: mode, exclusive: ex, owner: m.remaining > 0 ? try m.read(Owner?.self) : nil)
+            case 4:
+                let (p, parents) = (try m.readString(), try m.readBool())
+                let mode = m.remaining > 0 ? try m.read(UInt32?.self) : nil
+                op = .mkdir(p, parents: parents, mode: mode, owner: m.remaining > 0 ? try m.read(Owner?.self) : nil)
+            case 5:
+                let (p, t) = (try m.readString(), try m.readString())
+                op = .symlink(p, target: t, owner: m.remaining > 0 ? try m.read(Owner?.self) : nil)
             case 6: op = .link(try m.readString(), try m.readString())
             case 7: op = .remove(try m.readString(), recursive: try m.readBool())
             case 8: op = .rename(try m.readString(), try m.readString())
@@ -145,7 +166,16 @@ public struct MetaRequest: Sendable, Equatable {
             case 10: op = .open(try m.readString(), write: try m.readBool(), session: try m.readVarint())
             case 11: op = .close(try m.read(InodeID.self), session: try m.readVarint(), length: try m.read(UInt64?.self))
             case 12: op = .sync(try m.read(InodeID.self), length: try m.read(UInt64?.self))
-            case 13: op = .setattr(try m.readString(), mode: try m.read(UInt32?.self))
+            case 13:
+                let p = try m.readString()
+                var change = AttributeChange(mode: try m.read(UInt32?.self))
+                if m.remaining > 0 {
+                    change.uid = try m.read(UInt32?.self)
+                    change.gid = try m.read(UInt32?.self)
+                    change.atimeNanoseconds = try m.read(UInt64?.self)
+                    change.mtimeNanoseconds = try m.read(UInt64?.self)
+                }
+                op = .setattr(p, change)
             case 14: op = .truncate(try m.readString(), length: try m.readVarint())
             case 15: op = .statfs
             case 16: op = .keepAlive

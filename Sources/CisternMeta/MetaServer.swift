@@ -54,13 +54,13 @@ extension MetaService {
             case .statfs:
                 let (i, g) = try await read { try await $0.statfs() }
                 return .statfs(inodes: i, garbage: g)
-            case .create(let p, let mode, let ex):
+            case .create(let p, let mode, let ex, let owner):
                 guard !policy.chains.isEmpty else { return .unavailable("no chain table yet to place \(p) on: create chains first (cistern admin create-chains)") }
-                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.create(p, mode: mode, policy: policy, exclusive: ex) })
-            case .mkdir(let p, let parents):
-                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.mkdir(p, parents: parents) })
-            case .symlink(let p, let t):
-                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.symlink(p, target: t) })
+                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.create(p, mode: mode, policy: policy, exclusive: ex, owner: owner ?? .root) })
+            case .mkdir(let p, let parents, let mode, let owner):
+                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.mkdir(p, mode: mode ?? 0o755, parents: parents, owner: owner ?? .root) })
+            case .symlink(let p, let t, let owner):
+                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.symlink(p, target: t, owner: owner ?? .root) })
             case .link(let a, let b):
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.link(a, b) })
             case .remove(let p, let recursive):
@@ -79,13 +79,13 @@ extension MetaService {
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.close(id, session: s, length: l) })
             case .sync(let id, let l):
                 return .inode(try await mutate(client: r.client, request: r.request) { try await $0.sync(id, length: l) })
-            case .setattr(let p, let mode):
-                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.setattr(p, mode: mode) })
+            case .setattr(let p, let change):
+                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.setattr(p, change) })
             case .keepAlive:
                 try await keepAlive(client: r.client)
                 return .inode(nil)
             case .truncate(let p, let l):
-                return .inode(try await mutate(client: r.client, request: r.request) { try await $0.truncate(p, length: l) })
+                return .inode(try await truncate(p, length: l, client: r.client, request: r.request))
             }
         } catch let e as MetaError {
             return .refused(MetaErrorCode(e), "\(e)")
@@ -118,7 +118,7 @@ public enum MetaAccess {
         if caller.isAdmin { return nil }
         let paths: [String]
         switch op {
-        case .stat(let p), .create(let p, _, _), .mkdir(let p, _), .symlink(let p, _), .remove(let p, _), .list(let p, _, _),
+        case .stat(let p), .create(let p, _, _, _), .mkdir(let p, _, _, _), .symlink(let p, _, _), .remove(let p, _), .list(let p, _, _),
              .open(let p, _, _), .setattr(let p, _), .truncate(let p, _):
             paths = [p]
         case .link(let a, let b), .rename(let a, let b):

@@ -16,9 +16,13 @@ public actor MetaService {
     /// Tenants and capabilities (nil: a cluster without authentication, where every
     /// caller may do everything).
     public nonisolated let auth: AuthSettings?
+    /// Deletes chunks past a file's new end when it is truncated (nil: they stay,
+    /// and a file grown again over them shows their old bytes).
+    let remover: (any ChunkRemover)?
 
-    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy, auth: AuthSettings? = nil) {
+    public init(kv: any TransactionalKV, runtime: any Runtime, policy: LayoutPolicy, auth: AuthSettings? = nil, remover: (any ChunkRemover)? = nil) {
         self.auth = auth
+        self.remover = remover
         self.kv = kv
         self.runtime = runtime
         self.policy = policy
@@ -30,7 +34,8 @@ public actor MetaService {
     /// Runs a read-only operation.
     public func read<T: Sendable>(_ op: @Sendable (Namespace) async throws -> T) async throws -> T {
         let now = runtime.nowNanoseconds()
-        return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await op(Namespace(tx, now: now)) }
+        let wall = runtime.wallClockNanoseconds()
+        return try await kv.transact(runtime: runtime, idempotent: true) { tx in try await op(Namespace(tx, now: now, wall: wall)) }
     }
 
     /// What a request's idempotency record holds: its result, or its refusal.
@@ -79,15 +84,16 @@ public actor MetaService {
     /// could otherwise succeed later, behind the client's back.)
     public func mutate(client: UInt64? = nil, request: UInt64? = nil, _ op: @Sendable (Namespace) async throws -> Inode?) async throws -> Inode? {
         let now = runtime.nowNanoseconds()
+        let wall = runtime.wallClockNanoseconds()
         guard let client, let request else {
-            return try await kv.transact(runtime: runtime) { tx in try await op(Namespace(tx, now: now)) }
+            return try await kv.transact(runtime: runtime) { tx in try await op(Namespace(tx, now: now, wall: wall)) }
         }
         let key = MetaKeys.idempotency(client, request)
         do {
             return try await kv.transact(runtime: runtime, idempotent: true) { tx in
                 if let bytes = try await tx.get(key) { return try Recorded(bytes).get() }
                 do {
-                    let result = try await op(Namespace(tx, now: now))
+                    let result = try await op(Namespace(tx, now: now, wall: wall))
                     try await tx.set(key, Recorded.applied(result).bytes())
                     try await tx.set(MetaKeys.idempotencyByTime(now, client, request), [])
                     return result
@@ -131,6 +137,23 @@ public actor MetaService {
             try await ns.remove(path, recursive: recursive)
             return nil
         }
+    }
+
+    /// Sets a file's length. Shrinking deletes the chunks wholly past the new end
+    /// first (so growing the file again shows zeros there, not old bytes); the
+    /// client zeroes the rest of the chunk that holds the new end. A retry of the
+    /// same request deletes nothing more (the length already is the new one).
+    public func truncate(_ path: String, length: UInt64, client: UInt64? = nil, request: UInt64? = nil) async throws -> Inode? {
+        if let remover {
+            let file = try await read { try await $0.resolve(path) }
+            if file.type == .file, let layout = file.layout, layout.chunkBytes > 0, length < file.length {
+                let chunkBytes = UInt64(layout.chunkBytes)
+                let first = (length + chunkBytes - 1) / chunkBytes
+                let end = (file.length + chunkBytes - 1) / chunkBytes
+                if first < end { try await remover.removeChunks(of: file.id, layout: layout, range: first..<end) }
+            }
+        }
+        return try await mutate(client: client, request: request) { try await $0.truncate(path, length: length) }
     }
 
     public func rename(_ from: String, _ to: String, client: UInt64? = nil, request: UInt64? = nil) async throws {

@@ -57,8 +57,30 @@ public struct Layout: Hashable, Sendable, WireCodable {
     }
 }
 
+/// Who owns an inode: POSIX user and group ids.
+public struct Owner: Hashable, Sendable, WireCodable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+    public static let root = Owner(uid: 0, gid: 0)
+    public func encode(to writer: inout WireWriter) {
+        writer.writeMessage { w in
+            w.write(uid)
+            w.write(gid)
+        }
+    }
+    public init(from reader: inout WireReader) throws(WireError) {
+        (uid, gid) = try reader.readMessage("Owner") { r throws(WireError) in (try r.read(UInt32.self), try r.read(UInt32.self)) }
+    }
+}
+
 /// An inode: a file (with its length and layout), a directory (with its parent, for
-/// cycle checks and `..`), or a symlink (with its target).
+/// cycle checks and `..`), or a symlink (with its target). Owner, access time and
+/// change time were appended to the record later: older records read as owned by
+/// root with both times equal to the modification time.
 public struct Inode: Hashable, Sendable, WireCodable {
     public var id: InodeID
     public var type: InodeType
@@ -69,8 +91,13 @@ public struct Inode: Hashable, Sendable, WireCodable {
     public var parent: InodeID?
     public var layout: Layout?
     public var symlinkTarget: String?
+    public var owner: Owner
+    public var atimeNanoseconds: UInt64
+    /// When the inode itself last changed (attributes, links, length).
+    public var ctimeNanoseconds: UInt64
 
-    public init(id: InodeID, type: InodeType, nlink: UInt32 = 1, mode: UInt32 = 0o644, length: UInt64 = 0, mtimeNanoseconds: UInt64 = 0, parent: InodeID? = nil, layout: Layout? = nil, symlinkTarget: String? = nil) {
+    public init(id: InodeID, type: InodeType, nlink: UInt32 = 1, mode: UInt32 = 0o644, length: UInt64 = 0, mtimeNanoseconds: UInt64 = 0, parent: InodeID? = nil, layout: Layout? = nil, symlinkTarget: String? = nil,
+                owner: Owner = .root, atimeNanoseconds: UInt64? = nil, ctimeNanoseconds: UInt64? = nil) {
         self.id = id
         self.type = type
         self.nlink = nlink
@@ -80,6 +107,9 @@ public struct Inode: Hashable, Sendable, WireCodable {
         self.parent = parent
         self.layout = layout
         self.symlinkTarget = symlinkTarget
+        self.owner = owner
+        self.atimeNanoseconds = atimeNanoseconds ?? mtimeNanoseconds
+        self.ctimeNanoseconds = ctimeNanoseconds ?? mtimeNanoseconds
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -93,15 +123,43 @@ public struct Inode: Hashable, Sendable, WireCodable {
             w.write(parent)
             w.write(layout)
             w.write(symlinkTarget)
+            // Appended: owner and times.
+            w.write(owner)
+            w.writeVarint(atimeNanoseconds)
+            w.writeVarint(ctimeNanoseconds)
         }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
         self = try reader.readMessage("Inode") { r throws(WireError) in
-            Inode(id: try r.read(InodeID.self), type: try r.read(InodeType.self), nlink: try r.read(UInt32.self), mode: try r.read(UInt32.self),
-                  length: try r.readVarint(), mtimeNanoseconds: try r.readVarint(), parent: try r.read(InodeID?.self),
-                  layout: try r.read(Layout?.self), symlinkTarget: try r.read(String?.self))
+            var i = Inode(id: try r.read(InodeID.self), type: try r.read(InodeType.self), nlink: try r.read(UInt32.self), mode: try r.read(UInt32.self),
+                          length: try r.readVarint(), mtimeNanoseconds: try r.readVarint(), parent: try r.read(InodeID?.self),
+                          layout: try r.read(Layout?.self), symlinkTarget: try r.read(String?.self))
+            if r.remaining > 0 {
+                i.owner = try r.read(Owner.self)
+                i.atimeNanoseconds = try r.readVarint("atime")
+                i.ctimeNanoseconds = try r.readVarint("ctime")
+            }
+            return i
         }
+    }
+}
+
+/// Changes to an inode's attributes (`setattr`); nil leaves one as it is. The change
+/// time is always set to the operation's time.
+public struct AttributeChange: Hashable, Sendable {
+    /// Permission bits (the type bits are the inode's own).
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var atimeNanoseconds: UInt64?
+    public var mtimeNanoseconds: UInt64?
+    public init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, atimeNanoseconds: UInt64? = nil, mtimeNanoseconds: UInt64? = nil) {
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.atimeNanoseconds = atimeNanoseconds
+        self.mtimeNanoseconds = mtimeNanoseconds
     }
 }
 

@@ -26,10 +26,15 @@ public struct LayoutPolicy: Sendable, Equatable {
 /// (the client resolves them).
 public struct Namespace: Sendable {
     public let tx: any KVTransaction
+    /// The runtime's monotonic time: removal and session records (compared with
+    /// later monotonic readings).
     public let now: UInt64
-    public init(_ tx: any KVTransaction, now: UInt64) {
+    /// The wall clock (`Runtime.wallClockNanoseconds`): inode times.
+    public let wall: UInt64
+    public init(_ tx: any KVTransaction, now: UInt64, wall: UInt64? = nil) {
         self.tx = tx
         self.now = now
+        self.wall = wall ?? now
     }
 
     public static let nameBytesMax = 255
@@ -58,7 +63,12 @@ public struct Namespace: Sendable {
         return try Inode(wireBytes: bytes)
     }
 
-    func put(_ inode: Inode) async throws { try await tx.set(MetaKeys.inode(inode.id), inode.wireBytes()) }
+    /// Stores `inode` with its change time set to now (every stored change is one).
+    func put(_ inode: Inode) async throws {
+        var n = inode
+        n.ctimeNanoseconds = wall
+        try await tx.set(MetaKeys.inode(n.id), n.wireBytes())
+    }
 
     public func lookup(_ dir: InodeID, _ name: String) async throws -> Dentry? {
         guard let bytes = try await tx.get(MetaKeys.dentry(dir, name)) else { return nil }
@@ -70,7 +80,7 @@ public struct Namespace: Sendable {
     /// The root directory, created on first use.
     public func root() async throws -> Inode {
         if let r = try await inode(.root) { return r }
-        let r = Inode(id: .root, type: .directory, nlink: 2, mode: 0o755, mtimeNanoseconds: now, parent: .root)
+        let r = Inode(id: .root, type: .directory, nlink: 2, mode: 0o755, mtimeNanoseconds: wall, parent: .root)
         try await put(r)
         return r
     }
@@ -115,7 +125,7 @@ public struct Namespace: Sendable {
     }
 
     /// Creates a file. With `exclusive` false an existing file is returned as is.
-    public func create(_ path: String, mode: UInt32 = 0o644, policy: LayoutPolicy, exclusive: Bool = true) async throws -> Inode {
+    public func create(_ path: String, mode: UInt32 = 0o644, policy: LayoutPolicy, exclusive: Bool = true, owner: Owner = .root) async throws -> Inode {
         let (dir, name) = try await parent(of: path)
         if let existing = try await lookup(dir.id, name) {
             guard !exclusive, existing.type == .file, let inode = try await inode(existing.inode) else { throw MetaError.exists(path) }
@@ -128,7 +138,7 @@ public struct Namespace: Sendable {
         let seed = ChainAllocator.seed(for: id)
         let chains = ChainAllocator.chains(table: policy.chains, start: Int(start % UInt64(max(policy.chains.count, 1))), stripe: policy.stripe, seed: seed)
         let layout = Layout(chunkBytes: policy.chunkBytes, table: policy.table, tableVersion: policy.tableVersion, chains: chains, seed: seed)
-        let file = Inode(id: id, type: .file, mode: mode, mtimeNanoseconds: now, layout: layout)
+        let file = Inode(id: id, type: .file, mode: mode & 0o7777, mtimeNanoseconds: wall, layout: layout, owner: owner)
         try await put(file)
         try await putEntry(dir.id, Dentry(name: name, inode: id, type: .file))
         return file
@@ -136,7 +146,7 @@ public struct Namespace: Sendable {
 
     /// Creates a directory; with `parents`, missing ancestors too, and an existing
     /// directory is not an error.
-    public func mkdir(_ path: String, mode: UInt32 = 0o755, parents: Bool = false) async throws -> Inode {
+    public func mkdir(_ path: String, mode: UInt32 = 0o755, parents: Bool = false, owner: Owner = .root) async throws -> Inode {
         if parents {
             var current = try await root()
             var walked = ""
@@ -147,19 +157,19 @@ public struct Namespace: Sendable {
                     current = next
                     continue
                 }
-                current = try await makeDirectory(in: current, name: part, mode: mode)
+                current = try await makeDirectory(in: current, name: part, mode: mode, owner: owner)
             }
             guard current.type == .directory else { throw MetaError.exists(path) }
             return current
         }
         let (dir, name) = try await parent(of: path)
         if try await lookup(dir.id, name) != nil { throw MetaError.exists(path) }
-        return try await makeDirectory(in: dir, name: name, mode: mode)
+        return try await makeDirectory(in: dir, name: name, mode: mode, owner: owner)
     }
 
-    func makeDirectory(in dir: Inode, name: String, mode: UInt32) async throws -> Inode {
+    func makeDirectory(in dir: Inode, name: String, mode: UInt32, owner: Owner) async throws -> Inode {
         let id = try await allocateInode()
-        let d = Inode(id: id, type: .directory, nlink: 2, mode: mode, mtimeNanoseconds: now, parent: dir.id)
+        let d = Inode(id: id, type: .directory, nlink: 2, mode: mode & 0o7777, mtimeNanoseconds: wall, parent: dir.id, owner: owner)
         try await put(d)
         try await putEntry(dir.id, Dentry(name: name, inode: id, type: .directory))
         var parent = dir
@@ -168,12 +178,12 @@ public struct Namespace: Sendable {
         return d
     }
 
-    public func symlink(_ path: String, target: String) async throws -> Inode {
+    public func symlink(_ path: String, target: String, owner: Owner = .root) async throws -> Inode {
         let (dir, name) = try await parent(of: path)
         if try await lookup(dir.id, name) != nil { throw MetaError.exists(path) }
         guard target.utf8.count <= 4096 else { throw MetaError.tooLarge("symlink target") }
         let id = try await allocateInode()
-        let link = Inode(id: id, type: .symlink, mode: 0o777, length: UInt64(target.utf8.count), mtimeNanoseconds: now, symlinkTarget: target)
+        let link = Inode(id: id, type: .symlink, mode: 0o777, length: UInt64(target.utf8.count), mtimeNanoseconds: wall, symlinkTarget: target, owner: owner)
         try await put(link)
         try await putEntry(dir.id, Dentry(name: name, inode: id, type: .symlink))
         return link
@@ -301,12 +311,21 @@ public struct Namespace: Sendable {
         return try await tx.getRange(range, limit: min(limit, KVLimits.rangeLimitMax), reverse: false).map { try Dentry(wireBytes: $0.value) }
     }
 
-    public func setattr(_ path: String, mode: UInt32? = nil, mtimeNanoseconds: UInt64? = nil) async throws -> Inode {
+    /// Changes attributes (each non-nil one); the change time becomes now.
+    public func setattr(_ path: String, _ change: AttributeChange) async throws -> Inode {
         var n = try await resolve(path)
-        if let mode { n.mode = mode }
-        n.mtimeNanoseconds = mtimeNanoseconds ?? now
+        if let mode = change.mode { n.mode = mode & 0o7777 }
+        if let uid = change.uid { n.owner.uid = uid }
+        if let gid = change.gid { n.owner.gid = gid }
+        if let t = change.atimeNanoseconds { n.atimeNanoseconds = t }
+        if let t = change.mtimeNanoseconds { n.mtimeNanoseconds = t }
+        n.ctimeNanoseconds = wall
         try await put(n)
         return n
+    }
+
+    public func setattr(_ path: String, mode: UInt32) async throws -> Inode {
+        try await setattr(path, AttributeChange(mode: mode))
     }
 
     /// Sets a file's length (the client deletes chunks past it).
@@ -314,7 +333,8 @@ public struct Namespace: Sendable {
         var n = try await resolve(path)
         guard n.type == .file else { throw MetaError.isADirectory(path) }
         n.length = length
-        n.mtimeNanoseconds = now
+        n.mtimeNanoseconds = wall
+        n.ctimeNanoseconds = wall
         try await put(n)
         return n
     }
@@ -335,11 +355,14 @@ public struct Namespace: Sendable {
         return try await sync(id, length: length)
     }
 
+    /// Reports what a writer did: the length becomes at least `length`, and the
+    /// modification time now (a writer reports a length only when it wrote).
     public func sync(_ id: InodeID, length: UInt64?) async throws -> Inode {
         guard var n = try await inode(id) else { throw MetaError.notFound("\(id)") }
-        if let length, length > n.length {
-            n.length = length
-            n.mtimeNanoseconds = now
+        if let length {
+            n.length = max(n.length, length)
+            n.mtimeNanoseconds = wall
+            n.ctimeNanoseconds = wall
             try await put(n)
         }
         return n

@@ -52,6 +52,12 @@ public struct ProductionRuntime: Runtime {
         NIODeadline.now().uptimeNanoseconds
     }
 
+    public func wallClockNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(max(0, ts.tv_sec)) * 1_000_000_000 + UInt64(max(0, ts.tv_nsec))
+    }
+
     public func sleep(nanoseconds: UInt64) async throws {
         try await Task.sleep(nanoseconds: nanoseconds)
     }

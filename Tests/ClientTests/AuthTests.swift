@@ -121,7 +121,7 @@ import Testing
             (.rename(mine, "/tenants/t/g"), true), (.rename(theirs, mine), false), (.rename(mine, theirs), false),
             (.list("/tenants/t", after: nil, limit: 10), true), (.list("/tenants", after: nil, limit: 10), false), (.list("/", after: nil, limit: 10), false),
             (.open(mine, write: true, session: 1), true), (.open(theirs, write: false, session: 1), false),
-            (.setattr(mine, mode: 0o600), true), (.setattr(theirs, mode: 0o600), false),
+            (.setattr(mine, AttributeChange(mode: 0o600)), true), (.setattr(theirs, AttributeChange(mode: 0o600)), false),
             (.truncate(mine, length: 0), true), (.truncate(theirs, length: 0), false),
             (.statfs, true), (.keepAlive, true),
         ]

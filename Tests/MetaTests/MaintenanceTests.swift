@@ -14,7 +14,7 @@ final class RecordingRemover: ChunkRemover {
     let asked = Mutex<[InodeID]>([])
     init(failing: Set<InodeID>) { self.failing = failing }
     struct Unreachable: Error {}
-    func removeChunks(of inode: InodeID, layout: Layout, count: UInt64) async throws {
+    func removeChunks(of inode: InodeID, layout: Layout, range: Range<UInt64>) async throws {
         asked.withLock { $0.append(inode) }
         if failing.contains(inode) { throw Unreachable() }
     }
