@@ -393,9 +393,17 @@ public final class FUSEFileSystem: Sendable {
         let p = Result { try path(ino) }
         run(req) { [self] in
             let write = flags & O_ACCMODE != O_RDONLY
-            if write { try writable() }
-            let h = try await client.open(try p.get(), write: write)
+            if write || flags & O_TRUNC != 0 { try writable() }
+            let path = try p.get()
+            // libfuse asks for atomic O_TRUNC: the cut happens here, not in a setattr.
+            let truncate = write && flags & O_TRUNC != 0
+            if truncate {
+                try await drainAll(UInt64(ino), truncatingTo: 0)
+                _ = try await client.truncate(path, length: 0)
+            }
+            let h = try await client.open(path, write: write)
             let fh = register(h, ino: ino, append: flags & O_APPEND != 0)
+            if truncate { state.withLock { $0.lengths[UInt64(ino)] = 0 } }
             return Self.replyOpen(fh, fi: nil, entry: nil)
         }
     }

@@ -40,7 +40,7 @@ struct Mount: AsyncParsableCommand {
 
     func run() async throws {
         if let why = FUSEMount.available() { throw fail(why) }
-        let mp = (mountpoint as NSString).standardizingPath
+        let mp = MountTable.absolute(mountpoint)
         if !foreground { return try background(mountpoint: mp) }
         // A background mount is its own session: a closing terminal does not end it.
         if ProcessInfo.processInfo.environment["CISTERN_MOUNT_CHILD"] != nil { _ = setsid() }
@@ -145,7 +145,8 @@ struct Umount: ParsableCommand {
     @Flag(help: "Detach now even if the mount is busy (it goes when no longer used)") var lazy = false
 
     func run() throws {
-        let mp = (mountpoint as NSString).standardizingPath
+        // Never stat the mount point: on a mount whose cluster is gone that waits.
+        let mp = MountTable.absolute(mountpoint)
         guard MountTable.isMounted(mp) else { throw fail("\(mp) is not a cistern mount (see /proc/self/mountinfo)") }
         if geteuid() == 0 {
             if umount2(mp, lazy ? Int32(MNT_DETACH) : 0) != 0 {
@@ -170,6 +171,13 @@ struct Umount: ParsableCommand {
 
 /// The kernel's mount table.
 enum MountTable {
+    /// `path` made absolute and without trailing slashes, by text alone.
+    static func absolute(_ path: String) -> String {
+        var p = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p
+    }
+
     /// Whether a cistern FUSE file system is mounted at `path`.
     static func isMounted(_ path: String) -> Bool {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
