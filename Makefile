@@ -15,7 +15,7 @@ REALTIME_TESTS := RDMATests|EndToEndTests|ConformanceTests
 FAST_SCENARIOS := Scenarios/register-kill-partition-ipchange.yaml $(wildcard Scenarios/mgmtd-*.yaml) Scenarios/storage-node-loss.yaml \
 	Scenarios/meta-kill-mid-rename.yaml Scenarios/kv-outage.yaml Scenarios/swarm-cluster.yaml
 
-.PHONY: run test deps build netfaults sweep soak bench bench-disk bench-meta bench-kv bench-python python-lib python-wheel demo release doctor clean
+.PHONY: run test deps build netfaults sweep soak bench bench-disk bench-meta bench-kv bench-fuse bench-python python-lib python-wheel demo release doctor clean
 
 run: release
 	.build-release/release/cistern sim Scenarios/ --seeds $(RUN_SEEDS)
@@ -85,6 +85,10 @@ soak: release
 	.build-release/release/cistern soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
 
 # KV pages through a real loopback cluster beside loopback TCP, the disk and redis.
+# The FUSE mount beside the local disk and the native client (fio; scripts/bench_fuse.py).
+bench-fuse: release
+	python3 scripts/bench_fuse.py --cistern-bin .build-release/release/cistern
+
 bench-kv: release
 	@scripts/deps.sh --bench
 	.build-release/release/cistern bench kv

@@ -66,15 +66,41 @@ public struct LocalCluster: Sendable {
         return out
     }
 
-    /// A free TCP port on 127.0.0.1 (bound and released).
+    /// A free TCP port on 127.0.0.1 (bound and released), drawn below the kernel's
+    /// ephemeral range when there is room: a port from that range can be taken by
+    /// any outgoing connection between now and the server's bind ("Address already
+    /// in use"), which made clusters on a busy machine fail to start now and then.
     public static func freePort() throws -> UInt16 {
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+            .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) } ?? []
+        let ephemeralLow = range.first ?? 32768
+        if ephemeralLow > 12_000 {
+            var rng = SystemRandomNumberGenerator()
+            for _ in 0..<64 {
+                let port = UInt16(Int.random(in: 10_000..<ephemeralLow, using: &rng))
+                if try bindable(port) { return port }
+            }
+        }
+        return try bound(port: 0)
+    }
+
+    static func bindable(_ port: UInt16) throws -> Bool {
+        do {
+            return try bound(port: port) == port
+        } catch LocalClusterError.io {
+            return false
+        }
+    }
+
+    /// Binds 127.0.0.1:`port` (0: any), releases it, and returns the port.
+    static func bound(port: UInt16) throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LocalClusterError.io("socket: errno \(errno)") }
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
+        addr.sin_port = port.bigEndian
         let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard bound == 0 else { throw LocalClusterError.io("bind: errno \(errno)") }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)

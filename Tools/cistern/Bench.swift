@@ -11,7 +11,7 @@ import Foundation
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmarks.",
-        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self, CRCBench.self, TransportBench.self])
+        subcommands: [SimBench.self, DiskBench.self, MetaBench.self, KVBench.self, FileBench.self, CRCBench.self, TransportBench.self])
 }
 
 struct SimBench: ParsableCommand {
