@@ -216,6 +216,27 @@ public final class FUSEFileSystem: Sendable {
         return e
     }
 
+    /// The inode the kernel calls `ino`: by its path when this mount knows one (a
+    /// tenant may look up paths in its tree, while inode-addressed requests need a
+    /// capability, which only files have), else by number.
+    func inode(_ ino: fuse_ino_t) async throws -> Inode {
+        let want = id(ino)
+        if let path = state.withLock({ $0.inodes.path(UInt64(ino)) }), let i = try? await client.stat(path), i.id == want { return i }
+        guard let i = try await client.inodes([want]).first ?? nil else { throw FUSEFailure(ENOENT, "inode \(ino) is gone") }
+        return i
+    }
+
+    /// The inodes of a listing's entries: one batched request, or (for a tenant,
+    /// whose directories have no capabilities) one lookup per path.
+    func inodes(_ ids: [InodeID], paths: [String]) async throws -> [Inode?] {
+        do throws(CisternError) {
+            return try await client.inodes(ids)
+        } catch where error.isPermissionDenied {
+            let client = self.client
+            return await runtime.concurrentMap(paths, limit: 16) { p in try? await client.stat(p) }
+        }
+    }
+
     func owner(_ req: fuse_req_t?) -> Owner {
         if let o = options.owner { return o }
         guard let req, let ctx = fuse_req_ctx(req) else { return .root }
@@ -252,7 +273,7 @@ public final class FUSEFileSystem: Sendable {
 
     func getattr(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
         run(req) { [self] in
-            guard let i = try await client.inodes([id(ino)]).first ?? nil else { throw FUSEFailure(ENOENT, "inode \(ino) is gone") }
+            let i = try await inode(ino)
             let st = SendableBox(attributes(i))
             let timeout = options.attributeTimeoutSeconds
             return { r in
@@ -304,7 +325,7 @@ public final class FUSEFileSystem: Sendable {
 
     func readlink(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
         run(req) { [self] in
-            guard let i = try await client.inodes([id(ino)]).first ?? nil else { throw FUSEFailure(ENOENT, "inode \(ino) is gone") }
+            let i = try await inode(ino)
             guard i.type == .symlink, let target = i.symlinkTarget else { throw FUSEFailure(EINVAL, "not a symlink") }
             return { r in _ = target.withCString { fuse_reply_readlink(r.raw, $0) } }
         }
@@ -615,9 +636,10 @@ public final class FUSEFileSystem: Sendable {
             }
             var inodes: [UInt64: Inode] = [:]
             if plus {
-                let ids = names.filter { $0.name != "." && $0.name != ".." }.map { id(fuse_ino_t($0.ino)) }
-                if !ids.isEmpty {
-                    for case let i? in try await client.inodes(ids) { inodes[UInt64(self.ino(i.id))] = i }
+                let entries = names.filter { $0.name != "." && $0.name != ".." }
+                if !entries.isEmpty {
+                    let got = try await self.inodes(entries.map { id(fuse_ino_t($0.ino)) }, paths: entries.map { FUSEInodeTable.child(dir, $0.name) })
+                    for case let i? in got { inodes[UInt64(self.ino(i.id))] = i }
                 }
             }
             var buffer = [CChar](repeating: 0, count: max(used, 1))

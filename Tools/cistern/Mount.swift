@@ -88,7 +88,15 @@ struct Mount: AsyncParsableCommand {
 
     /// The admin sees the whole namespace; another tenant its own tree.
     static func shownRoot(_ root: String?, _ session: ClientSession) async throws -> String {
-        if let root { return root }
+        if let root {
+            // A tenant's tree exists once it has stored something: make it if not.
+            do {
+                _ = try await session.client.stat(root)
+            } catch .meta(.refused(.notFound, _)) {
+                try await session.client.mkdir(root, parents: true)
+            }
+            return root
+        }
         do {
             _ = try await session.client.list("/")
             return "/"

@@ -382,6 +382,41 @@ def test_a_second_mount_sees_the_first_ones_files(fuse_cluster, mnt):
         assert umount(point).returncode == 0
 
 
+def test_a_tenant_mount_sees_only_its_own_tree(fuse_cluster, mnt, tmp_path):
+    import json
+    import urllib.request
+    import uuid
+
+    def call(method: str, path: str, body: dict) -> dict:
+        req = urllib.request.Request(fuse_cluster.master_url() + path, data=json.dumps(body).encode(), method=method)
+        req.add_header("Authorization", "Bearer " + fuse_cluster.admin_token())
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+
+    tenant = "fuse" + uuid.uuid4().hex[:8]
+    call("POST", "/v1/tenants", {"name": tenant, "quotaBytes": 1 << 30, "quotaPages": 1 << 16})
+    token_file = tmp_path / "token"
+    token_file.write_text(call("POST", f"/v1/tenants/{tenant}/tokens", {})["token"])
+    point = os.path.join(os.path.dirname(mnt), "tenant")
+    # Without --root the tenant is told to name its own tree.
+    os.makedirs(point, exist_ok=True)
+    out = subprocess.run([cistern_bin(), "mount", point, "--data-dir", fuse_cluster.data_dir, "--token-file", str(token_file),
+                          "--log", point + ".log"], capture_output=True, text=True, timeout=150)
+    assert out.returncode != 0 and f"--root /tenants/TENANT" in out.stderr, out.stderr
+    mount(fuse_cluster.data_dir, point, "--token-file", str(token_file), "--root", f"/tenants/{tenant}")
+    try:
+        with open(os.path.join(point, "mine"), "wb") as f:
+            f.write(b"tenant data")
+        os.mkdir(os.path.join(point, "dir"))
+        # The admin's mount sees it under the tenant's tree; the tenant sees nothing else.
+        assert open(os.path.join(mnt, "tenants", tenant, "mine"), "rb").read() == b"tenant data"
+        assert sorted(os.listdir(point)) == ["dir", "mine"]
+        assert os.path.realpath(os.path.join(point, "..")) != os.path.join(mnt, "tenants")
+    finally:
+        assert umount(point).returncode == 0
+
+
 # Failures
 
 
