@@ -250,6 +250,7 @@ public actor CisternClient {
         guard end > offset else { return [] }
         let n = Int(end - offset)
         let pieces = FileSplit.pieces(layout: handle.layout, inode: handle.inode, offset: offset, length: n)
+        if Self.readsRanges(pieces, chunkBytes: Int(handle.layout.chunkBytes)) { return try await readRanges(pieces, length: n) }
         let chunks = try await readChunks(pieces.map { ($0.chunk, $0.chain) }, expectedBytes: Int(handle.layout.chunkBytes))
         var out = [UInt8](repeating: 0, count: n)
         for p in pieces {
@@ -257,6 +258,35 @@ public actor CisternClient {
             let available = max(0, min(p.length, data.count - p.offsetInChunk))
             if available > 0 {
                 out.replaceSubrange(p.bufferOffset..<p.bufferOffset + available, with: data[p.offsetInChunk..<p.offsetInChunk + available])
+            }
+        }
+        return out
+    }
+
+    /// Whether a read of `pieces` asks each replica for its byte range rather than
+    /// whole chunks: a few pieces, each well under a chunk (a 4 KiB read then moves
+    /// 4 KiB, not the chunk; large reads batch whole chunks per chain).
+    static func readsRanges(_ pieces: [FileSplit.Piece], chunkBytes: Int) -> Bool {
+        pieces.count <= 4 && pieces.allSatisfy { $0.length <= chunkBytes / 4 }
+    }
+
+    /// Reads each piece's byte range from its chain, in parallel; holes read as zeros.
+    func readRanges(_ pieces: [FileSplit.Piece], length n: Int) async throws(CisternError) -> [UInt8] {
+        let storage = self.storage
+        let results = await runtime.concurrentMap(pieces, limit: options.inFlightMax) { p -> Result<[UInt8]?, StorageClientError> in
+            do throws(StorageClientError) {
+                return .success(try await storage.readRange(p.chunk, chain: p.chain, offset: p.offsetInChunk, length: p.length))
+            } catch {
+                return .failure(error)
+            }
+        }
+        var out = [UInt8](repeating: 0, count: n)
+        for (p, r) in zip(pieces, results) {
+            switch r {
+            case .failure(let e): throw .storage(e)
+            case .success(let data?) where !data.isEmpty:
+                out.replaceSubrange(p.bufferOffset..<p.bufferOffset + data.count, with: data)
+            case .success: break
             }
         }
         return out

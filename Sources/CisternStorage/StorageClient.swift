@@ -343,6 +343,24 @@ public actor StorageClient {
         }
     }
 
+    /// Up to `length` bytes at `offset` of the committed content of `chunk` (fewer at
+    /// its end; none past it), or nil if the chunk does not exist.
+    public func readRange(_ chunk: ChunkID, chain id: ChainID, offset: Int, length: Int) async throws(StorageClientError) -> [UInt8]? {
+        try await fromServingReplica(id, request: { target, chain in
+            StorageRequest.readRange(target: target, chain: id, chainVersion: chain.version, chunk: chunk,
+                                     offset: UInt32(clamping: offset), length: UInt32(clamping: length))
+        }) { response -> ReplicaAnswer<[UInt8]?> in
+            let reply = try StorageReply(wireBytes: response.header)
+            switch reply {
+            case .data(_, let checksum):
+                guard response.bulk.count <= length, CRC32C.checksum(response.bulk) == checksum else { return .retry("data failed its checksum in transit") }
+                return .done(response.bulk)
+            case .notFound: return .done(nil)
+            default: return .retry("\(reply)")
+            }
+        }
+    }
+
     /// The committed content of `chunk` and its version, or nil if it does not exist.
     public func read(_ chunk: ChunkID, chain id: ChainID) async throws(StorageClientError) -> (version: UInt64, data: [UInt8])? {
         try await fromServingReplica(id, request: { target, chain in

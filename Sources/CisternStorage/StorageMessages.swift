@@ -189,6 +189,10 @@ public enum StorageRequest: Sendable, Equatable {
     /// `StorageLimits.dumpPageEntriesMax`) whose ids follow `after`, answered with
     /// `metaPage`. A resync reads a target of any size in bounded messages.
     case dumpMetaPage(target: TargetID, chainVersion: UInt64, after: ChunkID?, limit: UInt32)
+    /// `length` bytes at `offset` of the committed content of `chunk` (fewer at its
+    /// end). The replica verifies the whole chunk's checksum first; the reply's
+    /// checksum covers the bytes sent. For small reads: a 4 KiB read moves 4 KiB.
+    case readRange(target: TargetID, chain: ChainID, chainVersion: UInt64, chunk: ChunkID, offset: UInt32, length: UInt32)
 
     public var method: UInt16 {
         switch self {
@@ -201,6 +205,7 @@ public enum StorageRequest: Sendable, Equatable {
         case .statChunk: return 7
         case .writeBatch: return 8
         case .dumpMetaPage: return 9
+        case .readRange: return 10
         }
     }
 
@@ -209,7 +214,7 @@ public enum StorageRequest: Sendable, Equatable {
         switch self {
         case .write(let a): return [a.chunk.inode]
         case .writeBatch(let b): return b.items.map(\.chunk.inode)
-        case .read(_, _, _, let c), .statChunk(_, _, _, let c): return [c.inode]
+        case .read(_, _, _, let c), .statChunk(_, _, _, let c), .readRange(_, _, _, let c, _, _): return [c.inode]
         case .readBatch(_, _, _, let chunks): return chunks.map(\.inode)
         case .dumpMeta, .syncDone, .dumpMetaPage, .removeChunk: return []
         }
@@ -220,7 +225,7 @@ public enum StorageRequest: Sendable, Equatable {
     public var neededRights: Rights {
         switch self {
         case .write, .writeBatch: return .write
-        case .read, .readBatch, .statChunk: return .read
+        case .read, .readBatch, .statChunk, .readRange: return .read
         case .dumpMeta, .syncDone, .dumpMetaPage, .removeChunk: return .service
         }
     }
@@ -267,6 +272,13 @@ public enum StorageRequest: Sendable, Equatable {
                 m.writeVarint(v)
                 m.write(after)
                 m.writeVarint(UInt64(limit))
+            case .readRange(let t, let c, let v, let chunk, let offset, let length):
+                m.write(t)
+                m.write(c)
+                m.writeVarint(v)
+                m.write(chunk)
+                m.write(offset)
+                m.write(length)
             }
         }
         return Message(method: method, header: w.bytes, bulk: bulk)
@@ -293,6 +305,9 @@ public enum StorageRequest: Sendable, Equatable {
                 return .dumpMetaPage(target: t, chainVersion: v, after: after, limit: limit)
             case 6:
                 return .readBatch(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunks: try m.read([ChunkID].self))
+            case 10:
+                return .readRange(target: try m.read(TargetID.self), chain: try m.read(ChainID.self), chainVersion: try m.readVarint(), chunk: try m.read(ChunkID.self),
+                                  offset: try m.read(UInt32.self), length: try m.read(UInt32.self))
             default: throw .unknownTag(type: "StorageRequest", tag: UInt64(method))
             }
         }

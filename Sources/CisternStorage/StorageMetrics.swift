@@ -39,7 +39,7 @@ final class StorageMetrics: Sendable {
         switch request {
         case .write: return "write"
         case .writeBatch: return "write_batch"
-        case .read: return "read"
+        case .read, .readRange: return "read"
         case .readBatch: return "read_batch"
         case .statChunk: return "stat"
         case .dumpMeta, .dumpMetaPage, .removeChunk, .syncDone: return "resync"
@@ -60,7 +60,7 @@ final class StorageMetrics: Sendable {
             writes.increment()
             writeBytes.increment(by: Int64(requestBulk))
             chain(w.chain, write: true)?.increment(by: Int64(requestBulk))
-        case .read(_, let c, _, _), .readBatch(_, let c, _, _):
+        case .read(_, let c, _, _), .readBatch(_, let c, _, _), .readRange(_, let c, _, _, _, _):
             reads.increment()
             readBytes.increment(by: Int64(replyBulk))
             chain(c, write: false)?.increment(by: Int64(replyBulk))

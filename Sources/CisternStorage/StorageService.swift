@@ -181,7 +181,7 @@ public actor StorageService {
             case .write(let a): return a.target
             case .writeBatch(let b): return b.target
             case .read(let t, _, _, _), .dumpMeta(let t, _), .removeChunk(let t, _, _), .syncDone(let t, _), .readBatch(let t, _, _, _),
-                 .statChunk(let t, _, _, _), .dumpMetaPage(let t, _, _, _): return t
+                 .statChunk(let t, _, _, _), .dumpMetaPage(let t, _, _, _), .readRange(let t, _, _, _, _, _): return t
             }
         }()
         if let t = named, let why = recovery.outOfService(t) { return (.notServing("\(t) failed and is out of service: \(why)"), []) }
@@ -189,6 +189,12 @@ public actor StorageService {
         case .write(let a): return (await write(a, bulk), [])
         case .writeBatch(let b): return (await writeBatch(b, bulk), [])
         case .read(let t, let c, let v, let chunk): return await read(t, chain: c, chainVersion: v, chunk: chunk)
+        case .readRange(let t, let c, let v, let chunk, let offset, let length):
+            let (reply, data) = await read(t, chain: c, chainVersion: v, chunk: chunk)
+            guard case .data(let version, _) = reply else { return (reply, data) }
+            let start = min(Int(offset), data.count)
+            let part = Array(data[start..<min(data.count, start + Int(length))])
+            return (.data(version: version, checksum: CRC32C.checksum(part)), part)
         case .statChunk(let t, let c, let v, let chunk):
             guard let engine = engines[t] else { return (.notServing("no \(t) on \(node)"), []) }
             guard let chain = await mgmtd.routing?.chain(c) else { return (.notServing("\(c) is not in this node's routing yet"), []) }

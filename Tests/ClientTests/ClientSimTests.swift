@@ -108,6 +108,20 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
                 let back = try await client.readFile("/data/sparse")
                 log.check(back.count == 200_003 && back[0..<200_000].allSatisfy { $0 == 0 } && Array(back[200_000...]) == [1, 2, 3], "sparse read wrong")
                 log.check(try await client.list("/data").map(\.name) == ["a.bin", "sparse"], "list wrong")
+                // Small reads ask for byte ranges: in a hole, across a chunk boundary.
+                let sr = try await client.open("/data/sparse")
+                log.check(try await client.read(sr, at: 100, length: 50) == [UInt8](repeating: 0, count: 50), "small read in a hole")
+                log.check(try await client.read(sr, at: 199_998, length: 10) == [0, 0, 1, 2, 3], "small read at the end")
+                let k = UInt64(h.layout.chunkBytes)
+                log.check(try await client.read(r, at: k - 7, length: 14) == Array(expected[Int(k) - 7..<Int(k) + 7]), "small read across a chunk boundary")
+                // Shrinking then growing a file: the cut-off bytes read as zeros.
+                _ = try await client.truncate("/data/a.bin", length: k + 1_234)
+                let g = try await client.open("/data/a.bin", write: true)
+                try await client.write(g, at: 299_999, [9])
+                try await client.close(g, length: 300_000)
+                let after = try await client.readFile("/data/a.bin")
+                log.check(after.count == 300_000 && Array(after[..<(Int(k) + 1_234)]) == Array(expected[..<(Int(k) + 1_234)]), "bytes before the cut changed")
+                log.check(after[(Int(k) + 1_234)..<299_999].allSatisfy { $0 == 0 } && after[299_999] == 9, "truncated bytes came back")
             } catch {
                 log.failures.append("\(error)")
             }

@@ -15,6 +15,7 @@ import Testing
             .dumpMeta(target: TargetID(6), chainVersion: 7), .removeChunk(target: TargetID(8), chainVersion: 9, chunk: ChunkID(inode: 1, index: 1)),
             .syncDone(target: TargetID(2), chainVersion: 3), .readBatch(target: TargetID(1), chain: ChainID(1), chainVersion: 1, chunks: [ChunkID(inode: 1, index: 2)]),
             .statChunk(target: TargetID(3), chain: ChainID(4), chainVersion: 5, chunk: ChunkID(inode: 6, index: 7)),
+            .readRange(target: TargetID(3), chain: ChainID(4), chainVersion: 5, chunk: ChunkID(inode: 6, index: 7), offset: 4096, length: 8192),
             .write(WriteArgs(target: TargetID(1), chain: ChainID(2), chainVersion: 3, chunk: ChunkID(inode: 4, index: 5), tag: tag, durable: false)),
             .writeBatch(WriteBatchArgs(target: TargetID(1), chain: ChainID(2), chainVersion: 3, tag: tag, durable: false, items: [
                 WriteBatchItem(chunk: ChunkID(inode: 1, index: 1), length: 1), WriteBatchItem(chunk: ChunkID(inode: 1, index: 2), length: 1, version: 4, checksum: 5, fullReplace: true),
