@@ -250,7 +250,10 @@ public actor CisternClient {
         guard end > offset else { return [] }
         let n = Int(end - offset)
         let pieces = FileSplit.pieces(layout: handle.layout, inode: handle.inode, offset: offset, length: n)
-        if Self.readsRanges(pieces, chunkBytes: Int(handle.layout.chunkBytes)) { return try await readRanges(pieces, length: n) }
+        if Self.readsRanges(pieces, chunkBytes: Int(handle.layout.chunkBytes)), await !storage.rangeReadsUnsupported {
+            // nil: servers older than this client; whole chunks, below.
+            if let out = try await readRanges(pieces, length: n) { return out }
+        }
         let chunks = try await readChunks(pieces.map { ($0.chunk, $0.chain) }, expectedBytes: Int(handle.layout.chunkBytes))
         var out = [UInt8](repeating: 0, count: n)
         for p in pieces {
@@ -271,7 +274,7 @@ public actor CisternClient {
     }
 
     /// Reads each piece's byte range from its chain, in parallel; holes read as zeros.
-    func readRanges(_ pieces: [FileSplit.Piece], length n: Int) async throws(CisternError) -> [UInt8] {
+    func readRanges(_ pieces: [FileSplit.Piece], length n: Int) async throws(CisternError) -> [UInt8]? {
         let storage = self.storage
         let results = await runtime.concurrentMap(pieces, limit: options.inFlightMax) { p -> Result<[UInt8]?, StorageClientError> in
             do throws(StorageClientError) {
@@ -283,6 +286,7 @@ public actor CisternClient {
         var out = [UInt8](repeating: 0, count: n)
         for (p, r) in zip(pieces, results) {
             switch r {
+            case .failure(.unsupported): return nil
             case .failure(let e): throw .storage(e)
             case .success(let data?) where !data.isEmpty:
                 out.replaceSubrange(p.bufferOffset..<p.bufferOffset + data.count, with: data)

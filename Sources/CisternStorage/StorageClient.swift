@@ -14,6 +14,9 @@ public enum StorageClientError: Error, Equatable, Sendable, CustomStringConverti
     /// A storage node refused the request for want of a valid capability (not
     /// retried): the text names the inode and the fix.
     case forbidden(String)
+    /// The replica does not know the request (it runs an older version): not
+    /// retried; the caller uses an older request instead.
+    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -21,6 +24,7 @@ public enum StorageClientError: Error, Equatable, Sendable, CustomStringConverti
         case .unknownChain(let c): return "\(c) is not in the routing information; is the chain table created?"
         case .noSpace(let why): return why
         case .forbidden(let why): return "storage refused: \(why)"
+        case .unsupported(let why): return why
         }
     }
 }
@@ -86,11 +90,26 @@ public actor StorageClient {
         let message = request.message(bulk: bulk, trailer: trailer)
         await limiter.acquire(node)
         defer { limiter.release(node) }
-        let response = try await transport.call(node, service: storageService, message, timeoutNanoseconds: timeoutNanoseconds)
+        let response = try await Self.unsupportedIfUnknown(node, request) {
+            try await transport.call(node, service: storageService, message, timeoutNanoseconds: timeoutNanoseconds)
+        }
         if response.header.first == 16, case .forbidden(let why)? = try? StorageReply(wireBytes: response.header) {
             throw StorageClientError.forbidden(why)
         }
         return response
+    }
+
+    /// Runs `call`; a replica that did not know the request (an older version)
+    /// becomes `unsupported`, which is not retried.
+    static func unsupportedIfUnknown(_ node: NodeID, _ request: StorageRequest, _ call: () async throws -> Message) async throws -> Message {
+        do {
+            return try await call()
+        } catch {
+            if case TransportError.remote(_, let text) = error, text.contains("unknown StorageRequest tag") {
+                throw StorageClientError.unsupported("\(node) does not know storage request \(request.method) (it runs an older version): \(text)")
+            }
+            throw error
+        }
     }
 
     /// A random SERVING replica of `chain`, preferring ones that have not failed this
@@ -346,6 +365,21 @@ public actor StorageClient {
     /// Up to `length` bytes at `offset` of the committed content of `chunk` (fewer at
     /// its end; none past it), or nil if the chunk does not exist.
     public func readRange(_ chunk: ChunkID, chain id: ChainID, offset: Int, length: Int) async throws(StorageClientError) -> [UInt8]? {
+        let result: Result<[UInt8]?, StorageClientError>
+        do throws(StorageClientError) {
+            result = .success(try await rangeFromServingReplica(chunk, chain: id, offset: offset, length: length))
+        } catch {
+            result = .failure(error)
+        }
+        if case .failure(.unsupported) = result { rangeReadsUnsupported = true }
+        return try result.get()
+    }
+
+    /// Whether a replica refused a ranged read as unknown (servers older than
+    /// this client): callers then read whole chunks.
+    public private(set) var rangeReadsUnsupported = false
+
+    private func rangeFromServingReplica(_ chunk: ChunkID, chain id: ChainID, offset: Int, length: Int) async throws(StorageClientError) -> [UInt8]? {
         try await fromServingReplica(id, request: { target, chain in
             StorageRequest.readRange(target: target, chain: id, chainVersion: chain.version, chunk: chunk,
                                      offset: UInt32(clamping: offset), length: UInt32(clamping: length))
