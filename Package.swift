@@ -219,6 +219,6 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "CisternRouting", "CisternWire", "cistern", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "FUSETests", dependencies: ["CisternFUSE", "Cistern", "CisternMeta"], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
-        .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario"], swiftSettings: strict),
+        .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario", "Cistern", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
     ]
 )

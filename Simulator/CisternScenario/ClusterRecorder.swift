@@ -40,9 +40,13 @@ final class ClusterRecorder: MgmtdObserver, RoutingObserver, @unchecked Sendable
     // MARK: MgmtdObserver
 
     func primaryLease(node: NodeID, epoch: UInt64, from: UInt64, until: UInt64) {
-        if let i = leases.firstIndex(where: { $0.node == node && $0.epoch == epoch && !$0.ended }) {
+        // A renewal extends the tenure; a lease that lapsed first (its holder was
+        // killed and came back to renew its own record after it expired) starts a
+        // new one: the holder could not act in between.
+        if let i = leases.firstIndex(where: { $0.node == node && $0.epoch == epoch && !$0.ended }), from <= leases[i].until {
             leases[i].until = max(leases[i].until, until)
         } else {
+            for i in leases.indices where leases[i].node == node && leases[i].epoch == epoch { leases[i].ended = true }
             leases.append(Lease(node: node, epoch: epoch, from: from, until: until))
         }
     }

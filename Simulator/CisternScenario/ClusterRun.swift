@@ -34,6 +34,7 @@ final class ClusterRun: @unchecked Sendable {
         self.recorder = ClusterRecorder(now: { [unowned world] in world.nowNanoseconds })
         var c = MgmtdConfig(scenario.workload)
         c.plantedEarlyTakeover = scenario.workload.plantedBug == "early_takeover"
+        scenario.knobDraw?.apply(to: &c)
         self.config = c
     }
 

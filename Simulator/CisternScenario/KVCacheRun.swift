@@ -213,7 +213,7 @@ final class KVCacheRun: @unchecked Sendable {
 
     func bootstrap(_ ctx: SimProcessContext, storageNodes: Int) async {
         await cluster.bootstrap(ctx, storageNodes: storageNodes)
-        let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+        let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs, options: cluster.clientOptions,
                                    token: authKey == nil ? nil : adminToken)
         await client.start()
         if let n = tenantCount {
@@ -249,7 +249,7 @@ final class KVCacheRun: @unchecked Sendable {
             }
             await settled(.tenant(.create(name: "t\(k)", quota: quota, capacityBytes: 1 << 50)))
             await settled(.tenant(.addToken(tenant: "t\(k)", id: "sim", hash: TokenDigest.of(tenantToken(k)))))
-            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs, options: cluster.clientOptions,
                                        incarnation: UInt32(0xE0 + k), token: tenantToken(k))
             await client.start()
             while tenantConfigs[k] == nil {
@@ -273,7 +273,7 @@ final class KVCacheRun: @unchecked Sendable {
     /// use every namespace).
     func openNamespace(_ ctx: SimProcessContext, clientTag: UInt32, tenant: Int? = nil, name: String? = nil) async -> KVNamespace {
         let token: String? = authKey == nil ? nil : tenant.map(tenantToken) ?? adminToken
-        let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+        let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs, options: cluster.clientOptions,
                                    incarnation: clientTag, token: token)
         await client.start()
         while true {
@@ -436,11 +436,11 @@ final class KVCacheRun: @unchecked Sendable {
     /// Tenant mode: no tenant can create more than its quota (one namespace), and
     /// the registry's accounting stays within every quota.
     func verifyQuotas(_ ctx: SimProcessContext, count: Int) async {
-        let admin = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+        let admin = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs, options: cluster.clientOptions,
                                   incarnation: 0xD0, token: adminToken)
         await admin.start()
         for k in 0..<count {
-            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs,
+            let client = CisternClient(runtime: ctx.runtime, transport: ctx.transport, node: ctx.node, name: ctx.name, mgmtd: cluster.mgmtdIDs, meta: metaIDs, options: cluster.clientOptions,
                                        incarnation: UInt32(0xD1 + k), token: tenantToken(k))
             await client.start()
             var answered = false

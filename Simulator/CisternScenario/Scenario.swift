@@ -36,6 +36,15 @@ public struct Scenario: Codable, Sendable {
     /// Whether fault points in component code may fire (see `Runtime.faultPoint`);
     /// default false. `cistern sim --fault-points on|off` overrides it for a run.
     public var faultPoints: Bool?
+    /// Whether the run draws its settings (`Knobs`) from the seed; default false.
+    /// `cistern sim --knobs on|off` overrides it for a run.
+    public var knobs: Bool?
+    /// The draw itself, made by `ScenarioRunner` when `knobs` is on (not in the file).
+    public var knobDraw: Knobs?
+    /// Knobs pinned to values (`knob_values: {name: value}`): with `knobs` on they
+    /// override the draw; without it they change the defaults. What a shrunk
+    /// scenario records, and how to hold one setting while seeds vary the rest.
+    public var knobValues: [String: UInt64]?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, duration, topology, network, disk, kv, workload, faults, invariants, swarm
@@ -43,6 +52,8 @@ public struct Scenario: Codable, Sendable {
         case allowTotalOutage = "allow_total_outage"
         case scheduling
         case faultPoints = "fault_points"
+        case knobs
+        case knobValues = "knob_values"
     }
 
     public static let schedulingModes = ["fifo", "shuffled"]
@@ -68,6 +79,11 @@ public struct Scenario: Codable, Sendable {
         allowTotalOutage = try c.decodeIfPresent(Bool.self, forKey: .allowTotalOutage)
         scheduling = try c.decodeIfPresent(String.self, forKey: .scheduling)
         faultPoints = try c.decodeIfPresent(Bool.self, forKey: .faultPoints)
+        knobs = try c.decodeIfPresent(Bool.self, forKey: .knobs)
+        knobValues = try c.decodeIfPresent([String: UInt64].self, forKey: .knobValues)
+        if let pins = knobValues, let why = Knobs.problem(pins) {
+            throw DecodingError.dataCorruptedError(forKey: .knobValues, in: c, debugDescription: why)
+        }
         if let mode = scheduling, !Self.schedulingModes.contains(mode) {
             throw DecodingError.dataCorruptedError(forKey: .scheduling, in: c, debugDescription: "scheduling: '\(mode)' is not one of \(Self.schedulingModes.joined(separator: ", "))")
         }

@@ -28,6 +28,8 @@ public struct RunResult: Codable, Sendable {
     public var scheduling: String?
     /// Fault points that fired ("name×count, ..."), when fault points were on.
     public var faultPointsFired: String?
+    /// The seed-drawn settings (`Knobs.summary`), when knobs were on.
+    public var knobs: String?
     /// What the run kept for a report (only with `record: true`; not in the JSON).
     public var recording: RunRecording?
 
@@ -36,7 +38,7 @@ public struct RunResult: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case scenario, seed, digest, events, messages, operations, faults, violations, replay, build, passed, metrics
-        case faultMix = "fault_mix", scheduling, faultPointsFired = "fault_points_fired"
+        case faultMix = "fault_mix", scheduling, faultPointsFired = "fault_points_fired", knobs
         case simulatedSeconds = "simulated_seconds", wallSeconds = "wall_seconds"
         case operationsSucceeded = "operations_succeeded", expectedViolations = "expected_violations"
     }
@@ -62,6 +64,7 @@ public struct RunResult: Codable, Sendable {
         try c.encodeIfPresent(faultMix, forKey: .faultMix)
         try c.encodeIfPresent(scheduling, forKey: .scheduling)
         try c.encodeIfPresent(faultPointsFired, forKey: .faultPointsFired)
+        try c.encodeIfPresent(knobs, forKey: .knobs)
     }
 
     public init(from decoder: any Decoder) throws {
@@ -84,6 +87,7 @@ public struct RunResult: Codable, Sendable {
         faultMix = try c.decodeIfPresent(String.self, forKey: .faultMix)
         scheduling = try c.decodeIfPresent(String.self, forKey: .scheduling)
         faultPointsFired = try c.decodeIfPresent(String.self, forKey: .faultPointsFired)
+        knobs = try c.decodeIfPresent(String.self, forKey: .knobs)
     }
 
     public init(scenario: String, seed: UInt64) {
@@ -116,10 +120,13 @@ public enum ScenarioRunner {
     /// `RunResult.recording`, for `RunReport` (it does not change the digest).
     /// `scheduling` overrides the scenario's (and is named in the replay command).
     public static func run(_ scenario: Scenario, path: String, seed: UInt64, verbose: Bool = false, record: Bool = false,
-                           scheduling: String? = nil, faultPoints: Bool? = nil) -> RunResult {
+                           scheduling: String? = nil, faultPoints: Bool? = nil, knobs: Bool? = nil) -> RunResult {
         var scenario = scenario
         if let scheduling { scenario.scheduling = scheduling }
         if let faultPoints { scenario.faultPoints = faultPoints }
+        if let knobs { scenario.knobs = knobs }
+        let base: Knobs? = scenario.knobs == true ? Knobs.drawn(seed: seed) : (scenario.knobValues == nil ? nil : Knobs.standard)
+        scenario.knobDraw = base?.pinning(scenario.knobValues ?? [:])
         let wallStart = DispatchTime.now().uptimeNanoseconds
         var result = SimWorld.simulate(
             seed: seed, network: networkConfig(scenario), disk: diskConfig(scenario), kv: kvConfig(scenario),
@@ -148,6 +155,7 @@ public enum ScenarioRunner {
                 r.scheduling = world.executor.scheduling.description
                 r.metrics["jobs_reordered"] = Double(world.executor.jobsReordered)
             }
+            r.knobs = scenario.knobDraw?.summary
             if world.faultPoints.isOn {
                 r.faultPointsFired = world.faultPoints.summary
                 r.metrics["fault_points_fired"] = Double(world.faultPoints.fired.values.reduce(0, +))
@@ -160,6 +168,7 @@ public enum ScenarioRunner {
         result.expectedViolations = scenario.expectViolations ?? false
         result.replay = "cistern sim \(path) --seed \(seed)" + (scheduling.map { " --scheduling \($0)" } ?? "")
             + (faultPoints.map { " --fault-points \($0 ? "on" : "off")" } ?? "")
+            + (knobs.map { " --knobs \($0 ? "on" : "off")" } ?? "")
         result.faultMix = FaultPlan(scenario: scenario).draw(seed: seed).mix
         return result
     }

@@ -1,3 +1,4 @@
+import Cistern
 import CisternAuth
 import CisternCore
 import CisternMgmtd
@@ -41,10 +42,18 @@ final class StorageRun: @unchecked Sendable {
         self.seed = seed
         self.plan = FaultPlan(scenario: scenario).plan(seed: seed)
         self.recorder = ClusterRecorder(now: { [unowned world] in world.nowNanoseconds })
-        self.config = MgmtdConfig(scenario.workload)
+        var config = MgmtdConfig(scenario.workload)
+        scenario.knobDraw?.apply(to: &config)
+        self.config = config
     }
 
     var replicas: Int { scenario.workload.replicas ?? 3 }
+    /// The clients' settings: the defaults, or the seed's draw (`Knobs`).
+    var clientOptions: ClientOptions {
+        var o = ClientOptions()
+        scenario.knobDraw?.apply(to: &o)
+        return o
+    }
     var chunkCount: Int { scenario.workload.chunks ?? 8 }
     var chunkBytes: Int { Int(scenario.workload.chunkBytes?.bytes ?? 4_096) }
 
@@ -217,6 +226,7 @@ final class StorageRun: @unchecked Sendable {
         var storageConfig = StorageConfig()
         storageConfig.heartbeatIntervalNanoseconds = config.heartbeatIntervalNanoseconds
         storageConfig.isolationNanoseconds = config.failureTimeoutNanoseconds / 2
+        scenario.knobDraw?.apply(to: &storageConfig)
         storageConfig.plantedEarlyAck = scenario.workload.plantedBug == "early_ack"
         storageConfig.plantedOpenStorage = scenario.workload.plantedBug == "open_storage"
         for _ in 0..<50 {

@@ -50,9 +50,14 @@ struct Sim: ParsableCommand {
 
     var faultPointsFlag: Bool? { faultPoints.map { $0 == "on" } }
 
+    @Option(help: ArgumentHelp("Whether settings (timeouts, intervals, batch sizes, limits, retry bounds) are drawn from the seed (the scenario's own setting by default).", valueName: "on|off"))
+    var knobs: String?
+
+    var knobsFlag: Bool? { knobs.map { $0 == "on" } }
+
     /// The overrides as arguments (for child processes and replay commands).
     var overrideArguments: [String] {
-        (scheduling.map { ["--scheduling", $0] } ?? []) + (faultPoints.map { ["--fault-points", $0] } ?? [])
+        (scheduling.map { ["--scheduling", $0] } ?? []) + (faultPoints.map { ["--fault-points", $0] } ?? []) + (knobs.map { ["--knobs", $0] } ?? [])
     }
 
     func validate() throws {
@@ -62,6 +67,9 @@ struct Sim: ParsableCommand {
         if shrinkOutput != nil && !shrink { throw ValidationError("--shrink-output needs --shrink") }
         if let faultPoints, faultPoints != "on" && faultPoints != "off" {
             throw ValidationError("--fault-points '\(faultPoints)' is unknown; give on or off")
+        }
+        if let knobs, knobs != "on" && knobs != "off" {
+            throw ValidationError("--knobs '\(knobs)' is unknown; give on or off")
         }
         if let scheduling, !Scenario.schedulingModes.contains(scheduling) {
             throw ValidationError("--scheduling '\(scheduling)' is unknown; give \(Scenario.schedulingModes.joined(separator: " or "))")
@@ -95,18 +103,19 @@ struct Sim: ParsableCommand {
             FileHandle.standardError.write(Data("error: --report and --shrink take one scenario file; \(path) has \(scenarios.count)\n".utf8))
             throw ExitCode(2)
         }
-        if scheduling != nil || faultPoints != nil {
+        if scheduling != nil || faultPoints != nil || knobs != nil {
             scenarios = scenarios.map { (file, scenario) in
                 var s = scenario
                 if let scheduling { s.scheduling = scheduling }
                 if let flag = faultPointsFlag { s.faultPoints = flag }
+                if let flag = knobsFlag { s.knobs = flag }
                 return (file, s)
             }
         }
         if shrink { return try runShrink(file: scenarios[0].0, scenario: scenarios[0].1, seed: seedList[0]) }
         if let report {
             let (file, scenario) = scenarios[0]
-            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true, scheduling: scheduling, faultPoints: faultPointsFlag)
+            let result = ScenarioRunner.run(scenario, path: file, seed: seedList[0], verbose: verbose, record: true, scheduling: scheduling, faultPoints: faultPointsFlag, knobs: knobsFlag)
             try self.report(result, encoder: JSONEncoder())
             let text = try? String(contentsOfFile: file, encoding: .utf8)
             do {
@@ -126,7 +135,7 @@ struct Sim: ParsableCommand {
         var results: [RunResult] = []
         if workers <= 1 {
             for w in work {
-                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose, scheduling: scheduling, faultPoints: faultPointsFlag)
+                let result = ScenarioRunner.run(w.scenario, path: w.file, seed: w.seed, verbose: verbose, scheduling: scheduling, faultPoints: faultPointsFlag, knobs: knobsFlag)
                 results.append(result)
                 try report(result, encoder: encoder)
             }
@@ -190,6 +199,7 @@ struct Sim: ParsableCommand {
             if let mix = result.faultMix { print("     swarm: \(mix)") }
             if let s = result.scheduling { print("     scheduling: \(s)") }
             if let f = result.faultPointsFired { print("     fault points fired: \(f.isEmpty ? "none" : f)") }
+            if let k = result.knobs { print("     knobs: \(k)") }
             if result.expectedViolations { print("     expected a violation, none was detected") }
             for v in result.violations.prefix(10) { print("     violation: \(v)") }
             print("     replay: \(result.replay)")
