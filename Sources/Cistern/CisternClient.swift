@@ -255,13 +255,17 @@ public actor CisternClient {
             if let out = try await readRanges(pieces, length: n) { return out }
         }
         let chunks = try await readChunks(pieces.map { ($0.chunk, $0.chain) }, expectedBytes: Int(handle.layout.chunkBytes))
-        var out = [UInt8](repeating: 0, count: n)
+        // One whole chunk: its bytes are the answer (no copy).
+        if pieces.count == 1, let p = pieces.first, p.offsetInChunk == 0, let data = chunks[p.chunk] ?? nil, data.count == p.length { return data }
+        // Pieces are in order and contiguous: append each (zeros for holes and for
+        // what a short chunk lacks), so no byte is written twice.
+        var out: [UInt8] = []
+        out.reserveCapacity(n)
         for p in pieces {
-            guard let data = chunks[p.chunk] ?? nil else { continue }
-            let available = max(0, min(p.length, data.count - p.offsetInChunk))
-            if available > 0 {
-                out.replaceSubrange(p.bufferOffset..<p.bufferOffset + available, with: data[p.offsetInChunk..<p.offsetInChunk + available])
-            }
+            let data = chunks[p.chunk] ?? nil
+            let available = data.map { max(0, min(p.length, $0.count - p.offsetInChunk)) } ?? 0
+            if let data, available > 0 { out.append(contentsOf: data[p.offsetInChunk..<p.offsetInChunk + available]) }
+            if available < p.length { out.append(contentsOf: repeatElement(0, count: p.length - available)) }
         }
         return out
     }
