@@ -286,7 +286,6 @@ public final class FUSEFileSystem: Sendable {
     func setattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ attr: UnsafeMutablePointer<stat>?, _ toSet: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
         guard let attr else { return run(req) { throw FUSEFailure(EINVAL, "no attributes") } }
         let a = attr.pointee
-        let fh = fi?.pointee.fh
         let p = Result { try path(ino) }
         run(req) { [self] in
             try writable()
@@ -305,7 +304,6 @@ public final class FUSEFileSystem: Sendable {
                 try await drainAll(UInt64(ino), truncatingTo: size)
                 i = try await client.truncate(path, length: size)
                 state.withLock { $0.lengths[UInt64(ino)] = size }
-                _ = fh
             } else {
                 i = try await client.stat(path)
             }
@@ -425,7 +423,7 @@ public final class FUSEFileSystem: Sendable {
             let h = try await client.open(path, write: write)
             let fh = register(h, ino: ino, append: flags & O_APPEND != 0)
             if truncate { state.withLock { $0.lengths[UInt64(ino)] = 0 } }
-            return Self.replyOpen(fh, fi: nil, entry: nil)
+            return Self.replyOpen(fh, entry: nil)
         }
     }
 
@@ -439,12 +437,12 @@ public final class FUSEFileSystem: Sendable {
             let i = try await client.create(path, mode: UInt32(mode) & 0o7777, exclusive: flags & O_EXCL != 0, owner: owner)
             let h = try await client.open(path, write: true)
             let fh = register(h, ino: self.ino(i.id), append: flags & O_APPEND != 0)
-            return Self.replyOpen(fh, fi: nil, entry: entry(i, path: path))
+            return Self.replyOpen(fh, entry: entry(i, path: path))
         }
     }
 
     /// Answers an open (or a create, with its entry) with handle `fh`.
-    static func replyOpen(_ fh: UInt64, fi: fuse_file_info?, entry: fuse_entry_param?) -> @Sendable (Reply) -> Void {
+    static func replyOpen(_ fh: UInt64, entry: fuse_entry_param?) -> @Sendable (Reply) -> Void {
         let box = SendableBox(entry)
         return { r in
             var info = fuse_file_info()
@@ -600,7 +598,7 @@ public final class FUSEFileSystem: Sendable {
                 s.listings[fh] = entries
                 return fh
             }
-            return Self.replyOpen(fh, fi: nil, entry: nil)
+            return Self.replyOpen(fh, entry: nil)
         }
     }
 
