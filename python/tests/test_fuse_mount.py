@@ -347,7 +347,7 @@ def test_rename_and_unlink_while_open(d):
 
 def fio(directory: str, name: str, rw: str, bs: str, size: str, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["fio", f"--name={name}", f"--directory={directory}", f"--rw={rw}", f"--bs={bs}", f"--size={size}",
-                           "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--ioengine=psync", *extra],
+                           "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--ioengine=psync", "--verify_state_save=0", *extra],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -423,7 +423,7 @@ def test_a_tenant_mount_sees_only_its_own_tree(fuse_cluster, mnt, tmp_path):
 @pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")
 def test_kill_9_of_a_storage_node_during_fio_loses_nothing(fuse_cluster, d):
     job = subprocess.Popen(["fio", "--name=kill", f"--directory={d}", "--rw=write", "--bs=256k", "--size=96M",
-                            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--ioengine=psync"],
+                            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--ioengine=psync", "--verify_state_save=0"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2)
     pid = int(Path(fuse_cluster.data_dir, "pids", "storage2.pid").read_text().strip())
