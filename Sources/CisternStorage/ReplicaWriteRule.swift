@@ -36,6 +36,33 @@ public enum ReplicaWriteRule {
         return .stage
     }
 
+    /// What the head does with a client's retry of a write whose earlier attempt
+    /// staged version `d` here and could not settle it (its forward failed): `d` may
+    /// be committed downstream and already read, so the retry must neither lose it
+    /// nor apply it a second time after a later write.
+    public enum RetryDecision: Sendable, Equatable {
+        /// `d` is still pending here with these bytes: send it on again as `d`.
+        case resend(ChunkVersion)
+        /// A later write was staged over `d` and is pending: the retried write took
+        /// effect before it. Send the pending version on (settling both), then answer
+        /// the retry as written at `d`. Writing it again as a new version would put
+        /// the older value back over the later write, which may be acknowledged.
+        case settleLater(ChunkVersion)
+        /// `d` or a later version is committed here: the write took effect; answer.
+        case answered
+        /// `d` is gone from here (never committed, nothing newer pending): write anew.
+        case writeAnew
+    }
+
+    public static func retry(_ meta: ChunkMeta?, inDoubt d: UInt64, checksum: UInt32) -> RetryDecision {
+        if let pending = meta?.pending {
+            if pending.version == d, pending.checksum == checksum { return .resend(pending) }
+            if pending.version > d { return .settleLater(pending) }
+        }
+        if meta?.pending?.version != d, (meta?.committed?.version ?? 0) >= d { return .answered }
+        return .writeAnew
+    }
+
     /// The version the head assigns to the next write of a chunk. The head holds the
     /// chunk's lock, so a pending version here is left by an attempt that failed after
     /// staging: its successors may have committed it (readers may have seen it), so

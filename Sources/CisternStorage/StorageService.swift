@@ -309,8 +309,12 @@ public actor StorageService {
     /// staging (in doubt).
     private func headWrite(_ a: WriteArgs, _ bytes: [UInt8], engine: ChunkEngine, inDoubt: DedupTable<StorageReply>.InDoubt?) async -> (StorageReply, DedupTable<StorageReply>.InDoubt?) {
         let meta = await engine.meta(a.chunk)
-        if let d = inDoubt, meta?.pending?.version != d.version, (meta?.committed?.version ?? 0) >= d.version {
-            return (.written(version: d.version), nil)
+        if let d = inDoubt {
+            switch ReplicaWriteRule.retry(meta, inDoubt: d.version, checksum: d.checksum) {
+            case .answered: return (.written(version: d.version), nil)
+            case .settleLater(let pending): return await settle(a, pending: pending, inDoubt: d, engine: engine)
+            case .resend, .writeAnew: break  // decided below, against this attempt's bytes
+            }
         }
         var content: [UInt8] = []
         // A partial write merges into the newest bytes here: a pending version this
@@ -361,6 +365,28 @@ public actor StorageService {
         let reply = await forwardAndCommit(forwarded, content, engine: engine)
         if case .written = reply { return (reply, nil) }
         return (reply, DedupTable<StorageReply>.InDoubt(version: u, checksum: checksum))
+    }
+
+    /// A retry of a write whose version `d` a later write staged over (that later write
+    /// pending here, unsettled): sends the pending version on with its own bytes, and
+    /// once it is committed answers the retry as written at `d`, which took effect
+    /// before it. Until then `d` stays in doubt.
+    private func settle(_ a: WriteArgs, pending: ChunkVersion, inDoubt d: DedupTable<StorageReply>.InDoubt, engine: ChunkEngine) async -> (StorageReply, DedupTable<StorageReply>.InDoubt?) {
+        let data: [UInt8]
+        do {
+            let newest = try await engine.readNewest(a.chunk)
+            guard newest.version == pending else { return (.notCommitted, d) }
+            data = newest.data
+        } catch {
+            return (.failed("\(error)"), d)
+        }
+        var forwarded = a
+        forwarded.version = pending.version
+        forwarded.offset = 0
+        forwarded.checksum = pending.checksum
+        let reply = await forwardAndCommit(forwarded, data, engine: engine)
+        if case .written = reply { return (.written(version: d.version), nil) }
+        return (reply, d)
     }
 
     private func replicaWrite(_ a: WriteArgs, _ content: [UInt8], engine: ChunkEngine) async -> StorageReply {
@@ -538,16 +564,31 @@ public actor StorageService {
         var writes: [ChunkEngine.BlockWrite] = []
         var toStage: [Int] = []
         var resend: [Int: ChunkVersion] = [:]
+        // Items answered at their in-doubt version once the later version sent for them commits.
+        var settled: [Int: UInt64] = [:]
+        var datas = datas
         for (i, (item, data)) in zip(b.items, datas).enumerated() {
             let meta = await engine.meta(item.chunk)
             if let d = inDoubt[item.chunk] {
-                if let pending = meta?.pending, pending.version == d.version, pending.checksum == CRC32C.checksum(data) {
+                switch ReplicaWriteRule.retry(meta, inDoubt: d.version, checksum: CRC32C.checksum(data)) {
+                case .resend(let pending):
                     resend[i] = pending  // already staged here: send it on again
                     continue
-                }
-                if meta?.pending?.version != d.version, (meta?.committed?.version ?? 0) >= d.version {
+                case .answered:
                     replies[i] = .written(version: d.version)  // took effect before a later write
                     continue
+                case .settleLater(let pending):
+                    // A later write was staged over it: send that on with its own
+                    // bytes; the answer is written at `d` once it is committed.
+                    guard let newest = try? await engine.readNewest(item.chunk), newest.version == pending else {
+                        replies[i] = .notCommitted
+                        continue
+                    }
+                    datas[i] = newest.data
+                    resend[i] = pending
+                    settled[i] = d.version
+                    continue
+                case .writeAnew: break
                 }
             }
             toStage.append(i)
@@ -565,11 +606,19 @@ public actor StorageService {
         }
         let forward = versions.keys.sorted()
         let items = forward.map { i in WriteBatchItem(chunk: b.items[i].chunk, length: datas[i].count, version: versions[i]!.version, checksum: versions[i]!.checksum) }
-        let acked = await forwardBatchAndCommit(b, items, forward.count == datas.count ? bulk : Self.concatenated(forward.map { datas[$0] }), engine: engine)
+        let asSent = forward.count == datas.count && settled.isEmpty
+        let acked = await forwardBatchAndCommit(b, items, asSent ? bulk : Self.concatenated(forward.map { datas[$0] }), engine: engine)
         var unsettled: [ChunkID: DedupTable<StorageReply>.InDoubt] = [:]
         for (k, i) in forward.enumerated() {
             replies[i] = acked[k]
-            if case .written = acked[k] { continue }
+            if case .written = acked[k] {
+                if let d = settled[i] { replies[i] = .written(version: d) }
+                continue
+            }
+            if settled[i] != nil, let d = inDoubt[items[k].chunk] {
+                unsettled[items[k].chunk] = d  // its own version stays in doubt
+                continue
+            }
             unsettled[items[k].chunk] = DedupTable<StorageReply>.InDoubt(version: items[k].version, checksum: items[k].checksum)
         }
         // Earlier doubts this attempt did not reach (a stage that failed) still stand.

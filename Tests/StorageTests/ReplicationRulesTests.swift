@@ -32,6 +32,47 @@ let c1 = ChunkID(inode: 1, index: 0)
         #expect(ReplicaWriteRule.read(nil) == .notFound)
     }
 
+    /// A client's retry of a write left in doubt at the head (its version `d` staged,
+    /// the forward failed). Found by knob randomization (resync-source-dies, seed 3):
+    /// write A staged 10 and its successor committed it (a reader saw it), the forward's
+    /// answer was lost; write B staged 11 over it, also unsettled; A's retry then wrote
+    /// A's bytes again as 12, over B, after B's retry had been answered: B was lost.
+    @Test func aRetryNeverPutsAnOlderWriteBackOverALaterOne() {
+        let aLaterWriteOverIt = ChunkMeta(id: c1, committed: version(9), pending: version(11))
+        #expect(ReplicaWriteRule.retry(aLaterWriteOverIt, inDoubt: 10, checksum: version(10).checksum) == .settleLater(version(11)))
+        #expect(ReplicaWriteRule.retry(ChunkMeta(id: c1, committed: version(9), pending: version(10)), inDoubt: 10, checksum: version(10).checksum) == .resend(version(10)))
+        #expect(ReplicaWriteRule.retry(ChunkMeta(id: c1, committed: version(9), pending: version(10)), inDoubt: 10, checksum: 4242) == .writeAnew, "the same number with other bytes is not this attempt's")
+        #expect(ReplicaWriteRule.retry(ChunkMeta(id: c1, committed: version(11)), inDoubt: 10, checksum: version(10).checksum) == .answered)
+        #expect(ReplicaWriteRule.retry(ChunkMeta(id: c1, committed: version(10)), inDoubt: 10, checksum: version(10).checksum) == .answered)
+        #expect(ReplicaWriteRule.retry(ChunkMeta(id: c1, committed: version(9)), inDoubt: 10, checksum: version(10).checksum) == .writeAnew)
+        #expect(ReplicaWriteRule.retry(nil, inDoubt: 10, checksum: version(10).checksum) == .writeAnew)
+        // Every state a head can hold: a retry writes anew only when nothing at or
+        // above its version is here, so it can never land over a later write.
+        for committed in [UInt64?.none, 1, 2, 3, 4] {
+            for pendingOffset in [UInt64?.none, 1, 2, 3] {
+                let pending = pendingOffset.map { (committed ?? 0) + $0 }
+                let meta = (committed == nil && pending == nil) ? nil : ChunkMeta(id: c1, committed: committed.map { version($0) }, pending: pending.map { version($0) })
+                for d in UInt64(1)...7 {
+                    for sameBytes in [true, false] {
+                        let decision = ReplicaWriteRule.retry(meta, inDoubt: d, checksum: sameBytes ? version(d).checksum : 777)
+                        let newest = max(committed ?? 0, pending ?? 0)
+                        switch decision {
+                        case .writeAnew:
+                            #expect(newest <= d, "committed \(String(describing: committed)) pending \(String(describing: pending)) d \(d): a newer version is here")
+                            #expect(!(pending == d && sameBytes))
+                        case .answered:
+                            #expect((committed ?? 0) >= d && pending != d)
+                        case .resend(let v):
+                            #expect(v.version == d && pending == d && sameBytes)
+                        case .settleLater(let v):
+                            #expect(v.version > d && v.version == pending)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A chain of replicas receives the head's writes, each forwarded along the chain,
     /// with random duplicates, resends and lost acknowledgements. Whatever the order,
     /// every replica's committed version only grows, never skips, and ends equal.
