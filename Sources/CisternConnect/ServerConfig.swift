@@ -88,15 +88,23 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var kind: String
         public var path: String?
         public var conninfo: String?
-        enum CodingKeys: String, CodingKey, CaseIterable { case kind, path, conninfo }
+        /// A file holding the libpq connection string (a mounted Secret: the password
+        /// stays out of the config); read at start, instead of `conninfo`.
+        public var conninfoFile: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case kind, path, conninfo
+            case conninfoFile = "conninfo_file"
+        }
         public init(from decoder: any Decoder) throws {
             try rejectUnknownKeys(decoder, CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "sqlite"
             path = try c.decodeIfPresent(String.self, forKey: .path)
             conninfo = try c.decodeIfPresent(String.self, forKey: .conninfo)
+            conninfoFile = try c.decodeIfPresent(String.self, forKey: .conninfoFile)
         }
-        public init(kind: String, path: String? = nil, conninfo: String? = nil) {
+        public init(kind: String, path: String? = nil, conninfo: String? = nil, conninfoFile: String? = nil) {
+            self.conninfoFile = conninfoFile
             self.kind = kind
             self.path = path
             self.conninfo = conninfo
@@ -341,7 +349,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
             if let kv {
                 switch kv.kind {
                 case "sqlite": if kv.path?.isEmpty ?? true { out.append("kv.path: the sqlite KV needs a file path") }
-                case "postgres": if kv.conninfo?.isEmpty ?? true { out.append("kv.conninfo: the postgres KV needs a libpq connection string") }
+                case "postgres":
+                    if (kv.conninfo?.isEmpty ?? true) && (kv.conninfoFile?.isEmpty ?? true) {
+                        out.append("kv.conninfo: the postgres KV needs a libpq connection string (conninfo, or conninfo_file naming a file holding it)")
+                    } else if kv.conninfo != nil && kv.conninfoFile != nil {
+                        out.append("kv.conninfo_file: give conninfo or conninfo_file, not both")
+                    }
                 default: out.append("kv.kind: unknown KV '\(kv.kind)'; expected sqlite or postgres")
                 }
             } else {

@@ -203,7 +203,14 @@ public struct ServerProcess: Service {
     func openKV() throws -> any TransactionalKV {
         guard let kv = config.kv else { throw ConfigError.invalid(path: "config", problems: ["kv: missing"]) }
         switch kv.kind {
-        case "postgres": return try PostgresKV(conninfo: kv.conninfo ?? "")
+        case "postgres":
+            if let file = kv.conninfoFile {
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    throw ConfigError.invalid(path: file, problems: ["kv.conninfo_file: cannot read \(file); mount the Secret holding the connection string there"])
+                }
+                return try PostgresKV(conninfo: text.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            return try PostgresKV(conninfo: kv.conninfo ?? "")
         default: return try SQLiteKV(path: kv.path ?? "")
         }
     }
