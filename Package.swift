@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // System libraries, linked through module maps; apt names the packages to install.
@@ -154,6 +155,24 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // The Kubernetes operator (`cistern operator`) and the mount-injecting admission
+        // webhook (`cistern webhook`): pure planning and rendering over a thin API layer.
+        .target(
+            name: "CisternOperator",
+            dependencies: [
+                "CisternConnect", "CisternRouting",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict),
+
         // Production server processes: configuration, discovery, metrics, lifecycle,
         // and the local cluster behind `cistern up`.
         .target(
@@ -189,7 +208,7 @@ let package = Package(
             name: "cistern",
             dependencies: [
                 "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth", "CisternFUSE",
+                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth", "CisternFUSE", "CisternOperator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/cistern",
@@ -218,6 +237,7 @@ let package = Package(
         // Real processes on loopback (needs the cistern executable, built with the tests).
         .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "CisternRouting", "CisternWire", "cistern", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "FUSETests", dependencies: ["CisternFUSE", "Cistern", "CisternMeta"], swiftSettings: strict),
+        .testTarget(name: "OperatorTests", dependencies: ["CisternOperator", "CisternConnect", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
         .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario", "Cistern", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
     ]

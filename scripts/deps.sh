@@ -6,11 +6,13 @@
 # monitoring tests run (python/tests/test_monitoring.py; its service is not started),
 # nftables and dnsmasq for the network-fault harness (scripts/netfaults), and libfuse3
 # (the mount links it) with fuse3, fio, sqlite3 and git, which the mount tests run
-# (python/tests/test_fuse_mount.py). Idempotent and quick when everything is present.
+# (python/tests/test_fuse_mount.py), and kubectl (kustomize, offline) and openssl,
+# which the Kubernetes tests run (python/tests/test_kubernetes_*.py; no cluster is
+# used). Idempotent and quick when everything is present.
 # Swift itself must already be installed (swift.org).
 set -euo pipefail
 
-packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev libfuse3-dev fuse3 fio sqlite3 git postgresql pkg-config prometheus nftables dnsmasq-base iproute2)
+packages=(libsqlite3-dev liburing-dev libibverbs-dev libpq-dev libfuse3-dev fuse3 fio sqlite3 git postgresql pkg-config prometheus nftables dnsmasq-base iproute2 kubectl openssl)
 # `scripts/deps.sh --bench` also installs what the benchmarks compare with.
 if [[ "${1:-}" == "--bench" ]]; then packages+=(redis-server); fi
 
@@ -39,6 +41,8 @@ else
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     command -v nft >/dev/null 2>&1 || missing+=(nftables)
     command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+    command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if [[ "${1:-}" == "--bench" ]]; then command -v redis-server >/dev/null 2>&1 || missing+=(redis-server); fi
 fi
 

@@ -6,7 +6,7 @@ struct CisternCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cistern",
         abstract: "A distributed file system and KVCache store for LLM inference, simulation first.",
-        subcommands: [Sim.self, Demo.self, Server.self, Up.self, Down.self, Admin.self, KV.self, FS.self, Mount.self, Umount.self, Bench.self, Soak.self, Doctor.self, Keygen.self])
+        subcommands: [Sim.self, Demo.self, Server.self, Up.self, Down.self, Admin.self, KV.self, FS.self, Mount.self, Umount.self, Bench.self, Soak.self, Doctor.self, Keygen.self, Operator.self, Webhook.self])
 }
 
 /// `cistern keygen`: a new cluster key for `auth.cluster_key_file`.
