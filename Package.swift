@@ -155,13 +155,19 @@ let package = Package(
             ],
             swiftSettings: strict),
 
-        // The Kubernetes operator (`cistern operator`) and the mount-injecting admission
-        // webhook (`cistern webhook`): pure planning and rendering over a thin API layer.
+        // The Kubernetes operator's decisions (`cistern operator`), the objects it renders,
+        // the mount-injecting webhook's patch, and the thin Kubernetes API layer over an
+        // HTTP seam: pure enough for the simulator to drive.
         .target(
             name: "CisternOperator",
+            dependencies: ["CisternConnect", "CisternRouting", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict),
+        // Their network shells: plain HTTP to the API (through kubectl proxy) and the
+        // webhook's HTTPS server (Hummingbird).
+        .target(
+            name: "CisternOperatorHTTP",
             dependencies: [
-                "CisternConnect", "CisternRouting",
-                .product(name: "Yams", package: "Yams"),
+                "CisternOperator",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -200,7 +206,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "CisternScenario",
-            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", "CisternMeta", "CisternKV", "Cistern", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", "CisternMeta", "CisternKV", "Cistern", "CisternOperator", .product(name: "Yams", package: "Yams")],
             path: "Simulator/CisternScenario",
             swiftSettings: strict),
 
@@ -208,7 +214,7 @@ let package = Package(
             name: "cistern",
             dependencies: [
                 "CisternScenario", "CisternNIO", "CisternPOSIX", "CisternSQLite", "CisternURing",
-                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth", "CisternFUSE", "CisternOperator",
+                "CisternRDMA", "CisternBench", "CisternServer", "CisternAuth", "CisternFUSE", "CisternOperator", "CisternOperatorHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/cistern",
@@ -237,7 +243,7 @@ let package = Package(
         // Real processes on loopback (needs the cistern executable, built with the tests).
         .testTarget(name: "EndToEndTests", dependencies: ["CisternServer", "Cistern", "CisternRouting", "CisternWire", "cistern", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "FUSETests", dependencies: ["CisternFUSE", "Cistern", "CisternMeta"], swiftSettings: strict),
-        .testTarget(name: "OperatorTests", dependencies: ["CisternOperator", "CisternConnect", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .testTarget(name: "OperatorTests", dependencies: ["CisternOperator", "CisternOperatorHTTP", "CisternConnect", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "SimulatorTests", dependencies: ["CisternSim", "CisternDemo"], swiftSettings: strict),
         .testTarget(name: "ScenarioTests", dependencies: ["CisternScenario", "Cistern", "CisternMgmtd", "CisternStorage"], swiftSettings: strict),
     ]

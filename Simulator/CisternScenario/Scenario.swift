@@ -45,6 +45,10 @@ public struct Scenario: Codable, Sendable {
     /// override the draw; without it they change the defaults. What a shrunk
     /// scenario records, and how to hold one setting while seeds vary the rest.
     public var knobValues: [String: UInt64]?
+    /// The Kubernetes operator upgrades every storage node, one at a time, from `at`
+    /// (storage workload): its planner (`OperatorPlanner`) decides against the
+    /// simulated cluster's routing, and a simulated kubelet restarts a deleted pod.
+    public var rollingUpgrade: RollingUpgrade?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, duration, topology, network, disk, kv, workload, faults, invariants, swarm
@@ -54,6 +58,7 @@ public struct Scenario: Codable, Sendable {
         case faultPoints = "fault_points"
         case knobs
         case knobValues = "knob_values"
+        case rollingUpgrade = "rolling_upgrade"
     }
 
     public static let schedulingModes = ["fifo", "shuffled"]
@@ -81,11 +86,33 @@ public struct Scenario: Codable, Sendable {
         faultPoints = try c.decodeIfPresent(Bool.self, forKey: .faultPoints)
         knobs = try c.decodeIfPresent(Bool.self, forKey: .knobs)
         knobValues = try c.decodeIfPresent([String: UInt64].self, forKey: .knobValues)
+        rollingUpgrade = try c.decodeIfPresent(RollingUpgrade.self, forKey: .rollingUpgrade)
         if let pins = knobValues, let why = Knobs.problem(pins) {
             throw DecodingError.dataCorruptedError(forKey: .knobValues, in: c, debugDescription: why)
         }
         if let mode = scheduling, !Self.schedulingModes.contains(mode) {
             throw DecodingError.dataCorruptedError(forKey: .scheduling, in: c, debugDescription: "scheduling: '\(mode)' is not one of \(Self.schedulingModes.joined(separator: ", "))")
+        }
+    }
+
+    /// `rolling_upgrade: { at: 3s, interval: 500ms, restart_delay: 1s }`.
+    public struct RollingUpgrade: Codable, Sendable {
+        /// When the new image is set on the resource.
+        public var at: SimDuration
+        /// How often the operator reconciles (default 500ms).
+        public var interval: SimDuration?
+        /// How long a deleted pod takes to come back with the new image (default 1s).
+        public var restartDelay: SimDuration?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case at, interval
+            case restartDelay = "restart_delay"
+        }
+        public init(from decoder: any Decoder) throws {
+            try rejectUnknownKeys(decoder, CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            at = try c.decode(SimDuration.self, forKey: .at)
+            interval = try c.decodeIfPresent(SimDuration.self, forKey: .interval)
+            restartDelay = try c.decodeIfPresent(SimDuration.self, forKey: .restartDelay)
         }
     }
 

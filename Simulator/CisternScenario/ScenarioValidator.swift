@@ -83,10 +83,11 @@ public enum ScenarioValidator {
             }
         }
         if let bug = s.workload.plantedBug {
-            let bugs = ["register": "stale_reads", "cluster": "early_takeover", "storage": "early_ack", "kvcache": "open_storage"]
-            if bugs[s.workload.kind] != bug {
-                out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; \(bugs[s.workload.kind].map { "the planted bug there is \($0)" } ?? "it has no planted bug")")
+            let bugs = ["register": ["stale_reads"], "cluster": ["early_takeover"], "storage": ["early_ack", "hasty_upgrade"], "kvcache": ["open_storage"]]
+            if bugs[s.workload.kind]?.contains(bug) != true {
+                out.append("workload.planted_bug: unknown bug '\(bug)' for the \(s.workload.kind) workload; \(bugs[s.workload.kind].map { "the planted bugs there are \($0.joined(separator: ", "))" } ?? "it has no planted bug")")
             }
+            if bug == "hasty_upgrade" && s.rollingUpgrade == nil { out.append("workload.planted_bug: hasty_upgrade needs a rolling_upgrade") }
             if s.expectViolations != true && s.swarm == nil {
                 out.append("workload.planted_bug: a planted bug needs expect_violations: true (or a swarm: block, to hunt it with random fault mixes)")
             }
@@ -131,6 +132,12 @@ public enum ScenarioValidator {
             else if let u = w.until, u > s.healTime { out.append("swarm.until: \(u) is after heal_at (\(s.healTime)); faults after the heal would eat into the liveness phase") }
             if let a = w.minInterval, a.nanoseconds < 1_000_000 { out.append("swarm.min_interval: \(a) is under the 1ms minimum") }
             if let a = w.minInterval, let b = w.maxInterval, a > b { out.append("swarm.min_interval: \(a) is above max_interval (\(b))") }
+        }
+        if let u = s.rollingUpgrade {
+            if s.workload.kind != "storage" { out.append("rolling_upgrade: only the storage workload runs the operator") }
+            if u.at >= s.duration { out.append("rolling_upgrade.at: \(u.at) is not before the end of the workload (\(s.duration))") }
+            if let i = u.interval, i.nanoseconds < 10_000_000 { out.append("rolling_upgrade.interval: \(i) is under the 10ms minimum") }
+            if s.topology.nodes.contains(where: { $0.startAt != nil }) { out.append("rolling_upgrade: storage nodes that join later are not upgraded; drop start_at or the upgrade") }
         }
         for (i, n) in s.topology.nodes.enumerated() {
             guard let at = n.startAt else { continue }

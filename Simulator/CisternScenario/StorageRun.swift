@@ -35,6 +35,8 @@ final class StorageRun: @unchecked Sendable {
     var lateNodes: [NodeSpec] { scenario.topology.nodes.filter { $0.role == .storage && $0.startAt != nil } }
     var verifierDone = false
     var mixed: [String] = []
+    /// The Kubernetes operator, when the scenario has a `rolling_upgrade`.
+    var kubeOperator: SimulatedOperator?
 
     init(scenario: Scenario, world: SimWorld, seed: UInt64) {
         self.scenario = scenario
@@ -110,6 +112,14 @@ final class StorageRun: @unchecked Sendable {
             await self.growChainTable(ctx, client)
         }
         world.start(admin)
+        if let upgrade = scenario.rollingUpgrade {
+            let op = SimulatedOperator(run: self, upgrade: upgrade)
+            kubeOperator = op
+            let node = world.addNode(name: "_operator", host: "10.255.255.4")
+            node.boot = { ctx in await op.loop(ctx) }
+            world.start(node)
+            driver.onKill = { op.noteDown($0.name) }
+        }
         verifier.boot = { [unowned self] ctx in await self.verify(ctx) }
         driver.select = { [unowned self] name in self.select(name) }
         driver.flipBit = { [unowned self] node, filter in self.flipChunkBit(node, filter) }
@@ -136,6 +146,7 @@ final class StorageRun: @unchecked Sendable {
             violations.append("liveness: the final reads of every chunk did not all succeed within \(scenario.liveness) after the workload")
         }
         if invariants.contains("replicas_identical") { violations += replicaDifferences() }
+        if let op = kubeOperator { violations += op.check() }
         for v in violations { world.trace.note(.violation, at: world.nowNanoseconds, v) }
 
         var r = RunResult(scenario: scenario.name, seed: seed)
@@ -433,7 +444,9 @@ final class StorageRun: @unchecked Sendable {
     }
 
     func settledMetrics() -> [String: Double] {
-        ["chains": Double(chains.count), "chain_table_versions": Double(generations.count), "corruptions_detected": Double(corruptions), "repairs": Double(repairs)]
+        var m = ["chains": Double(chains.count), "chain_table_versions": Double(generations.count), "corruptions_detected": Double(corruptions), "repairs": Double(repairs)]
+        if let op = kubeOperator { m["operator_pod_deletions"] = Double(op.deletions) }
+        return m
     }
 }
 

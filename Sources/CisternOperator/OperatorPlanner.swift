@@ -30,10 +30,16 @@ public struct Observation: Sendable, Equatable {
         public var id: UInt64
         public var replicas: Int
         public var serving: Int
-        public init(id: UInt64, replicas: Int, serving: Int) {
+        /// The chain's version: it moves whenever the manager changes a replica's state.
+        public var version: UInt64
+        /// Names of the nodes holding its replicas (a storage pod's name is its node's).
+        public var members: [String]
+        public init(id: UInt64, replicas: Int, serving: Int, version: UInt64 = 0, members: [String] = []) {
             self.id = id
             self.replicas = replicas
             self.serving = serving
+            self.version = version
+            self.members = members
         }
         public var fullyServing: Bool { serving == replicas }
     }
@@ -113,10 +119,19 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     }
     public struct Upgrade: Codable, Sendable, Equatable {
         public var image: String
+        /// The storage pod deleted last for the upgrade (or next to be).
         public var node: String
-        public init(image: String, node: String) {
+        /// When it was deleted (seconds on the operator's clock) and the versions of its
+        /// chains then: the next pod waits until each of those chains has moved on (the
+        /// manager saw the restart and rebuilt it), or `settleSeconds` passed with none
+        /// moving (nothing was missed).
+        public var deletedAtSeconds: Double?
+        public var chainVersions: [String: UInt64]?
+        public init(image: String, node: String, deletedAtSeconds: Double? = nil, chainVersions: [String: UInt64]? = nil) {
             self.image = image
             self.node = node
+            self.deletedAtSeconds = deletedAtSeconds
+            self.chainVersions = chainVersions
         }
     }
     public var observedGeneration: Int64
@@ -180,10 +195,15 @@ public struct OperatorPlanner: Sendable {
     /// Each rendered object with its hash annotation set.
     let annotated: [(key: String, object: JSONValue, hash: String)]
 
-    public init(name: String, namespace: String, spec: ClusterSpec) {
+    /// How long after deleting a storage pod the upgrade goes on when the manager
+    /// shows no change to its chains (a restart quick enough to miss nothing).
+    public let settleSeconds: Double
+
+    public init(name: String, namespace: String, spec: ClusterSpec, settleSeconds: Double = 30) {
         self.name = name
         self.namespace = namespace
         self.spec = spec
+        self.settleSeconds = settleSeconds
         self.rendered = spec.problems.isEmpty ? ClusterRenderer(name: name, namespace: namespace, spec: spec).objects() : []
         self.annotated = rendered.map(Self.annotate)
     }
@@ -210,7 +230,10 @@ public struct OperatorPlanner: Sendable {
         "\(object["kind"]?.string ?? "?")/\(object.at("metadata.name")?.string ?? "?")"
     }
 
-    public func plan(_ o: Observation, now: String) -> [Directive] {
+    /// - Parameters:
+    ///   - now: the time conditions record as their transition (RFC 3339).
+    ///   - nowSeconds: the same time in seconds, to measure `settleSeconds`.
+    public func plan(_ o: Observation, now: String, nowSeconds: Double = 0) -> [Directive] {
         let problems = spec.problems
         let storagePods = o.pods.filter { $0.role == .storage }.sorted { $0.ordinal < $1.ordinal }
         let upgraded = storagePods.filter { $0.image == spec.image && !$0.terminating }.count
@@ -295,16 +318,27 @@ public struct OperatorPlanner: Sendable {
             progressing = true
             reason = "Upgrading"
             let next = outdated[0]
-            status.upgrade = .init(image: spec.image, node: next.name)
+            let previous = o.previous?.upgrade.flatMap { $0.image == spec.image ? $0 : nil }
+            status.upgrade = previous ?? .init(image: spec.image, node: next.name)
             let busy = storagePods.filter { $0.terminating || !$0.ready }.map(\.name)
             let broken = chains.filter { !$0.fullyServing }.map { "chain \($0.id) (\($0.serving)/\($0.replicas) serving)" }
+            // The pod deleted last: its chains must show the manager saw it restart.
+            var unseen: [String] = []
+            if let p = previous, let versions = p.chainVersions, let at = p.deletedAtSeconds, nowSeconds - at < settleSeconds {
+                unseen = versions.keys.sorted().filter { c in chains.first { String($0.id) == c }.map { $0.version <= versions[c]! } ?? false }
+            }
             if o.cluster == nil {
                 notes.append("upgrade waits: the cluster manager is not reachable")
             } else if storagePods.count < spec.storageNodes || !busy.isEmpty {
                 notes.append("upgrade waits: storage pods not ready: \(busy.isEmpty ? "some are missing" : busy.joined(separator: ", "))")
             } else if !broken.isEmpty {
                 notes.append("upgrade waits: not every replica is SERVING: \(broken.prefix(5).joined(separator: ", "))")
+            } else if let p = previous, !unseen.isEmpty {
+                notes.append("upgrade waits: the cluster manager has not yet seen \(p.node) restart (chains \(unseen.joined(separator: ", ")) unchanged since its deletion; at most \(Int(settleSeconds)) s)")
             } else {
+                var versions: [String: UInt64] = [:]
+                for c in chains where c.members.contains(next.name) { versions[String(c.id)] = c.version }
+                status.upgrade = .init(image: spec.image, node: next.name, deletedAtSeconds: nowSeconds, chainVersions: versions)
                 out.append(.deletePod(name: next.name, reason: "upgrade to \(spec.image)", force: false))
                 notes.append("upgrading \(next.name) to \(spec.image) (\(upgraded) of \(storagePods.count) done)")
             }

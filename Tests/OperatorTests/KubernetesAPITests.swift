@@ -1,4 +1,5 @@
 import CisternOperator
+import CisternOperatorHTTP
 import Foundation
 import Testing
 

@@ -67,7 +67,7 @@ func status(_ ds: [Directive]) -> ClusterStatus? {
         var d = planner.plan(o, now: "t")
         #expect(deletions(d) == ["c-storage-0"])
         #expect(status(d)?.phase == "Upgrading")
-        #expect(status(d)?.upgrade == ClusterStatus.Upgrade(image: newImage, node: "c-storage-0"))
+        #expect(status(d)?.upgrade == ClusterStatus.Upgrade(image: newImage, node: "c-storage-0", deletedAtSeconds: 0, chainVersions: [:]))
         // While that pod is down, nothing else goes.
         o.pods[0].terminating = true
         #expect(deletions(planner.plan(o, now: "t")).isEmpty)
@@ -85,6 +85,36 @@ func status(_ ds: [Directive]) -> ClusterStatus? {
         // The manager unreachable: wait rather than guess.
         o.cluster = nil
         #expect(deletions(planner.plan(o, now: "t")).isEmpty)
+    }
+
+    /// A pod comes back ready long before the cluster manager notices it restarted
+    /// (a heartbeat timeout): until its chains move past the versions seen when it was
+    /// deleted, or `settleSeconds` pass with no change, the next pod waits. Found by
+    /// the simulator (operator-rolling-upgrade): without it, the second node went down
+    /// while the first was back but not yet rebuilt.
+    @Test func theNextPodWaitsUntilTheManagerSawTheLastRestart() {
+        let s = spec()
+        let planner = OperatorPlanner(name: "c", namespace: "ns", spec: s, settleSeconds: 30)
+        let members = ["c-storage-0", "c-storage-1", "c-storage-2"]
+        var o = settled(s, pods: storagePods(3, image: { _ in oldImage }), chains: chains(2))
+        o.cluster?.chains = [.init(id: 1, replicas: 3, serving: 3, version: 7, members: members), .init(id: 2, replicas: 3, serving: 3, version: 9, members: members)]
+        let first = planner.plan(o, now: "t", nowSeconds: 100)
+        #expect(deletions(first) == ["c-storage-0"])
+        #expect(status(first)?.upgrade == ClusterStatus.Upgrade(image: newImage, node: "c-storage-0", deletedAtSeconds: 100, chainVersions: ["1": 7, "2": 9]))
+        o.previous = status(first)
+        o.pods[0] = .init(name: "c-storage-0", role: .storage, ordinal: 0, image: newImage, ready: true)
+        let waiting = planner.plan(o, now: "t", nowSeconds: 101)
+        #expect(deletions(waiting).isEmpty)
+        #expect(status(waiting)?.message.contains("has not yet seen c-storage-0 restart") == true)
+        #expect(status(waiting)?.upgrade?.deletedAtSeconds == 100, "the memory of the deletion is kept")
+        // The manager rebuilt both chains (versions moved, all serving): go on.
+        o.previous = status(waiting)
+        o.cluster?.chains = [.init(id: 1, replicas: 3, serving: 3, version: 10, members: members), .init(id: 2, replicas: 3, serving: 3, version: 12, members: members)]
+        #expect(deletions(planner.plan(o, now: "t", nowSeconds: 110)) == ["c-storage-1"])
+        // Or nothing changed for settleSeconds: the restart missed nothing.
+        o.cluster?.chains = [.init(id: 1, replicas: 3, serving: 3, version: 7, members: members), .init(id: 2, replicas: 3, serving: 3, version: 9, members: members)]
+        #expect(deletions(planner.plan(o, now: "t", nowSeconds: 129)).isEmpty)
+        #expect(deletions(planner.plan(o, now: "t", nowSeconds: 131)) == ["c-storage-1"])
     }
 
     /// Every combination of pod readiness, termination, images and chain health for a

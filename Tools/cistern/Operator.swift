@@ -3,6 +3,7 @@ import Cistern
 import CisternAuth
 import CisternConnect
 import CisternOperator
+import CisternOperatorHTTP
 import CisternRouting
 import Foundation
 import Yams
@@ -129,7 +130,7 @@ struct Operator: AsyncParsableCommand {
             }
         }
         let now = ISO8601DateFormatter().string(from: Date())
-        for d in planner.plan(observation, now: now) {
+        for d in planner.plan(observation, now: now, nowSeconds: Date().timeIntervalSince1970) {
             switch d {
             case .apply(let object):
                 try await api.apply(object)

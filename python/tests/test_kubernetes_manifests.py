@@ -646,7 +646,7 @@ def test_every_schema_node_is_typed_and_described(crd):
             problems.append(f"{path}: $ref, or properties with additionalProperties")
         # (metadata is the API server's: a CRD may not describe it beyond name.)
         if node.get("type") == "object" and path != ".metadata" and \
-                not ("properties" in node or node.get("x-kubernetes-preserve-unknown-fields")):
+                not ("properties" in node or "additionalProperties" in node or node.get("x-kubernetes-preserve-unknown-fields")):
             problems.append(f"{path}: an object without properties would be pruned empty")
         if node.get("type") == "array" and "items" not in node:
             problems.append(f"{path}: an array without items")
@@ -741,7 +741,7 @@ def test_spec_fields_have_the_operator_contract(crd):
     assert set(s) == {"observedGeneration", "phase", "image", "message", "storage", "chains", "upgrade", "conditions"}
     assert set(s["storage"]["properties"]) == {"nodes", "ready", "upgraded"}
     assert set(s["chains"]["properties"]) == {"total", "serving"}
-    assert set(s["upgrade"]["properties"]) == {"image", "node"}
+    assert set(s["upgrade"]["properties"]) == {"image", "node", "deletedAtSeconds", "chainVersions"}
     assert s["message"]["type"] == "string"
     assert status["properties"]["phase"]["enum"] == ["Provisioning", "Running", "Upgrading", "Scaling", "Degraded", "Paused"]
     conditions = status["properties"]["conditions"]

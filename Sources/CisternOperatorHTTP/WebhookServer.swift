@@ -1,3 +1,4 @@
+import CisternOperator
 import Foundation
 import Hummingbird
 import HummingbirdCore

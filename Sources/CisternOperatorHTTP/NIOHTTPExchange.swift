@@ -1,3 +1,4 @@
+import CisternOperator
 import NIOCore
 import NIOHTTP1
 import NIOPosix
