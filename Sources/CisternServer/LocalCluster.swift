@@ -78,10 +78,26 @@ public struct LocalCluster: Sendable {
             var rng = SystemRandomNumberGenerator()
             for _ in 0..<64 {
                 let port = UInt16(Int.random(in: 10_000..<ephemeralLow, using: &rng))
-                if try bindable(port) { return port }
+                // A port handed out earlier may not be bound yet (its server is still
+                // starting): never hand it out twice.
+                if try bindable(port), issuedPorts.claim(port) { return port }
             }
         }
+        for _ in 0..<64 {
+            let port = try bound(port: 0)
+            if issuedPorts.claim(port) { return port }
+        }
         return try bound(port: 0)
+    }
+
+    /// Ports `freePort` handed out in this process.
+    static let issuedPorts = IssuedPorts()
+
+    final class IssuedPorts: @unchecked Sendable {
+        private let lock = NSLock()
+        private var ports: Set<UInt16> = []
+        /// True the first time `port` is claimed.
+        func claim(_ port: UInt16) -> Bool { lock.withLock { ports.insert(port).inserted } }
     }
 
     static func bindable(_ port: UInt16) throws -> Bool {

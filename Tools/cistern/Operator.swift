@@ -28,11 +28,17 @@ struct Operator: AsyncParsableCommand {
     @Flag(help: "Reconcile once and exit") var once = false
     @Option(help: "Serve GET /healthz here (empty: no health endpoint)") var healthListen = "0.0.0.0:8081"
     @Option(help: "Print the objects of the CisternCluster in this YAML file and exit") var render: String?
+    @Option(help: "Reach the cluster's servers with this client config (cluster.yaml) instead of their pods' DNS names (an operator outside the cluster)") var clusterConfig: String?
+    @Option(help: "Reach the master service at this URL instead of NAME-api.NAMESPACE.svc") var masterURL: String?
 
     func run() async throws {
         if let render { return try Self.render(render) }
         guard intervalSeconds >= 1 && intervalSeconds <= 3_600 else { throw ValidationError("--interval-seconds must be within 1...3600") }
         let api = KubernetesAPI(http: try NIOHTTPExchange(url: apiServer))
+        var reach = Reach(master: masterURL)
+        if let file = clusterConfig {
+            do { reach.cluster = try ServerConfig.Cluster.locate(file) } catch { throw ValidationError("--cluster-config \(file): \(error)") }
+        }
         if !healthListen.isEmpty {
             let parts = healthListen.split(separator: ":")
             guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--health-listen must be HOST:PORT") }
@@ -43,7 +49,7 @@ struct Operator: AsyncParsableCommand {
             do {
                 for c in try await api.clusters(namespace: namespace) {
                     do {
-                        try await Self.reconcile(c, api: api)
+                        try await Self.reconcile(c, api: api, reach: reach)
                     } catch {
                         Self.log("\(c.namespace)/\(c.name): \(error)")
                     }
@@ -95,8 +101,14 @@ struct Operator: AsyncParsableCommand {
         }
     }
 
+    /// How the operator reaches a cluster's servers: by default their in-cluster names.
+    struct Reach {
+        var master: String?
+        var cluster: ServerConfig.Cluster?
+    }
+
     /// One pass for one cluster: observe, plan, act.
-    static func reconcile(_ c: ClusterResource, api: KubernetesAPI) async throws {
+    static func reconcile(_ c: ClusterResource, api: KubernetesAPI, reach: Reach) async throws {
         guard let spec = c.spec else {
             log("\(c.namespace)/\(c.name): spec does not decode: \(c.specError ?? "?")")
             return
@@ -112,7 +124,7 @@ struct Operator: AsyncParsableCommand {
         // The cluster manager, once a manager pod runs.
         var session: ClientSession?
         if pods.contains(where: { $0.role == .mgmtd && $0.ready }) {
-            session = try? await ClientSession.connect(renderer.clusterConfig, name: "operator", clusterKey: key)
+            session = try? await ClientSession.connect(reach.cluster ?? renderer.clusterConfig, name: "operator", clusterKey: key)
             if let s = session {
                 await s.client.mgmtd.refreshRouting()
                 if let r = await s.client.mgmtd.routing { observation.cluster = ClusterObservation.from(r) }
@@ -120,7 +132,7 @@ struct Operator: AsyncParsableCommand {
         }
         defer { if let session { Task { await session.close() } } }
         // The master's tenants, once a master pod is ready.
-        let master = masterEndpoint(renderer)
+        let master = reach.master ?? masterEndpoint(renderer)
         var adminToken: String?
         if let ref = spec.master?.adminTokenSecretRef { adminToken = try? await api.secretValue(namespace: c.namespace, name: ref.name, key: ref.key) }
         if !spec.tenantList.isEmpty, pods.contains(where: { $0.role == .master && $0.ready }), let token = adminToken, let http = try? NIOHTTPExchange(url: master, timeoutSeconds: 10) {

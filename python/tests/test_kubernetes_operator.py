@@ -276,3 +276,99 @@ def test_webhook_refuses_a_pod_with_bad_annotations(webhook):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, context=context, timeout=10)
     assert e.value.code == 400
+
+
+def test_operator_once_against_a_real_cluster(cluster):
+    """The operator outside the cluster (--cluster-config, --master-url) with the API
+    answered from recorded shapes, but the cluster manager and the master real: it
+    reads the real chains, decides an upgrade step, makes a tenant in the real master
+    and stores its real token in a Secret."""
+    data = Path(cluster.data_dir)
+    key = (data / "cluster.key").read_text().strip()
+    resource = {"apiVersion": "cistern.io/v1alpha1", "kind": "CisternCluster",
+                "metadata": {"name": "kv", "namespace": "inference", "generation": 2, "uid": "u2"},
+                "spec": {"image": "ghcr.io/cistern/cistern:0.9.1", "storage": {"nodes": 3, "targetsPerNode": 2}, "chains": {"replicas": 3},
+                         "master": {"replicas": 1, "adminTokenSecretRef": {"name": "kv-admin", "key": "token"}},
+                         "auth": {"clusterKeySecretRef": {"name": "kv-key", "key": "key"}},
+                         "tenants": [{"name": "alice", "quotaBytes": 1 << 30, "quotaPages": 1000, "tokenSecretRef": {"name": "alice-token", "key": "token"}}]}}
+    secrets = {"kv-admin": {"token": cluster.admin_token()}, "kv-key": {"key": key}}
+    made: dict[str, dict] = {}
+
+    def pod(name: str, component: str, image: str) -> dict:
+        return {"metadata": {"name": name, "namespace": "inference", "labels": {"app.kubernetes.io/component": component, "cistern.io/cluster": "kv"}},
+                "spec": {"containers": [{"name": "server", "image": image}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+    pods = [pod("kv-mgmtd-0", "mgmtd", "ghcr.io/cistern/cistern:0.9.1"), pod("kv-meta-0", "meta", "ghcr.io/cistern/cistern:0.9.1"),
+            pod("kv-master-0", "master", "ghcr.io/cistern/cistern:0.9.1")] + \
+           [pod(f"kv-storage-{i}", "storage", "ghcr.io/cistern/cistern:0.9.0") for i in range(3)]
+
+    class API(BaseHTTPRequestHandler):
+        requests: list = []
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def handle_any(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            API.requests.append((self.command, self.path, body))
+            path = self.path.split("?")[0]
+            last = path.split("/")[-1]
+            if self.command == "GET" and last == "cisternclusters":
+                return self.answer(200, {"kind": "CisternClusterList", "apiVersion": "cistern.io/v1alpha1", "metadata": {}, "items": [resource]})
+            if self.command == "GET" and last == "pods":
+                return self.answer(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
+            if self.command == "GET" and last == "statefulsets":
+                return self.answer(200, {"kind": "StatefulSetList", "apiVersion": "apps/v1", "metadata": {},
+                                         "items": [{"metadata": {"name": f"kv-{r}"}, "spec": {"replicas": 3 if r == "storage" else 1}} for r in ("mgmtd", "meta", "storage", "master")]})
+            if self.command == "GET" and last in ("configmaps", "services"):
+                return self.answer(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": []})
+            if self.command == "GET" and "/secrets/" in path:
+                s = secrets.get(last) or made.get(last)
+                if s is None:
+                    return self.answer(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": f'secrets "{last}" not found'})
+                return self.answer(200, {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": last},
+                                         "data": {k: base64.b64encode(v.encode()).decode() for k, v in s.items()}})
+            if self.command == "POST" and last == "secrets":
+                doc = json.loads(body)
+                made[doc["metadata"]["name"]] = {k: base64.b64decode(v).decode() for k, v in doc["data"].items()}
+                return self.answer(201, doc)
+            if self.command in ("PATCH", "DELETE"):
+                return self.answer(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+            return self.answer(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "no such path"})
+
+        do_GET = do_PATCH = do_POST = do_DELETE = handle_any
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), API)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = subprocess.run([cistern_bin(), "operator", "--once", "--health-listen", "", "--api-server", f"http://127.0.0.1:{server.server_address[1]}",
+                              "--cluster-config", str(data / "cluster.yaml"), "--master-url", cluster.master_url()],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stderr
+    status = next(json.loads(b)["status"] for m, p, b in API.requests if m == "PATCH" and p.endswith("/cisternclusters/kv/status"))
+    # The real chains: 3 nodes of 2 targets make 2 chains of 3, all serving.
+    assert status["chains"] == {"total": 2, "serving": 2}, status
+    assert status["phase"] == "Upgrading" and status["upgrade"]["node"] == "kv-storage-0", status
+    assert status["storage"] == {"nodes": 3, "ready": 3, "upgraded": 0}
+    deleted = [p for m, p, b in API.requests if m == "DELETE"]
+    assert deleted == ["/api/v1/namespaces/inference/pods/kv-storage-0"], deleted
+    # The tenant is real: its token, stored in the Secret, is accepted by the master as alice.
+    token = made["alice-token"]["token"]
+    req = urllib.request.Request(cluster.master_url() + "/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert json.loads(urllib.request.urlopen(req, timeout=10).read())["tenant"] == "alice"
+    tenants = json.loads(urllib.request.urlopen(urllib.request.Request(cluster.master_url() + "/v1/tenants",
+                                                                       headers={"Authorization": f"Bearer {cluster.admin_token()}"}), timeout=10).read())
+    alice = next(t for t in tenants["tenants"] if t["name"] == "alice")
+    assert (alice["quotaBytes"], alice["quotaPages"]) == (1 << 30, 1000)
