@@ -5,7 +5,11 @@ import Yams
 /// scenario's timed faults, checks that this replays the failure, then drops faults,
 /// halves first and then one by one, keeping every removal after which the run still
 /// fails the same way (a violation of one of the same invariants), until no single
-/// fault can go. The result is a scenario file with the smallest fault set found.
+/// fault can go. Then the same for what the seed drew besides faults: the knobs
+/// (pinned at their drawn values, then each let go back to its default while the run
+/// still fails), the fault points and the shuffled schedule (turned off if the
+/// failure does not need them). The result is a scenario file with the smallest
+/// fault set and the fewest non-default settings found.
 public enum Shrinker {
     public struct Outcome: Sendable {
         /// The shrunk scenario: the kept faults, no generators.
@@ -18,6 +22,13 @@ public enum Shrinker {
         public var invariants: [String]
         /// The shrunk scenario's own run.
         public var result: RunResult
+        /// With knobs drawn: the knobs the failure needs at their drawn values
+        /// (`knob_values`, knobs off; empty: none), or nil when the draw was kept whole.
+        public var knobsNeeded: [String: UInt64]?
+        /// Whether the failure still needs fault points / the shuffled schedule (nil:
+        /// the scenario had neither on).
+        public var faultPointsNeeded: Bool?
+        public var shuffleNeeded: Bool?
     }
 
     public enum ShrinkError: Error, CustomStringConvertible {
@@ -53,14 +64,17 @@ public enum Shrinker {
         base.swarm = nil
         base.name = "\(scenario.name)-shrunk-seed\(seed)"
         var lastFailure = first
-        func fails(_ faults: [FaultSpec]) -> Bool {
-            var s = base
-            s.faults = faults
+        func failsScenario(_ s: Scenario) -> Bool {
             runs += 1
             let r = ScenarioRunner.run(s, path: path, seed: seed)
             let failing = !r.passed && r.violations.contains { wanted.contains(invariant($0)) }
             if failing { lastFailure = r }
             return failing
+        }
+        func fails(_ faults: [FaultSpec]) -> Bool {
+            var s = base
+            s.faults = faults
+            return failsScenario(s)
         }
         progress("\(scenario.name) seed \(seed) fails (\(wanted.sorted().joined(separator: ", "))); \(specs.count) faults drawn")
         guard fails(specs) else { throw .notReproduced(scenario.name, seed) }
@@ -91,7 +105,51 @@ public enum Shrinker {
         // is the kept set's own run.
         var final = base
         final.faults = kept
-        return Outcome(scenario: final, originalFaults: specs.count, keptFaults: kept.count, runs: runs, invariants: wanted.sorted(), result: lastFailure)
+        // `final` likewise only changes to a scenario that just failed.
+        var knobsNeeded: [String: UInt64]?
+        if final.knobs == true && runs < runsMax {
+            let drawn = Knobs.drawn(seed: seed).pinning(final.knobValues ?? [:])
+            var pins: [String: UInt64] = [:]
+            for (spec, v) in zip(Knobs.specs, drawn.values) where v != spec.standard { pins[spec.name] = v }
+            func pinned(_ p: [String: UInt64]) -> Scenario {
+                var c = final
+                c.knobs = nil
+                c.knobValues = p.isEmpty ? nil : p
+                return c
+            }
+            // The draw written out as pins must replay the failure before pins go.
+            if failsScenario(pinned(pins)) {
+                for name in pins.keys.sorted() where runs < runsMax {
+                    var fewer = pins
+                    fewer[name] = nil
+                    if failsScenario(pinned(fewer)) {
+                        pins = fewer
+                        progress("  knob \(name) back to its default: still fails (run \(runs))")
+                    }
+                }
+                final = pinned(pins)
+                knobsNeeded = pins
+                // Rerun the final form: the last failing run may have been another candidate.
+                _ = failsScenario(final)
+            }
+        }
+        var faultPointsNeeded: Bool?
+        if final.faultPoints == true {
+            var c = final
+            c.faultPoints = nil
+            faultPointsNeeded = !(runs < runsMax && failsScenario(c))
+            if faultPointsNeeded == false { final = c }
+        }
+        var shuffleNeeded: Bool?
+        if final.scheduling == "shuffled" {
+            var c = final
+            c.scheduling = nil
+            shuffleNeeded = !(runs < runsMax && failsScenario(c))
+            if shuffleNeeded == false { final = c }
+        }
+        if faultPointsNeeded == true || shuffleNeeded == true { _ = failsScenario(final) }
+        return Outcome(scenario: final, originalFaults: specs.count, keptFaults: kept.count, runs: runs, invariants: wanted.sorted(), result: lastFailure,
+                       knobsNeeded: knobsNeeded, faultPointsNeeded: faultPointsNeeded, shuffleNeeded: shuffleNeeded)
     }
 
     /// The shrunk scenario as a file: a `# Proves:` comment saying where it came from
@@ -105,9 +163,14 @@ public enum Shrinker {
         if scenario.workload.plantedBug != nil { scenario.expectViolations = true }
         let yaml = try encoder.encode(scenario)
         let broken = Set(o.result.violations.map(invariant)).sorted().joined(separator: ", ")
+        var settings: [String] = []
+        if let k = o.knobsNeeded { settings.append(k.isEmpty ? "no drawn knob" : "knobs \(k.keys.sorted().joined(separator: ", "))") }
+        if let f = o.faultPointsNeeded { settings.append(f ? "fault points" : "no fault points") }
+        if let s = o.shuffleNeeded { settings.append(s ? "the shuffled schedule" : "no shuffled schedule") }
+        let needs = settings.isEmpty ? "" : "\n# It needs \(settings.joined(separator: ", "))."
         return """
             # Proves: shrunk from \(path) seed \(seed): these \(o.keptFaults) of the \(o.originalFaults) faults
-            # it drew still break \(broken.isEmpty ? o.invariants.joined(separator: ", ") : broken) (\(o.runs) runs to shrink).
+            # it drew still break \(broken.isEmpty ? o.invariants.joined(separator: ", ") : broken) (\(o.runs) runs to shrink).\(needs)
             # Replay: cistern sim FILE --seed \(seed)
 
             """ + yaml

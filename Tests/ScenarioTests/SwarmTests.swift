@@ -141,6 +141,53 @@ invariants: [linearizable, no_lost_writes, replicas_identical, single_head, rout
         #expect(kept.count <= 4, "kept: \(kept.map(\.kind))")
     }
 
+    /// With knobs, fault points and the shuffled schedule drawn too, the shrinker
+    /// writes the knobs out as pins and lets go of every one the failure does not
+    /// need (the register workload reads none), and of fault points and the shuffle
+    /// when it fails without them; the file it writes replays the failure.
+    @Test func shrinkingLetsGoOfKnobsAndMechanismsTheFailureDoesNotNeed() throws {
+        let text = """
+            name: register-amnesia-knobs
+            duration: 6s
+            heal_at: 5s
+            topology:
+              nodes:
+                - { name: r1, role: register }
+                - { name: r2, role: register }
+                - { name: r3, role: register }
+                - { name: c1, role: client }
+            workload: { kind: register, keys: 2, think_time: 10ms, read_fraction: 0.8 }
+            faults:
+              - { at: 1s, kind: kill, node: r1, wipe_disk: true, duration: 1s }
+              - { at: 1s, kind: kill, node: r2, wipe_disk: true, duration: 1s }
+              - { at: 3s, kind: clog, node: c1, duration: 300ms }
+            knobs: true
+            fault_points: true
+            scheduling: shuffled
+            expect_violations: true
+
+            """
+        var s = try ScenarioLoader.parse(text, path: "register-amnesia-knobs.yaml")
+        s.expectViolations = nil
+        var failing: UInt64?
+        for seed in UInt64(1)...20 where !ScenarioRunner.run(s, path: "register-amnesia-knobs.yaml", seed: seed).passed {
+            failing = seed
+            break
+        }
+        let seed = try #require(failing, "losing two of three replicas' disks should lose a write")
+        let outcome = try Shrinker.shrink(s, path: "register-amnesia-knobs.yaml", seed: seed)
+        #expect(outcome.knobsNeeded == [:], "no knob matters to the register workload: \(outcome.knobsNeeded ?? [:])")
+        #expect(outcome.scenario.knobs == nil && outcome.scenario.knobValues == nil)
+        #expect(outcome.faultPointsNeeded != nil && outcome.shuffleNeeded != nil)
+        #expect((outcome.scenario.faultPoints == true) == (outcome.faultPointsNeeded == true))
+        #expect((outcome.scenario.scheduling == "shuffled") == (outcome.shuffleNeeded == true))
+        let file = try Shrinker.file(outcome, from: "register-amnesia-knobs.yaml", seed: seed)
+        #expect(file.contains("# It needs no drawn knob"))
+        var reloaded = try ScenarioLoader.parse(file + "expect_violations: true\n", path: "shrunk.yaml")
+        reloaded.expectViolations = nil
+        #expect(!ScenarioRunner.run(reloaded, path: "shrunk.yaml", seed: seed).passed, "the shrunk file replays the failure")
+    }
+
     @Test func shrinkingAPassingSeedSaysSo() throws {
         let (path, s) = try scenario("register-kill-partition-ipchange.yaml")
         #expect(throws: Shrinker.ShrinkError.self) { try Shrinker.shrink(s, path: path, seed: 1) }
