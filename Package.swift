@@ -203,7 +203,7 @@ let package = Package(
                 .product(name: "Collections", package: "swift-collections"),
             ],
             path: "Simulator/CisternSim",
-            swiftSettings: strict),
+            swiftSettings: strict + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         .target(
             name: "CisternScenario",
             dependencies: ["CisternSim", "CisternDemo", "CisternMgmtd", "CisternStorage", "CisternMeta", "CisternKV", "Cistern", "CisternOperator", .product(name: "Yams", package: "Yams")],
