@@ -66,6 +66,17 @@ final class ClusterRecorder: MgmtdObserver, RoutingObserver, @unchecked Sendable
         observe(routing, by: "\(node) (commit)")
     }
 
+    /// A new primary's routing from the KV: a version newer than every commit seen
+    /// was committed by a transaction whose outcome its writer never learned (it
+    /// applied), so it counts as committed from here.
+    func routingLoaded(_ routing: RoutingInfo, node: NodeID, at: UInt64) {
+        if let last = commits.last, routing.version < last.routing.version {
+            violation("routing_monotonic: \(node) took over with version \(routing.version) after version \(last.routing.version) was committed")
+        }
+        if routing.version > (commits.last?.routing.version ?? 0) { commits.append((at, routing)) }
+        observe(routing, by: "\(node) (takeover)")
+    }
+
     // MARK: RoutingObserver
 
     func accepted(_ routing: RoutingInfo, node: NodeID, session: UInt64, at: UInt64) {

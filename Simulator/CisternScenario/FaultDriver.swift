@@ -101,6 +101,8 @@ final class FaultDriver: @unchecked Sendable {
     /// clock drift (a clock that ran ahead stays ahead: it never goes back), dropped
     /// addresses, paused and killed nodes. Nodes that join later are left to join.
     func heal() {
+        // Fault points are faults too: the liveness phase after the heal is quiet.
+        world.faultPoints.isOn = false
         world.network.healPartitions()
         world.network.unclogAll()
         world.network.config.lossProbability = baseLoss

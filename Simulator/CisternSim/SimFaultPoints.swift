@@ -14,8 +14,17 @@ public final class SimFaultPoints: @unchecked Sendable {
     private var decided: [String: (rate: Double, random: DeterministicRandom)?] = [:]
     /// Fires per point name.
     public private(set) var fired: [String: Int] = [:]
+    /// Points that fired in each node's processes, by node name: a checker that
+    /// asks whether a fault touched a node counts these too.
+    public private(set) var firedOn: [String: Set<String>] = [:]
 
     init(seed: UInt64) { self.seed = seed }
+
+    func fires(_ point: StaticString, node: String) -> Bool {
+        guard fires(point) else { return false }
+        firedOn[node, default: []].insert(point.description)
+        return true
+    }
 
     func fires(_ point: StaticString) -> Bool {
         guard isOn else { return false }

@@ -52,7 +52,7 @@ public final class SimRuntime: Runtime, @unchecked Sendable {
     }
 
     public func faultPoint(_ point: StaticString) -> Bool {
-        process.world.faultPoints.fires(point)
+        process.world.faultPoints.fires(point, node: process.node.name)
     }
 
     public func makeActorExecutor() -> UnownedSerialExecutor {

@@ -144,6 +144,7 @@ public actor Mgmtd {
         lastHeartbeat = Dictionary(uniqueKeysWithValues: stored.nodes.map { ($0.id, now) })
         lastSequence = [:]
         reports = [:]
+        observer?.routingLoaded(stored, node: id, at: now)
         log.notice("became primary with lease epoch \(newEpoch) at routing version \(stored.version)")
     }
 

@@ -10,6 +10,13 @@ public protocol MgmtdObserver: AnyObject, Sendable {
     func primaryEnded(node: NodeID, epoch: UInt64, at: UInt64)
     /// `node` committed `routing` to the KV at `at`.
     func routingCommitted(_ routing: RoutingInfo, node: NodeID, at: UInt64)
+    /// `node` became primary with `routing` as the KV holds it: possibly a version
+    /// whose commit the previous primary never learned the outcome of (it applied).
+    func routingLoaded(_ routing: RoutingInfo, node: NodeID, at: UInt64)
+}
+
+extension MgmtdObserver {
+    public func routingLoaded(_ routing: RoutingInfo, node: NodeID, at: UInt64) {}
 }
 
 /// Receives the routing a node accepted, for checkers. `session` identifies the
