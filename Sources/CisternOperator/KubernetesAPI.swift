@@ -38,6 +38,8 @@ public enum KubernetesError: Error, Equatable, CustomStringConvertible {
     case status(code: Int, reason: String, message: String, request: String)
     /// The answer was not the JSON expected.
     case malformed(String)
+    /// Nothing answered at the address.
+    case unreachable(String)
 
     public var description: String {
         switch self {
@@ -49,6 +51,7 @@ public enum KubernetesError: Error, Equatable, CustomStringConvertible {
             }
             return "Kubernetes API \(request): \(code) \(reason): \(message)\(hint)"
         case .malformed(let why): return "Kubernetes API answer not understood: \(why)"
+        case .unreachable(let why): return "\(why); is the API (kubectl proxy beside the operator, --api-server) or the service running?"
         }
     }
 }

@@ -62,15 +62,22 @@ public struct NIOHTTPExchange: HTTPExchange {
         let group = MultiThreadedEventLoopGroup.singleton
         let loop = group.next()
         let promise = loop.makePromise(of: HTTPResponse.self)
-        let channel = try await ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(timeoutSeconds))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(Collector(promise))
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .connectTimeout(.seconds(timeoutSeconds))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(Collector(promise))
+                    }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
+        } catch {
+            // Every promise is completed: one left pending is a leak (NIO traps on it in debug builds).
+            promise.fail(error)
+            throw KubernetesError.unreachable("cannot connect to \(host):\(port): \(error)")
+        }
         let deadline = loop.scheduleTask(in: .seconds(timeoutSeconds)) {
             promise.fail(KubernetesError.malformed("no answer from \(host):\(port) within \(timeoutSeconds) s"))
             channel.close(promise: nil)

@@ -178,6 +178,12 @@ def test_operator_says_what_is_wrong_when_the_api_refuses():
     assert "403 Forbidden" in out.stderr and "rbac.yaml" in out.stderr, out.stderr
     bad = subprocess.run([cistern_bin(), "operator", "--once", "--api-server", "https://kubernetes.default.svc"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "kubectl proxy" in bad.stderr
+    # Nothing listening: a clear error and exit 1, not a crash (a leaked NIO promise
+    # trapped here once).
+    down = subprocess.run([cistern_bin(), "operator", "--once", "--health-listen", "", "--api-server", f"http://127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1, down.stderr[-2000:]
+    assert "cannot connect to 127.0.0.1" in down.stderr and "Fatal error" not in down.stderr
 
 
 @pytest.fixture(scope="module")
