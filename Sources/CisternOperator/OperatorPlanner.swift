@@ -1,3 +1,5 @@
+import CisternCore
+
 /// What the operator sees of one `CisternCluster`: its pods and StatefulSets from the
 /// Kubernetes API, and its chains and nodes from the cluster manager (nil when the
 /// manager could not be reached).
@@ -217,12 +219,7 @@ public struct OperatorPlanner: Sendable {
 
     /// FNV-1a of the object's canonical JSON, as 16 hex digits.
     public static func hash(_ object: JSONValue) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in object.encoded() {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01b3
-        }
-        let hex = String(h, radix: 16)
+        let hex = String(StableHash.fnv1a64(bytes: object.encoded()), radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
 

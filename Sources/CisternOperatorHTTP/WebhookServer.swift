@@ -27,6 +27,15 @@ public struct WebhookServer: Sendable {
         self.tlsKey = tlsKey
     }
 
+    /// Serves only GET /healthz on `host:port` (the operator's liveness endpoint).
+    public static func health(host: String, port: Int) async throws {
+        let router = Router()
+        router.get("/healthz") { _, _ in "ok\n" }
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "cistern-operator"),
+                              logger: { var l = Logger(label: "cistern.operator"); l.logLevel = .warning; return l }())
+        try await app.run()
+    }
+
     public func run(onReady: @escaping @Sendable (Int) -> Void) async throws {
         let router = Router()
         router.get("/healthz") { _, _ in "ok\n" }

@@ -127,12 +127,7 @@ invariants: [linearizable, no_lost_writes, replicas_identical, single_head, rout
             """
         var s = try ScenarioLoader.parse(text, path: "register-amnesia.yaml")
         s.expectViolations = nil
-        var failing: UInt64?
-        for seed in UInt64(1)...20 where !ScenarioRunner.run(s, path: "register-amnesia.yaml", seed: seed).passed {
-            failing = seed
-            break
-        }
-        let seed = try #require(failing, "losing two of three replicas' disks should lose a write")
+        let seed = try #require(firstFailingSeed(s, path: "register-amnesia.yaml"), "losing two of three replicas' disks should lose a write")
         let outcome = try Shrinker.shrink(s, path: "register-amnesia.yaml", seed: seed)
         let kept = outcome.scenario.faults ?? []
         // Without both disk losses no write can be lost, so both stay; most of the
@@ -169,12 +164,7 @@ invariants: [linearizable, no_lost_writes, replicas_identical, single_head, rout
             """
         var s = try ScenarioLoader.parse(text, path: "register-amnesia-knobs.yaml")
         s.expectViolations = nil
-        var failing: UInt64?
-        for seed in UInt64(1)...20 where !ScenarioRunner.run(s, path: "register-amnesia-knobs.yaml", seed: seed).passed {
-            failing = seed
-            break
-        }
-        let seed = try #require(failing, "losing two of three replicas' disks should lose a write")
+        let seed = try #require(firstFailingSeed(s, path: "register-amnesia-knobs.yaml"), "losing two of three replicas' disks should lose a write")
         let outcome = try Shrinker.shrink(s, path: "register-amnesia-knobs.yaml", seed: seed)
         #expect(outcome.knobsNeeded == [:], "no knob matters to the register workload: \(outcome.knobsNeeded ?? [:])")
         #expect(outcome.scenario.knobs == nil && outcome.scenario.knobValues == nil)
@@ -186,6 +176,11 @@ invariants: [linearizable, no_lost_writes, replicas_identical, single_head, rout
         var reloaded = try ScenarioLoader.parse(file + "expect_violations: true\n", path: "shrunk.yaml")
         reloaded.expectViolations = nil
         #expect(!ScenarioRunner.run(reloaded, path: "shrunk.yaml", seed: seed).passed, "the shrunk file replays the failure")
+    }
+
+    /// The first of seeds 1...20 on which `s` fails.
+    func firstFailingSeed(_ s: Scenario, path: String) -> UInt64? {
+        (UInt64(1)...20).first { !ScenarioRunner.run(s, path: path, seed: $0).passed }
     }
 
     @Test func shrinkingAPassingSeedSaysSo() throws {

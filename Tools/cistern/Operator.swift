@@ -42,8 +42,8 @@ struct Operator: AsyncParsableCommand {
         if !healthListen.isEmpty {
             let parts = healthListen.split(separator: ":")
             guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--health-listen must be HOST:PORT") }
-            let server = WebhookServer(injector: MountInjector(image: ""), host: String(parts[0]), port: port, tlsCertificate: nil, tlsKey: nil)
-            Task { try? await server.run { _ in } }
+            let host = String(parts[0])
+            Task { try? await WebhookServer.health(host: host, port: port) }
         }
         while true {
             do {
